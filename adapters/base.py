@@ -1,0 +1,159 @@
+"""The two adapter contracts: a *frontend* speaks a client's format, a *backend* speaks a provider's.
+
+How a request flows (the proxy does the I/O, adapters only convert):
+
+    client bytes --Frontend.parse_chat--> ChatRequest --params.apply_policy--> ChatRequest
+        --Backend.chat_request--> HttpRequest ==proxy sends==> upstream
+    upstream bytes --Backend.chat_response / stream_decoder().feed--> ChatResponse / [Event]
+        --Frontend.render_chat / stream_encoder().feed--> client bytes
+
+When the frontend's `name` equals the backend's `family` (OpenAI client on an OpenAI-compatible
+server, Anthropic client on an Anthropic server) the proxy skips the IR entirely: it rewrites only
+`model` in the body and relays the upstream bytes (`Backend.passthrough_request`).
+
+Errors: every method may raise `adapters.errors.ProxyError`; nothing else may escape for bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import msgspec
+
+from . import ir
+from .errors import ProxyError, unsupported
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    """One upstream HTTP request, fully built (the proxy adds only tracing headers)."""
+
+    url: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "POST"
+    stream: bool = False  # the response body is a stream for the decoder, not one document
+
+
+@dataclass(slots=True)
+class FollowUp:
+    """Returned by `chat_response` when the answer needs another request (Replicate: poll the
+    prediction, or open its stream URL).  The proxy waits `delay` seconds, sends `request`, and hands
+    the result back to `chat_response` (or, for `request.stream`, to a fresh `stream_decoder`)."""
+
+    request: HttpRequest
+    delay: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class Target:
+    """What routing resolved for one model: built once at config load (wildcards copy it per request)."""
+
+    model: str  # the model id sent to the backend
+    unsupported_params: str = "drop"  # "drop" | "error"
+    default_max_tokens: int | None = None  # used by backends that require max_tokens (Anthropic)
+    chat_template: Any = None  # adapters.chat_templates.ChatTemplate for prompt-only backends
+    params: Mapping[str, Any] = field(default_factory=dict)  # per-model fixed backend fields
+
+
+class StreamDecoder(Protocol):
+    """Backend stream bytes -> IR events.  One object per request; state lives in attributes.
+
+    `feed` gets raw body bytes exactly as read (it does its own SSE/NDJSON framing) and returns the
+    events they completed.  `close` is called at end of body: it returns the final events, or raises
+    ProxyError("upstream_protocol") when the stream ended without its terminal event (truncation).
+    An in-band error event from the upstream raises the matching ProxyError from `feed`.
+    """
+
+    def feed(self, chunk: bytes) -> list[ir.Event]: ...
+
+    def close(self) -> list[ir.Event]: ...
+
+
+class StreamEncoder(Protocol):
+    """IR events -> client stream bytes (SSE in the client's dialect).  One object per request.
+
+    `feed` returns the bytes to write for one event (b"" when it only updates state, e.g. an
+    Anthropic encoder holding Finish until Usage is known).  `error` returns the in-stream error event
+    for a failure after headers were sent; nothing is written after it.
+    """
+
+    def feed(self, event: ir.Event) -> bytes: ...
+
+    def error(self, err: ProxyError) -> bytes: ...
+
+
+class Frontend(Protocol):
+    """A client-facing API format (`openai`, `anthropic`)."""
+
+    name: ClassVar[str]
+    stream_content_type: ClassVar[str]
+
+    def parse_chat(self, body: bytes) -> ir.ChatRequest: ...
+
+    def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes: ...
+
+    def stream_encoder(self, req: ir.ChatRequest, model: str) -> StreamEncoder: ...
+
+    def render_error(self, err: ProxyError) -> tuple[int, bytes]: ...
+
+    # Same-format pass-through: cheap usage extraction for metrics, without decoding the rest.
+    def usage_from_body(self, body: bytes) -> ir.Usage | None: ...
+
+    def usage_from_event(self, data: bytes) -> ir.Usage | None: ...
+
+
+class Backend:
+    """Base class of provider adapters.  Subclasses set the class attributes and override methods.
+
+    Constructed once per configured backend at start-up, with the backend's config; must not do I/O.
+    """
+
+    provider: ClassVar[str]
+    # Wire family for byte pass-through: "openai" or "anthropic", None when the format is native.
+    family: ClassVar[str | None] = None
+    # Provider-specific config keys, decoded from the backend's config block (unknown keys rejected).
+    Options: ClassVar[type[msgspec.Struct]]
+    # IR optional parameters (see ir.OPTIONAL_PARAMS, plus "n") this backend can honour.  The rest are
+    # dropped or rejected per the model's `unsupported_params` policy before chat_request is called.
+    supported_params: ClassVar[frozenset[str]] = frozenset()
+    # Parameters renamed on the way, for the parity table in the docs: IR name -> backend field.
+    renamed_params: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: msgspec.Struct
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or None
+        self.extra_headers = dict(headers)
+        self.options = options
+
+    # -- chat ------------------------------------------------------------------------------------
+    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+        raise NotImplementedError
+
+    def chat_response(self, body: bytes, req: ir.ChatRequest, target: Target) -> ir.ChatResponse | FollowUp:
+        raise NotImplementedError
+
+    def stream_decoder(self, req: ir.ChatRequest, target: Target) -> StreamDecoder:
+        raise NotImplementedError
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
+        raise NotImplementedError
+
+    # -- embeddings (optional) -------------------------------------------------------------------
+    def embeddings_request(self, req: ir.EmbeddingRequest, target: Target) -> HttpRequest:
+        raise unsupported(f"provider {self.provider!r} does not offer embeddings", param="model")
+
+    def embeddings_response(self, body: bytes, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
+        raise unsupported(f"provider {self.provider!r} does not offer embeddings", param="model")
+
+    # -- same-format pass-through (only when `family` is set) ------------------------------------
+    def passthrough_request(
+        self, op: str, body: bytes, stream: bool, client_headers: Mapping[str, str]
+    ) -> HttpRequest:
+        """`op` is the frontend operation: "chat", "completions", "embeddings" (OpenAI family) or
+        "messages", "count_tokens" (Anthropic family).  `body` already carries the backend model."""
+        raise NotImplementedError

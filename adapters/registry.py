@@ -1,0 +1,39 @@
+"""Names -> adapter classes.  Entries are import paths so that a provider's module loads only when a
+config uses it (start-up work, never per request)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+FRONTENDS = {
+    "openai": "adapters.openai:OpenAIFrontend",
+    "anthropic": "adapters.anthropic:AnthropicFrontend",
+}
+
+PROVIDERS = {
+    "openai": "adapters.openai:OpenAIBackend",
+    "azure": "adapters.azure:AzureBackend",
+    "anthropic": "adapters.anthropic:AnthropicBackend",
+    "ollama": "adapters.ollama:OllamaBackend",
+    "tgi": "adapters.tgi:TGIBackend",
+    "huggingface": "adapters.huggingface:HuggingFaceBackend",
+    "llamacpp": "adapters.llamacpp:LlamaCppBackend",
+    "replicate": "adapters.replicate:ReplicateBackend",
+}
+
+
+def _load(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def provider_class(provider: str) -> Any:
+    try:
+        return _load(PROVIDERS[provider])
+    except KeyError:
+        raise KeyError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+
+
+def frontend(name: str) -> Any:
+    return _load(FRONTENDS[name])()

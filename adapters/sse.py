@@ -1,0 +1,187 @@
+"""Sans-IO incremental parsers and encoders for Server-Sent Events and NDJSON.
+
+How this works: `feed(bytes)` takes whatever a socket read produced and returns the events completed
+by it.  Only the new bytes are scanned for line ends (`bytes.splitlines` splits on CR, LF and CRLF
+only -- never on U+2028 and friends, which may sit unescaped inside JSON).  The incomplete tail line
+is kept undecoded, so a multi-byte UTF-8 character split across reads is joined before anyone
+decodes it; a trailing lone CR is held until the next byte shows whether it is half of a CRLF.
+Event data stays `bytes` (JSON decoders take bytes; the pass-through relay never decodes at all).
+Rules follow the WHATWG "event stream interpretation" algorithm (see shared/protocols/sse.md).
+"""
+
+from __future__ import annotations
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class SSEEvent:
+    __slots__ = ("event", "data", "id")
+
+    def __init__(self, data: bytes, event: str | None = None, id: str | None = None) -> None:
+        self.data = data
+        self.event = event  # None means the default type, "message"
+        self.id = id
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, SSEEvent)
+            and (self.data, self.event, self.id) == (other.data, other.event, other.id)
+        )
+
+    def __repr__(self) -> str:
+        return f"SSEEvent(data={self.data!r}, event={self.event!r}, id={self.id!r})"
+
+
+class _LineSplitter:
+    """Split a byte stream into complete lines (endings removed), scanning each byte once."""
+
+    __slots__ = ("_partial", "_cr_held", "_started")
+
+    def __init__(self) -> None:
+        self._partial = bytearray()  # the current unterminated line
+        self._cr_held = False  # the last line ended with a CR that may be half of a CRLF
+        self._started = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        if not chunk:
+            return lines
+        if self._cr_held:
+            self._cr_held = False
+            if chunk[0] == 0x0A:  # the LF of a CRLF split across reads
+                chunk = chunk[1:]
+                if not chunk:
+                    return lines
+        if not self._started:
+            # A BOM may itself arrive split; wait until three bytes are in before deciding.
+            self._partial += chunk
+            if len(self._partial) < 3 and _BOM.startswith(bytes(self._partial)):
+                return lines
+            self._started = True
+            chunk = bytes(self._partial)
+            self._partial.clear()
+            if chunk.startswith(_BOM):
+                chunk = chunk[3:]
+        pieces = chunk.splitlines(keepends=True)
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            end = piece[-1]
+            if end == 0x0A:
+                body = piece[:-2] if piece.endswith(b"\r\n") else piece[:-1]
+            elif end == 0x0D:
+                if i == last:
+                    self._cr_held = True
+                body = piece[:-1]
+            else:  # only the last piece can lack a line end
+                self._partial += piece
+                break
+            if self._partial:
+                self._partial += body
+                body = bytes(self._partial)
+                self._partial.clear()
+            lines.append(body)
+        return lines
+
+    def finish(self) -> bytes | None:
+        """The unterminated last line at end of stream, if any."""
+        if self._partial:
+            line = bytes(self._partial)
+            self._partial.clear()
+            return line
+        return None
+
+
+class SSEParser:
+    """Incremental SSE parser.  `unterminated` is set when close() had to dispatch a partial event."""
+
+    __slots__ = ("_lines", "_data", "_event", "last_event_id", "retry", "unterminated")
+
+    def __init__(self) -> None:
+        self._lines = _LineSplitter()
+        self._data: list[bytes] = []
+        self._event: str | None = None
+        self.last_event_id: str | None = None
+        self.retry: int | None = None
+        self.unterminated = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for line in self._lines.feed(chunk):
+            self._line(line, out)
+        return out
+
+    def close(self) -> list[SSEEvent]:
+        """End of stream.  A pending event without its blank line is dispatched leniently."""
+        out: list[SSEEvent] = []
+        line = self._lines.finish()
+        if line is not None:
+            self._line(line, out)
+        if self._data:
+            self.unterminated = True
+            self._dispatch(out)
+        return out
+
+    def _line(self, line: bytes, out: list[SSEEvent]) -> None:
+        if not line:
+            self._dispatch(out)
+            return
+        if line[0] == 0x3A:  # ':' comment / keep-alive
+            return
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id":
+            if b"\0" not in value:
+                self.last_event_id = value.decode("utf-8", "replace")
+        elif name == b"retry":
+            if value.isdigit():
+                self.retry = int(value)
+
+    def _dispatch(self, out: list[SSEEvent]) -> None:
+        data = self._data
+        if data:
+            out.append(
+                SSEEvent(data[0] if len(data) == 1 else b"\n".join(data), self._event, self.last_event_id)
+            )
+            self._data = []
+        self._event = None
+
+
+class NDJSONParser:
+    """Incremental newline-delimited JSON framing: returns complete, non-empty lines as bytes."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self) -> None:
+        self._lines = _LineSplitter()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        return [line for line in self._lines.feed(chunk) if line.strip()]
+
+    def close(self) -> list[bytes]:
+        line = self._lines.finish()
+        return [line] if line is not None and line.strip() else []
+
+
+def encode_event(data: bytes, event: str | None = None) -> bytes:
+    """One SSE event.  `data` containing newlines becomes several `data:` lines, as the spec joins them."""
+    if b"\n" in data or b"\r" in data:
+        body = b"".join(b"data: " + line + b"\n" for line in data.splitlines())
+    else:
+        body = b"data: " + data + b"\n"
+    if event is not None:
+        return b"event: " + event.encode() + b"\n" + body + b"\n"
+    return body + b"\n"
+
+
+def encode_data(data: bytes) -> bytes:
+    """The common single-line case (compact JSON has no raw newlines): `data: ...` + blank line."""
+    return b"data: " + data + b"\n\n"
+
+
+KEEPALIVE = b": keep-alive\n\n"
+DONE = b"data: [DONE]\n\n"

@@ -1,0 +1,1 @@
+"""Emulated backends, the load generator and benchmark reports."""

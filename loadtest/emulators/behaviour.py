@@ -1,0 +1,136 @@
+"""How a request tells an emulator what to do: a scenario in the model name or the `x-emulate` header.
+
+    model = "llama::status=429,retry_after=2"     -> answer 429 with Retry-After: 2
+    model = "llama::tools,chunks=20"              -> a tool call, streamed in 20 chunks
+    header  x-emulate: hang                       -> never answer
+
+One emulator serves every scenario, so tests and the demo configure behaviour through routing alone
+(a proxy model name mapped to a backend model that carries the scenario).  Keys:
+
+    status=N          reply with HTTP error N in the format's own error shape
+    retry_after=S     with status: a Retry-After header
+    context_length    a 400 whose message is the format's context-length wording
+    chunks=N          number of content chunks when streaming (default 4)
+    text=WORDS        reply text (`_` stands for a space); default echoes the last user text
+    tools             answer with a tool call (to the first tool offered, else `get_weather`)
+    reasoning         include reasoning / thinking output where the format has it
+    first_byte=S      delay before the response headers (slow first byte)
+    chunk_delay=S     delay between stream chunks
+    hang              accept the request and never answer
+    reset_after=N     streaming: drop the TCP connection after N chunks
+    truncate_after=N  streaming: end the body cleanly after N chunks, without the terminal event
+    error_after=N     streaming: an in-band error event after N chunks
+    malformed         a body / chunk that is not valid JSON
+    max_tokens        stop with the format's "length" finish reason
+    usage_in=N,usage_out=N   token counts to report (defaults derive from the text)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, fields
+
+SEPARATOR = "::"
+HEADER = "x-emulate"
+
+
+@dataclass
+class Behaviour:
+    status: int | None = None
+    retry_after: float | None = None
+    context_length: bool = False
+    chunks: int = 4
+    text: str | None = None
+    tools: bool = False
+    reasoning: bool = False
+    first_byte: float = 0.0
+    chunk_delay: float = 0.0
+    hang: bool = False
+    reset_after: int | None = None
+    truncate_after: int | None = None
+    error_after: int | None = None
+    malformed: bool = False
+    max_tokens: bool = False
+    usage_in: int | None = None
+    usage_out: int | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "Behaviour":
+        b = cls()
+        types = {f.name: f.type for f in fields(cls)}
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            key, _, value = item.partition("=")
+            if key not in types:
+                continue  # unknown keys are ignored so scenarios stay forward compatible
+            typ = types[key]
+            if "bool" in typ:
+                setattr(b, key, value.lower() not in ("0", "false", "no") if value else True)
+            elif "int" in typ:
+                setattr(b, key, int(value))
+            elif "float" in typ:
+                setattr(b, key, float(value))
+            else:
+                setattr(b, key, value.replace("_", " "))
+        return b
+
+
+def behaviour_for(model: str | None, headers) -> Behaviour:
+    """The scenario from the model name's `::` suffix, overridden by the `x-emulate` header."""
+    spec = ""
+    if model and SEPARATOR in model:
+        spec = model.split(SEPARATOR, 1)[1]
+    header = headers.get(HEADER) if headers is not None else None
+    if header:
+        spec = f"{spec},{header}" if spec else header
+    return Behaviour.parse(spec)
+
+
+def split_text(text: str, n: int) -> list[str]:
+    """Split `text` into `n` non-empty pieces (fewer if the text is shorter) that join back exactly."""
+    n = max(1, min(n, len(text))) if text else 1
+    size, rem = divmod(len(text), n)
+    out, pos = [], 0
+    for i in range(n):
+        step = size + (1 if i < rem else 0)
+        out.append(text[pos : pos + step])
+        pos += step
+    return out
+
+
+def reply_text(b: Behaviour, last_user_text: str) -> str:
+    if b.text is not None:
+        return b.text
+    return f"echo: {last_user_text}" if last_user_text else "Hello from the emulator."
+
+
+def count_tokens(text: str) -> int:
+    """A stable stand-in for a tokenizer: about four characters a token, at least one."""
+    return max(1, (len(text) + 3) // 4)
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Upstream latency to emulate: first-byte delay drawn from a log-normal fitted to p50/p95, and a
+    token rate for streams.  `name` labels it in benchmark reports."""
+
+    name: str = "zero"
+    p50: float = 0.0
+    p95: float = 0.0
+    tokens_per_s: float = 0.0  # 0 = chunks back to back
+
+    def first_byte_delay(self, rng: random.Random) -> float:
+        if self.p50 <= 0:
+            return 0.0
+        import math
+
+        sigma = math.log(max(self.p95, self.p50) / self.p50) / 1.645 if self.p95 > self.p50 else 0.0
+        return self.p50 * math.exp(rng.gauss(0.0, sigma)) if sigma else self.p50
+
+    def chunk_gap(self) -> float:
+        return 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
+
+
+async def sleep_if(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)

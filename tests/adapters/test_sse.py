@@ -1,0 +1,114 @@
+"""SSE and NDJSON framing: the WHATWG checklist, and identical events for every split of the input."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.sse import NDJSONParser, SSEEvent, SSEParser, encode_event
+
+
+def parse_whole(data: bytes) -> list[SSEEvent]:
+    p = SSEParser()
+    return p.feed(data) + p.close()
+
+
+def parse_bytewise(data: bytes) -> list[SSEEvent]:
+    p = SSEParser()
+    out = []
+    for i in range(len(data)):
+        out += p.feed(data[i : i + 1])
+    return out + p.close()
+
+
+def parse_split(data: bytes, cut: int) -> list[SSEEvent]:
+    p = SSEParser()
+    return p.feed(data[:cut]) + p.feed(data[cut:]) + p.close()
+
+
+def assert_all_splits(data: bytes, expected: list[SSEEvent]) -> None:
+    assert parse_whole(data) == expected
+    assert parse_bytewise(data) == expected
+    for cut in range(len(data) + 1):
+        assert parse_split(data, cut) == expected, cut
+
+
+CHECKLIST = [
+    (b"data: a\n\n", [SSEEvent(b"a")]),
+    (b"data: a\r\n\r\n", [SSEEvent(b"a")]),
+    (b"data: a\r\r", [SSEEvent(b"a")]),
+    (b"data: a\r\n\r\ndata: b\r\n\r\n", [SSEEvent(b"a"), SSEEvent(b"b")]),
+    (b'data: {"x":\ndata: 1}\n\n', [SSEEvent(b'{"x":\n1}')]),
+    (b": keepalive\n\n", []),
+    (b":\n\n", []),
+    (b"event: ping\ndata: {}\n\n", [SSEEvent(b"{}", "ping")]),
+    ("data: 🦙🦙\n\n".encode(), [SSEEvent("🦙🦙".encode())]),
+    (b"data:x\n\n", [SSEEvent(b"x")]),
+    (b"data:  x\n\n", [SSEEvent(b" x")]),
+    ('data: {"t":"a\u2028b"}\n\n'.encode(), [SSEEvent('{"t":"a\u2028b"}'.encode())]),
+    (b"data: tail-without-blank-line", [SSEEvent(b"tail-without-blank-line")]),
+    (b"retry: abc\ndata: r\n\n", [SSEEvent(b"r")]),
+    (b"id: a\0b\ndata: r\n\n", [SSEEvent(b"r")]),
+    (b"id: 7\ndata: r\n\ndata: s\n\n", [SSEEvent(b"r", id="7"), SSEEvent(b"s", id="7")]),
+    (b"event: only-event\n\ndata: d\n\n", [SSEEvent(b"d")]),
+    (b"data\n\n", [SSEEvent(b"")]),
+    (b"\xef\xbb\xbfdata: bom\n\n", [SSEEvent(b"bom")]),
+    (b"data: a\rdata: b\n\n", [SSEEvent(b"a\nb")]),
+    (b"data: mixed\r\n\ndata: endings\r\r", [SSEEvent(b"mixed"), SSEEvent(b"endings")]),
+    (b"unknown: field\ndata: u\n\n", [SSEEvent(b"u")]),
+]
+
+
+def test_checklist_every_split():
+    for data, expected in CHECKLIST:
+        assert_all_splits(data, expected)
+
+
+def test_unterminated_is_flagged():
+    p = SSEParser()
+    assert p.feed(b"data: x") == []
+    assert p.close() == [SSEEvent(b"x")]
+    assert p.unterminated
+    q = SSEParser()
+    q.feed(b"data: x\n\n")
+    q.close()
+    assert not q.unterminated
+
+
+def test_retry_field_digits_only():
+    p = SSEParser()
+    p.feed(b"retry: 1500\n\n")
+    assert p.retry == 1500
+
+
+sse_line = st.one_of(
+    st.builds(lambda v: b"data: " + v, st.binary(max_size=12).filter(lambda b: b"\r" not in b and b"\n" not in b)),
+    st.sampled_from([b"", b": ping", b"event: x", b"id: 3", b"data", "data: é🦙".encode()]),
+)
+line_end = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(sse_line, line_end), max_size=12), st.data())
+def test_any_split_yields_same_events(lines, data):
+    stream = b"".join(line + end for line, end in lines)
+    expected = parse_whole(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    p = SSEParser()
+    got, prev = [], 0
+    for c in cuts + [len(stream)]:
+        got += p.feed(stream[prev:c])
+        prev = c
+    assert got + p.close() == expected
+    assert parse_bytewise(stream) == expected
+
+
+def test_encode_roundtrip_multiline():
+    raw = encode_event(b"line1\nline2", "output") + encode_event(b'{"a":1}')
+    assert parse_whole(raw) == [SSEEvent(b"line1\nline2", "output"), SSEEvent(b'{"a":1}')]
+
+
+def test_ndjson_every_split():
+    data = b'{"a":1}\n\n{"b":"\xc3\xa9"}\r\n{"c":3}'
+    expected = [b'{"a":1}', b'{"b":"\xc3\xa9"}', b'{"c":3}']
+    for cut in range(len(data) + 1):
+        p = NDJSONParser()
+        assert p.feed(data[:cut]) + p.feed(data[cut:]) + p.close() == expected
