@@ -121,6 +121,9 @@ class Backend:
     supported_params: ClassVar[frozenset[str]] = frozenset()
     # Parameters renamed on the way, for the parity table in the docs: IR name -> backend field.
     renamed_params: ClassVar[Mapping[str, str]] = {}
+    # Prompt-only backends (TGI, llama.cpp /completion, Replicate prompt models) render chat messages
+    # with the model's chat template; the config loader then fills `Target.chat_template`.
+    uses_chat_template: ClassVar[bool] = False
 
     def __init__(
         self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: msgspec.Struct
