@@ -155,8 +155,9 @@ class Backend:
 
     # -- same-format pass-through (only when `family` is set) ------------------------------------
     def passthrough_request(
-        self, op: str, body: bytes, stream: bool, client_headers: Mapping[str, str]
+        self, op: str, body: bytes, stream: bool, target: Target, client_headers: Mapping[str, str]
     ) -> HttpRequest:
         """`op` is the frontend operation: "chat", "completions", "embeddings" (OpenAI family) or
-        "messages", "count_tokens" (Anthropic family).  `body` already carries the backend model."""
+        "messages", "count_tokens" (Anthropic family).  `body` already carries `target.model`.
+        `client_headers` lets a family forward what its protocol expects (e.g. `anthropic-beta`)."""
         raise NotImplementedError
