@@ -1,0 +1,537 @@
+"""Ollama native API backend: `/api/chat`, `/api/generate` (legacy prompts) and `/api/embed`.
+
+Quirks of the backend, and what this adapter does about them:
+- `stream` defaults to *true* on the server, so it is always sent explicitly.
+- `content` is a plain string: text parts are joined with newlines; images move to the message's
+  `images` list as raw base64 (a `data:` URL prefix is stripped).  Ollama cannot fetch image URLs and
+  adapters do no I/O, so an http(s) image URL is refused (400 `unsupported`).
+- Tool-call arguments are JSON *objects*: the IR's raw string is parsed on the way out (invalid JSON or
+  a non-object -> 400) and answers are rendered back as one compact JSON string fragment.
+- Tool results need the function name (`tool_name`): it is recovered from the request history
+  (assistant tool-call id -> name) and sent next to `tool_call_id`.  There is no error flag, so an
+  `is_error` result is sent as "Error: <text>".
+- There is no `tool_choice`.  `auto` is the default, `none` omits `tools`; `required` and a named tool
+  cannot be expressed: with the model's `unsupported_params: error` they are refused (400), with
+  `drop` the tools are sent and the model chooses as with `auto`.  (`tool_choice` is therefore in
+  `supported_params`: the partial support is decided here, where the mode is known.)
+- No `parallel_tool_calls`, `n`, `logit_bias`, `logprobs`, `user`, `metadata`: not in
+  `supported_params`, so the shared policy drops or refuses them.
+- Renamed: sampling parameters move under `options`; `max_tokens` -> `options.num_predict`,
+  `repetition_penalty` -> `options.repeat_penalty`, `stop` -> `options.stop`, `response_format` ->
+  `format` ("json" or the schema), `reasoning` -> `think` (bool or an effort level).
+- Reasoning parts in the history are sent back as `thinking` only when they carry no signature or
+  redacted data (those belong to another provider and are dropped).
+- Answers: `message.thinking` -> reasoning block, `message.content` -> text block, tool calls arrive
+  whole; ids `call_<24 alnum>` are synthesised when the server sends none (older releases).  The
+  finish reason is derived: `stop` + tool calls -> tool_calls; `length` -> length; anything else
+  (`load`, `unload`, absent) -> stop.  Ollama never says which stop sequence matched.
+- Metrics are `omitempty` in Go: a missing `prompt_eval_count` (prompt fully cached) counts as 0.
+- There is no response id: one is synthesised.
+- Errors are `{"error": "<string>"}`, also as an NDJSON line after a 200 status.
+- `num_ctx` (backend option) matters: Ollama silently truncates prompts longer than its small
+  default context window.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from . import ir, jsonio
+from .base import Backend, HttpRequest, Target
+from .errors import ProxyError, bad_request, from_upstream, looks_like_context_length, unsupported
+from .sse import NDJSONParser
+
+# --------------------------------------------------------------------------------------------------
+# Generic helpers (usable by any native adapter)
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def synth_id(prefix: str = "call_", length: int = 24) -> str:
+    """An id for something the backend did not name (`call_<24 alnum>` for tool calls)."""
+    return prefix + "".join(random.choices(_ALNUM, k=length))
+
+
+def json_headers(api_key: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+    """JSON content type, optional bearer auth, then the backend's configured headers."""
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    headers.update(extra)
+    return headers
+
+
+def merge_params(body: dict[str, Any], params: Mapping[str, Any], nested: str | None = None) -> None:
+    """Apply a model's fixed backend fields (`Target.params`); `nested` names one dict merged key by key."""
+    for key, value in params.items():
+        if key == nested and isinstance(value, Mapping):
+            body[key] = {**body.get(key, {}), **value}
+        else:
+            body[key] = value
+
+
+def parse_tool_arguments(raw: str, name: str) -> dict[str, Any]:
+    """The IR's raw argument string as the JSON object object-based formats need (400 if it is not one)."""
+    if not raw.strip():
+        return {}  # OpenAI clients send "" for a call without arguments
+    try:
+        value = jsonio.loads(raw)
+    except jsonio.DecodeError:
+        raise bad_request(f"arguments of tool call {name!r} are not valid JSON", param="messages") from None
+    if not isinstance(value, dict):
+        raise bad_request(f"arguments of tool call {name!r} must be a JSON object", param="messages")
+    return value
+
+
+def tool_names_by_id(messages: list[ir.Message]) -> dict[str, str]:
+    """id -> function name from the assistant tool calls in the history (for formats keyed by name)."""
+    return {p.id: p.name for m in messages for p in m.parts if isinstance(p, ir.ToolCall)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Request
+
+_SAMPLING = (  # IR field -> Ollama option
+    ("temperature", "temperature"),
+    ("top_p", "top_p"),
+    ("top_k", "top_k"),
+    ("min_p", "min_p"),
+    ("seed", "seed"),
+    ("repetition_penalty", "repeat_penalty"),
+    ("presence_penalty", "presence_penalty"),
+    ("frequency_penalty", "frequency_penalty"),
+)
+
+# reasoning effort -> Ollama `think` (levels per api/types.go ThinkValue; unknown efforts mean "on")
+_EFFORT_THINK: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "high",
+    "max": "max",
+}
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True):
+    keep_alive: str | int | None = None  # "5m", or seconds; 0 unloads after the request
+    num_ctx: int | None = None  # context window (the server default silently truncates long prompts)
+    think: bool | str | None = None  # used when the request says nothing about reasoning
+    options: dict[str, Any] = msgspec.field(default_factory=dict)  # extra Ollama options, always sent
+
+
+def _think(reasoning: ir.ReasoningConfig | None, default: bool | str | None) -> bool | str | None:
+    if reasoning is None:
+        return default
+    if reasoning.enabled is False:
+        return False
+    if reasoning.effort:
+        return _EFFORT_THINK.get(reasoning.effort.lower(), True)
+    return True
+
+
+def _image_base64(img: ir.Image) -> str:
+    if img.data:
+        return img.data
+    url = img.url or ""
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise bad_request("image data URLs must be base64-encoded", param="messages")
+        return data
+    raise unsupported(
+        "the ollama backend takes only inline images (base64 or data: URLs); image URLs are not fetched",
+        param="messages",
+    )
+
+
+def _tool_message(res: ir.ToolResult, names: dict[str, str]) -> dict[str, Any]:
+    text = "\n".join(p.text for p in res.content if isinstance(p, ir.Text))
+    out: dict[str, Any] = {"role": "tool", "content": f"Error: {text}" if res.is_error else text}
+    name = res.name or names.get(res.tool_call_id)
+    if name:
+        out["tool_name"] = name
+    if res.tool_call_id:
+        out["tool_call_id"] = res.tool_call_id
+    images = [_image_base64(p) for p in res.content if isinstance(p, ir.Image)]
+    if images:
+        out["images"] = images
+    return out
+
+
+def _message(msg: ir.Message, names: dict[str, str]) -> list[dict[str, Any]]:
+    """One IR message -> Ollama messages: each tool result its own `tool` message, results first."""
+    out = [_tool_message(p, names) for p in msg.parts if isinstance(p, ir.ToolResult)]
+    rest = [p for p in msg.parts if not isinstance(p, ir.ToolResult)]
+    if out and not rest:
+        return out
+    texts, images, calls, thinking = [], [], [], []
+    for p in rest:
+        if isinstance(p, ir.Text):
+            texts.append(p.text)
+        elif isinstance(p, ir.Image):
+            images.append(_image_base64(p))
+        elif isinstance(p, ir.ToolCall):
+            call: dict[str, Any] = {"function": {"name": p.name, "arguments": parse_tool_arguments(p.arguments, p.name)}}
+            if p.id:
+                call["id"] = p.id
+            calls.append(call)
+        elif p.text and p.signature is None and p.redacted_data is None:  # Reasoning
+            thinking.append(p.text)
+    m: dict[str, Any] = {"role": msg.role, "content": "\n".join(texts)}
+    if images:
+        m["images"] = images
+    if calls:
+        m["tool_calls"] = calls
+    if thinking:
+        m["thinking"] = "".join(thinking)
+    out.append(m)
+    return out
+
+
+def _format(rf: ir.ResponseFormat | None) -> Any:
+    if rf is None or rf.type == "text":
+        return None
+    if rf.type == "json_schema" and rf.schema is not None:
+        return rf.schema
+    return "json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Response lines
+
+
+class _Function(msgspec.Struct):
+    name: str = ""
+    arguments: Any = None  # an object; tolerated as a string
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function
+    id: str | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+    thinking: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Line(msgspec.Struct):
+    """One `/api/chat` or `/api/generate` line (or a whole non-streamed answer)."""
+
+    model: str | None = None
+    created_at: str | None = None
+    message: _Message | None = None  # /api/chat
+    response: str | None = None  # /api/generate
+    thinking: str | None = None  # /api/generate
+    done: bool = False
+    done_reason: str | None = None
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+    error: Any = None
+
+
+class _Embed(msgspec.Struct):
+    embeddings: list[list[float]]
+    prompt_eval_count: int | None = None
+
+
+_line_decoder = jsonio.decoder(_Line)
+_embed_decoder = jsonio.decoder(_Embed)
+
+_FINISH: dict[str, ir.FinishReason] = {"stop": "stop", "length": "length"}
+
+
+def _decode_line(data: bytes) -> _Line:
+    try:
+        return _line_decoder.decode(data)
+    except (jsonio.DecodeError, jsonio.ValidationError):
+        raise ProxyError("upstream_protocol", "ollama sent a line that is not a valid answer object") from None
+
+
+def _error_text(err: Any) -> str:
+    if isinstance(err, str):
+        return err
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    return ""
+
+
+def _inband_error(err: Any) -> ProxyError:
+    """An `{"error": ...}` line after a 200: the status is gone, so the wording decides the kind."""
+    message = _error_text(err) or "ollama reported an error mid-stream"
+    if looks_like_context_length(message):
+        return ProxyError("context_length", message, code="context_length_exceeded")
+    return ProxyError("server", message)
+
+
+def _created(created_at: str | None) -> int:
+    if created_at:
+        try:
+            return int(datetime.fromisoformat(created_at).timestamp())
+        except ValueError:
+            pass
+    return int(time.time())
+
+
+class OllamaStream:
+    """Ollama NDJSON lines -> IR events.
+
+    How this works: every line is decoded on its own.  Ollama sends thinking first, then content, and
+    tool calls whole, so one block is open at a time: a delta of another kind (or a tool call) closes
+    the open block first.  The `done: true` line carries `done_reason` and the counts; only after it
+    is the stream complete (`done`), and `close()` raises if it never came.
+    """
+
+    __slots__ = ("_lines", "_next", "_open", "_open_kind", "_started", "_saw_tool_call", "done", "id")
+
+    def __init__(self) -> None:
+        self._lines = NDJSONParser()
+        self._next = 0  # index of the next block
+        self._open: int | None = None
+        self._open_kind: str | None = None
+        self._started = False
+        self._saw_tool_call = False
+        self.done = False
+        self.id = synth_id("chatcmpl-")
+
+    def feed(self, chunk: bytes) -> list[ir.Event]:
+        out: list[ir.Event] = []
+        for line in self._lines.feed(chunk):
+            self.apply(_decode_line(line), out)
+        return out
+
+    def close(self) -> list[ir.Event]:
+        out: list[ir.Event] = []
+        for line in self._lines.close():
+            self.apply(_decode_line(line), out)
+        if not self.done:
+            raise ProxyError("upstream_protocol", "ollama stream ended before its final (done) line")
+        return out
+
+    def apply(self, line: _Line, out: list[ir.Event]) -> None:
+        if line.error:
+            raise _inband_error(line.error)
+        if self.done:
+            return
+        if not self._started:
+            self._started = True
+            out.append(ir.Start(id=self.id, model=line.model, created=_created(line.created_at)))
+        msg = line.message
+        if msg is not None:
+            self._delta("reasoning", msg.thinking, out)
+            self._delta("text", msg.content, out)
+            for call in msg.tool_calls or ():
+                self._tool_call(call, out)
+        else:
+            self._delta("reasoning", line.thinking, out)
+            self._delta("text", line.response, out)
+        if line.done:
+            self._finish(line, out)
+
+    def _delta(self, kind: str, text: str | None, out: list[ir.Event]) -> None:
+        if not text:
+            return
+        if self._open_kind != kind:
+            self._close_block(out)
+            self._open, self._open_kind = self._next, kind
+            self._next += 1
+            out.append(ir.BlockStart(self._open, kind))  # type: ignore[arg-type]
+        index = self._open
+        assert index is not None
+        out.append(ir.TextDelta(index, text) if kind == "text" else ir.ReasoningDelta(index, text))
+
+    def _tool_call(self, call: _ToolCall, out: list[ir.Event]) -> None:
+        self._close_block(out)
+        index = self._next
+        self._next += 1
+        self._saw_tool_call = True
+        args = call.function.arguments
+        fragment = args if isinstance(args, str) else jsonio.dumps_str(args if args is not None else {})
+        out += [
+            ir.BlockStart(index, "tool_call", tool_call_id=call.id or synth_id(), tool_name=call.function.name),
+            ir.ToolArgsDelta(index, fragment),
+            ir.BlockEnd(index),
+        ]
+
+    def _close_block(self, out: list[ir.Event]) -> None:
+        if self._open is not None:
+            out.append(ir.BlockEnd(self._open))
+            self._open = self._open_kind = None
+
+    def _finish(self, line: _Line, out: list[ir.Event]) -> None:
+        self._close_block(out)
+        reason = _FINISH.get(line.done_reason or "", "stop")
+        out.append(ir.Finish(ir.consistent_finish(reason, self._saw_tool_call), raw=line.done_reason))
+        usage = ir.Usage(input_tokens=line.prompt_eval_count or 0, output_tokens=line.eval_count or 0)
+        out += [ir.UsageEvent(usage), ir.End()]
+        self.done = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Backend
+
+
+class OllamaBackend(Backend):
+    provider: ClassVar[str] = "ollama"
+    family: ClassVar[str | None] = None
+    Options: ClassVar[type[msgspec.Struct]] = Options
+    supported_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+            "seed",
+            "stop",
+            "response_format",
+            "reasoning",
+            "tools",
+            "tool_choice",  # auto and none only; required / named are decided in chat_request
+        }
+    )
+    renamed_params: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "options.num_predict",
+        "repetition_penalty": "options.repeat_penalty",
+        "temperature": "options.temperature",
+        "top_p": "options.top_p",
+        "top_k": "options.top_k",
+        "min_p": "options.min_p",
+        "seed": "options.seed",
+        "presence_penalty": "options.presence_penalty",
+        "frequency_penalty": "options.frequency_penalty",
+        "stop": "options.stop",
+        "response_format": "format",
+        "reasoning": "think",
+    }
+
+    options: Options
+
+    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+        body: dict[str, Any] = {"model": target.model, "stream": req.stream}
+        if req.prompt is not None:
+            path = "/api/generate"
+            body["prompt"] = req.prompt
+            body["raw"] = True  # a legacy completion prompt is sent verbatim, without the model's template
+        else:
+            path = "/api/chat"
+            body["messages"] = self._messages(req)
+            tools = self._tools(req, target)
+            if tools:
+                body["tools"] = tools
+        fmt = _format(req.response_format)
+        if fmt is not None:
+            body["format"] = fmt
+        options = self._options(req, target)
+        if options:
+            body["options"] = options
+        if self.options.keep_alive is not None:
+            body["keep_alive"] = self.options.keep_alive
+        think = _think(req.reasoning, self.options.think)
+        if think is not None:
+            body["think"] = think
+        merge_params(body, target.params, nested="options")
+        return HttpRequest(
+            url=self.base_url + path,
+            body=jsonio.dumps(body),
+            headers=json_headers(self.api_key, self.extra_headers),
+            stream=req.stream,
+        )
+
+    def _messages(self, req: ir.ChatRequest) -> list[dict[str, Any]]:
+        names = tool_names_by_id(req.messages)
+        out: list[dict[str, Any]] = []
+        if req.system:
+            out.append({"role": "system", "content": "\n".join(t.text for t in req.system)})
+        for msg in req.messages:
+            out += _message(msg, names)
+        return out
+
+    @staticmethod
+    def _tools(req: ir.ChatRequest, target: Target) -> list[dict[str, Any]]:
+        choice = req.tool_choice
+        if not req.tools or (choice is not None and choice.mode == "none"):
+            return []
+        if choice is not None and choice.mode in ("required", "tool") and target.unsupported_params == "error":
+            raise unsupported(
+                "the ollama backend cannot force tool use (no tool_choice); only 'auto' and 'none' are supported",
+                param="tool_choice",
+            )
+        out = []
+        for t in req.tools:
+            fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+            if t.description is not None:
+                fn["description"] = t.description
+            out.append({"type": "function", "function": fn})
+        return out
+
+    def _options(self, req: ir.ChatRequest, target: Target) -> dict[str, Any]:
+        opts = dict(self.options.options)
+        if self.options.num_ctx is not None:
+            opts["num_ctx"] = self.options.num_ctx
+        for field, option in _SAMPLING:
+            value = getattr(req, field)
+            if value is not None:
+                opts[option] = value
+        max_tokens = req.max_tokens if req.max_tokens is not None else target.default_max_tokens
+        if max_tokens is not None:
+            opts["num_predict"] = max_tokens
+        if req.stop:
+            opts["stop"] = list(req.stop)
+        return opts
+
+    def chat_response(self, body: bytes, req: ir.ChatRequest, target: Target) -> ir.ChatResponse:
+        decoder = OllamaStream()
+        events: list[ir.Event] = []
+        decoder.apply(_decode_line(body), events)
+        if not decoder.done:
+            raise ProxyError("upstream_protocol", "ollama answer is not a complete (done) response")
+        return ir.fold_events(events, model=target.model, id=decoder.id, created=int(time.time()))
+
+    def stream_decoder(self, req: ir.ChatRequest, target: Target) -> OllamaStream:
+        return OllamaStream()
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
+        try:
+            message = _error_text(jsonio.loads(body).get("error"))
+        except (jsonio.DecodeError, AttributeError):
+            message = ""  # not Ollama's shape: the raw body never reaches the client
+        return from_upstream(status, message, headers, code="model_not_found" if status == 404 else None)
+
+    # -- embeddings ------------------------------------------------------------------------------
+    def embeddings_request(self, req: ir.EmbeddingRequest, target: Target) -> HttpRequest:
+        if any(not isinstance(item, str) for item in req.input):
+            raise unsupported("the ollama backend embeds text only, not token arrays", param="input")
+        body: dict[str, Any] = {"model": target.model, "input": list(req.input)}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if self.options.keep_alive is not None:
+            body["keep_alive"] = self.options.keep_alive
+        if self.options.num_ctx is not None:
+            body["options"] = {"num_ctx": self.options.num_ctx}
+        merge_params(body, target.params, nested="options")
+        return HttpRequest(
+            url=self.base_url + "/api/embed",
+            body=jsonio.dumps(body),
+            headers=json_headers(self.api_key, self.extra_headers),
+        )
+
+    def embeddings_response(self, body: bytes, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
+        try:
+            resp = _embed_decoder.decode(body)
+        except (jsonio.DecodeError, jsonio.ValidationError):
+            raise ProxyError("upstream_protocol", "ollama sent an embeddings answer that cannot be parsed") from None
+        usage = ir.Usage(input_tokens=resp.prompt_eval_count or 0)
+        return ir.EmbeddingResponse(model=req.model, data=resp.embeddings, usage=usage)
