@@ -1,0 +1,219 @@
+"""`llm-proxy` command line: serve, check-config, demo, emulate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+from .config import ConfigError, load_config
+
+EMULATOR_FORMATS = ("openai", "anthropic", "ollama", "tgi", "llamacpp", "replicate")
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# --------------------------------------------------------------------------------------------------
+# serve
+
+
+def _load_or_exit(path: str):
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"llm-proxy: invalid config {path}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_worker(config_path: str, host: str | None, port: int | None, reuse_port: bool) -> None:
+    """One worker process: its own event loop, pools and metrics files."""
+    _install_uvloop()
+    from aiohttp import web
+
+    from .accesslog import setup_logging
+    from .app import create_app
+
+    cfg = _load_or_exit(config_path)
+    setup_logging(cfg.server.log_level)
+    app = create_app(cfg)
+    web.run_app(
+        app,
+        host=host or cfg.server.host,
+        port=port if port is not None else cfg.server.port,
+        reuse_port=reuse_port,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=cfg.server.drain_timeout,
+        print=None,
+    )
+
+
+def _prepare_multiprocess_dir() -> str:
+    """A clean prometheus-client multiprocess directory, set in the environment before any import of
+    prometheus_client by the workers."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def serve(config_path: str, host: str | None, port: int | None, workers: int | None) -> None:
+    cfg = _load_or_exit(config_path)
+    n = workers or cfg.server.workers
+    if n <= 1:
+        run_worker(config_path, host, port, reuse_port=False)
+        return
+    import multiprocessing
+
+    created = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    mp_dir = _prepare_multiprocess_dir()
+    ctx = multiprocessing.get_context("spawn")
+    procs = {}
+
+    def start_one():
+        p = ctx.Process(target=run_worker, args=(config_path, host, port, True), daemon=False)
+        p.start()
+        procs[p.pid] = p
+
+    for _ in range(n):
+        start_one()
+    stopping = False
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for p in list(procs.values()):
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        while procs:
+            for pid, p in list(procs.items()):
+                p.join(timeout=0.5)
+                if p.exitcode is None:
+                    continue
+                del procs[pid]
+                from .metrics import mark_process_dead
+
+                mark_process_dead(pid)
+                if not stopping:
+                    print(f"llm-proxy: worker {pid} exited with {p.exitcode}; starting a new one", file=sys.stderr)
+                    start_one()
+    finally:
+        if created:
+            shutil.rmtree(mp_dir, ignore_errors=True)
+
+
+def check_config(path: str) -> int:
+    try:
+        cfg = load_config(path)
+        from .pools import build_backends
+        from .routing import Router
+
+        router = Router(cfg, build_backends(cfg))
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    rows = [("MODEL", "BACKEND", "PROVIDER", "BACKEND MODEL"), *router.table()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"ok: {len(cfg.backends)} backends, {len(cfg.models)} models")
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# emulate / demo
+
+
+def emulate(fmt: str, host: str, port: int, profile_name: str | None) -> None:
+    _install_uvloop()
+    import importlib
+
+    from aiohttp import web
+
+    profile = None
+    if profile_name:
+        from loadtest.profiles import PROFILES
+
+        profile = PROFILES[profile_name]
+    module = importlib.import_module(f"loadtest.emulators.{fmt}")
+    web.run_app(module.create_app(profile), host=host, port=port, access_log=None, print=None)
+
+
+def demo(host: str, port: int) -> None:
+    _install_uvloop()
+    from .demo import run_demo
+
+    try:
+        asyncio.run(run_demo(host, port))
+    except KeyboardInterrupt:
+        pass
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llm-proxy", description="Universal LLM API translation gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, help="worker processes sharing the port (default: server.workers)")
+
+    p = sub.add_parser("check-config", help="validate a config file and print the routing table")
+    p.add_argument("file")
+
+    p = sub.add_parser("demo", help="run the gateway with built-in emulated backends (no config needed)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=4000)
+
+    p = sub.add_parser("emulate", help="run one emulated backend")
+    p.add_argument("format", choices=EMULATOR_FORMATS)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--profile", help="latency profile name (see loadtest/profiles.py)")
+
+    p = sub.add_parser("bench", help="benchmark added latency against direct calls")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.config, args.host, args.port, args.workers)
+    elif args.command == "check-config":
+        return check_config(args.file)
+    elif args.command == "demo":
+        demo(args.host, args.port)
+    elif args.command == "emulate":
+        emulate(args.format, args.host, args.port, args.profile)
+    elif args.command == "bench":
+        from loadtest.bench.cli import main as bench_main
+
+        return bench_main(args.args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

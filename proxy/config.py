@@ -1,0 +1,244 @@
+"""Configuration: YAML -> environment interpolation -> msgspec Structs, validated once at start-up.
+
+A wrong config fails before the server starts, with an error that names the field path
+(`backends.local-vllm.timeouts.connect: Expected `float`, got `str``).  `${VAR}` and `${VAR:-default}`
+are replaced in every string value (after YAML parsing, so a value can never change the document's
+structure); a missing variable without a default is an error naming it and where it was used.
+
+Each backend block has common keys (`BackendConfig`) plus the keys of its provider's own `Options`
+Struct (declared by the adapter), so a typo in either is caught.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+import yaml
+from msgspec import Struct, field
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the path of the offending field in the message."""
+
+
+class Timeouts(Struct, forbid_unknown_fields=True, kw_only=True):
+    connect: float = 5.0  # TCP (and TLS) connect
+    first_byte: float = 60.0  # request sent -> response headers
+    idle: float = 30.0  # longest silence between two chunks of a stream
+    total: float = 600.0  # whole exchange
+
+
+class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 4000
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+    drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
+    log_level: str = "info"
+    log_prompts: bool = False  # debug aid: never on in production (prompts are user data)
+    stream_keepalive: float = 0.0  # seconds of upstream silence before an SSE comment is sent; 0 = off
+
+
+class AuthConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    keys: list[str] = field(default_factory=list)
+
+
+class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    provider: str
+    base_url: str | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    max_connections: int = 256
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+_BACKEND_KEYS = frozenset(f for f in BackendConfig.__struct_fields__)
+
+
+class DeploymentConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    backend: str
+    model: str | None = None
+    weight: float = 1.0
+    max_concurrency: int | None = None  # in-flight requests on this deployment
+    max_queue: int = 0  # requests waiting for a slot before the next deployment is tried
+
+
+Strategy = Literal["round-robin", "least-busy", "latency", "ordered"]
+
+
+class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str  # what clients send as "model"; may contain one "*" wildcard
+    backend: str | None = None  # single-deployment form
+    model: str | None = None  # backend model id (default: name, or the part matched by "*")
+    deployments: list[DeploymentConfig] | None = None
+    strategy: Strategy = "round-robin"
+    retries: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+    context_window_fallbacks: list[str] = field(default_factory=list)
+    hedge_after: float | None = None  # seconds; non-streaming requests only
+    unsupported_params: Literal["drop", "error"] = "drop"
+    max_tokens: int | None = None  # default max tokens for backends that require one
+    chat_template: str | None = None  # prompt-only backends: a shipped name or a .jinja path
+    params: dict[str, Any] = field(default_factory=dict)  # fixed fields merged into the backend body
+
+
+class RoutingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    retry_backoff: float = 0.25  # base delay (s) of exponential backoff with full jitter
+    retry_backoff_max: float = 4.0
+    max_retry_after: float = 10.0  # a backend's Retry-After is honoured up to this many seconds
+    breaker_failures: int = 5  # consecutive failures that eject a deployment
+    breaker_cooldown: float = 30.0  # seconds out before a half-open probe
+
+
+class Config(Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig | None = None
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    backends: dict[str, BackendConfig] = field(default_factory=dict)
+    models: list[ModelConfig] = field(default_factory=list)
+    # Provider-specific options per backend name, decoded into each adapter's Options Struct.
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment interpolation
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ${VAR} / ${VAR:-default} in every string of a parsed YAML document."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set (and has no default)")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _convert(obj: Any, typ: Any, path: str) -> Any:
+    try:
+        return msgspec.convert(obj, typ, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        # msgspec says "... - at `$.a.b`": rewrite the location as our dotted path.
+        m = re.search(r" - at `\$(.*)`$", msg)
+        where = path
+        if m:
+            msg = msg[: m.start()]
+            where = f"{path}{m.group(1)}" if path else m.group(1).lstrip(".")
+        raise ConfigError(f"{where or '<root>'}: {msg}") from None
+
+
+def load_config_text(text: str, env: Mapping[str, str] | None = None) -> Config:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"<root>: not valid YAML: {exc}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError("<root>: the config must be a mapping")
+    return load_config_dict(doc, env)
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return load_config_text(text, env)
+
+
+def load_config_dict(doc: dict[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    from adapters import registry
+
+    doc = interpolate(doc, os.environ if env is None else env)
+    backends_raw = doc.get("backends") or {}
+    if not isinstance(backends_raw, dict):
+        raise ConfigError("backends: expected a mapping of backend name -> settings")
+    common: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for name, block in backends_raw.items():
+        path = f"backends.{name}"
+        if not isinstance(block, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        provider = block.get("provider")
+        if not isinstance(provider, str):
+            raise ConfigError(f"{path}.provider: required (one of {', '.join(sorted(registry.PROVIDERS))})")
+        try:
+            cls = registry.provider_class(provider)
+        except KeyError as exc:
+            raise ConfigError(f"{path}.provider: {exc.args[0]}") from None
+        common[name] = {k: v for k, v in block.items() if k in _BACKEND_KEYS}
+        specific = {k: v for k, v in block.items() if k not in _BACKEND_KEYS}
+        options[name] = _convert(specific, cls.Options, path)
+        if common[name].get("base_url") in (None, "") and not getattr(cls, "default_base_url", None):
+            raise ConfigError(f"{path}.base_url: required for provider {provider!r}")
+    doc = {**doc, "backends": common}
+    cfg: Config = _convert(doc, Config, "")
+    cfg.backend_options = options
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    if cfg.auth is not None:
+        cfg.auth.keys = [k for k in cfg.auth.keys if k]
+        if not cfg.auth.keys:
+            raise ConfigError("auth.keys: empty (after environment interpolation); remove `auth` to disable client auth")
+    if cfg.server.workers < 1:
+        raise ConfigError("server.workers: must be >= 1")
+    if cfg.server.max_body_bytes < 1024:
+        raise ConfigError("server.max_body_bytes: must be >= 1024")
+    seen: set[str] = set()
+    for i, m in enumerate(cfg.models):
+        path = f"models[{i}]"
+        if m.name in seen:
+            raise ConfigError(f"{path}.name: duplicate model name {m.name!r}")
+        seen.add(m.name)
+        if m.name.count("*") > 1:
+            raise ConfigError(f"{path}.name: at most one '*' wildcard")
+        if (m.backend is None) == (m.deployments is None):
+            raise ConfigError(f"{path}: give either `backend` (and optional `model`) or `deployments`")
+        if m.deployments is not None and not m.deployments:
+            raise ConfigError(f"{path}.deployments: empty")
+        for j, d in enumerate(deployments_of(m)):
+            if d.backend not in cfg.backends:
+                raise ConfigError(f"{path}.deployments[{j}].backend: unknown backend {d.backend!r}")
+            if d.weight <= 0:
+                raise ConfigError(f"{path}.deployments[{j}].weight: must be > 0")
+        if m.retries < 0:
+            raise ConfigError(f"{path}.retries: must be >= 0")
+    names = {m.name for m in cfg.models}
+    for i, m in enumerate(cfg.models):
+        for key in ("fallbacks", "context_window_fallbacks"):
+            for fb in getattr(m, key):
+                if fb not in names:
+                    raise ConfigError(f"models[{i}].{key}: unknown model {fb!r}")
+
+
+def deployments_of(m: ModelConfig) -> list[DeploymentConfig]:
+    """The deployments of a model entry; the single-backend form is one deployment."""
+    if m.deployments is not None:
+        return m.deployments
+    return [DeploymentConfig(backend=m.backend or "", model=m.model)]

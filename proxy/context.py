@@ -1,0 +1,60 @@
+"""The one typed object that carries a request's facts through routing, relay, metrics and logs."""
+
+from __future__ import annotations
+
+import os
+from time import perf_counter
+
+from adapters.ir import Usage
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+class RequestContext:
+    __slots__ = (
+        "request_id",
+        "route",
+        "client_model",
+        "model_label",
+        "stream",
+        "t0",
+        "backend",
+        "deployment",
+        "status",
+        "upstream_time",
+        "upstream_ttfb",
+        "first_write",
+        "usage",
+        "dropped",
+        "error_kind",
+        "attempts",
+        "fallback_from",
+    )
+
+    def __init__(self, request_id: str, route: str) -> None:
+        self.request_id = request_id
+        self.route = route
+        self.client_model = ""
+        self.model_label = ""  # the configured model name (a wildcard's pattern): bounded cardinality
+        self.stream = False
+        self.t0 = perf_counter()
+        self.backend = ""  # backend name (label)
+        self.deployment = ""  # backend/model label of the deployment that answered
+        self.status = 0
+        self.upstream_time = 0.0  # seconds the upstream spent (send -> last byte), summed over attempts
+        self.upstream_ttfb: float | None = None  # streams: send -> first upstream chunk
+        self.first_write: float | None = None  # streams: perf_counter() of the first content write
+        self.usage: Usage | None = None
+        self.dropped: list[str] = []
+        self.error_kind: str | None = None
+        self.attempts = 0
+        self.fallback_from: str | None = None
+
+    def elapsed(self) -> float:
+        return perf_counter() - self.t0
+
+    def server_timing(self) -> str:
+        total = self.elapsed()
+        return f"proxy;dur={max(0.0, total - self.upstream_time) * 1000:.3f}, upstream;dur={self.upstream_time * 1000:.3f}"

@@ -1,0 +1,214 @@
+"""HTTP endpoints.  Each API handler does the same few steps: authenticate, read the body (bounded),
+read `model`/`stream` from the top level only, route, dispatch -- and turns any ProxyError into the
+caller's own error format.  Metrics and the one access-log line are written in exactly one place."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from adapters import jsonio, registry
+from adapters.errors import ProxyError, bad_request
+
+from . import relay
+from .accesslog import access_line
+from .config import Config
+from .context import RequestContext, new_request_id
+from .dispatch import Dispatcher
+from .metrics import Recorder, exposition
+from .pools import BackendRuntime, build_backends
+from .relay import Call, FrontendOps
+from .routing import Router
+
+log = logging.getLogger("llm_proxy")
+
+# Route label -> (frontend name, operation, parse, render, stream encoder) method names.
+API_ROUTES: dict[str, tuple[str, str, str, str, str | None]] = {
+    "/v1/chat/completions": ("openai", "chat", "parse_chat", "render_chat", "stream_encoder"),
+    "/v1/completions": ("openai", "completions", "parse_completion", "render_completion", "completion_stream_encoder"),
+    "/v1/embeddings": ("openai", "embeddings", "parse_embeddings", "render_embeddings", None),
+    "/v1/messages": ("anthropic", "messages", "parse_chat", "render_chat", "stream_encoder"),
+    "/v1/messages/count_tokens": ("anthropic", "count_tokens", "parse_chat", "render_chat", None),
+}
+
+ESTIMATE_HEADER = "x-llm-proxy-token-count"
+
+
+class Gateway:
+    """Everything a worker builds once from the config: backends, router, frontends, metrics."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.backends: dict[str, BackendRuntime] = build_backends(cfg)
+        self.router = Router(cfg, self.backends)
+        self.dispatcher = Dispatcher(self.router)
+        self.recorder = Recorder()
+        self.keys = tuple(k.encode() for k in cfg.auth.keys) if cfg.auth else ()
+        self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
+        self.ready = False
+        self.max_body = cfg.server.max_body_bytes
+
+    # -- the API handlers ---------------------------------------------------------------------------
+    def api_handler(self, route: str):
+        fname, op, parse, render, encoder = API_ROUTES[route]
+        frontend = self.frontends[fname]
+        ops = FrontendOps(
+            getattr(frontend, parse), getattr(frontend, render), getattr(frontend, encoder) if encoder else None
+        )
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, route, frontend, op, ops)
+
+        return handler
+
+    async def _handle(self, request: web.Request, route: str, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
+        ctx = RequestContext(request.headers.get("x-request-id") or new_request_id(), route)
+        gauge = self.recorder.in_flight(route)
+        gauge.inc()
+        resp: web.StreamResponse | None = None
+        try:
+            resp = await self._serve(request, ctx, frontend, op, ops)
+        except ProxyError as err:
+            resp = self._error(frontend, err, ctx)
+        except asyncio.CancelledError:
+            ctx.status = 499  # client went away; the upstream exchange was released by the relay
+            raise
+        except Exception:  # a bug: log it with its traceback, give the client a clean 500
+            log.exception("internal error serving request %s", ctx.request_id)
+            resp = self._error(frontend, ProxyError("server", "internal error in the gateway"), ctx)
+        finally:
+            gauge.dec()
+            if resp is not None and not ctx.status:
+                ctx.status = resp.status
+            self._record(ctx)
+        return resp
+
+    async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
+        self._authenticate(request)
+        body = await self._read_body(request)
+        try:
+            raw = jsonio.top_level_raw(body)
+        except (jsonio.DecodeError, jsonio.ValidationError):
+            raise bad_request("the request body is not a valid JSON object") from None
+        model = _top_level(raw, "model", str)
+        if model is None:
+            raise bad_request("missing required field 'model' (a string)", param="model")
+        ctx.client_model = model
+        ctx.stream = _top_level(raw, "stream", bool) is True
+        route = self.router.resolve(model)
+        if route is None:
+            raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
+        ctx.model_label = route.config.name
+        call = Call(request, ctx, frontend, op, body, raw, ops)
+        if op == "count_tokens" and route.deployments[0].backend.family != frontend.name:
+            return self._estimate_tokens(call)
+        return await self.dispatcher.dispatch(call, route)
+
+    def _estimate_tokens(self, call: Call) -> web.Response:
+        n = call.frontend.count_tokens_estimate(call.body)
+        headers = {"x-request-id": call.ctx.request_id, ESTIMATE_HEADER: "estimate"}
+        return web.Response(body=jsonio.dumps({"input_tokens": n}), content_type="application/json", headers=headers)
+
+    def _authenticate(self, request: web.Request) -> None:
+        if not self.keys:
+            return
+        supplied = request.headers.get("x-api-key") or ""
+        if not supplied:
+            auth = request.headers.get("Authorization", "")
+            if auth[:7].lower() == "bearer ":
+                supplied = auth[7:].strip()
+        token = supplied.encode()
+        if not any(hmac.compare_digest(token, k) for k in self.keys):
+            raise ProxyError(
+                "authentication",
+                "invalid or missing API key" if supplied else "missing API key (Authorization: Bearer or x-api-key)",
+                code="invalid_api_key",
+            )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise ProxyError("request_too_large", f"request body exceeds {self.max_body} bytes")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ProxyError("request_too_large", f"request body exceeds {self.max_body} bytes") from None
+
+    def _error(self, frontend: Any, err: ProxyError, ctx: RequestContext) -> web.Response:
+        ctx.error_kind = err.kind
+        status, body = frontend.render_error(err)
+        headers = {"x-request-id": ctx.request_id, "Server-Timing": ctx.server_timing()}
+        if err.retry_after is not None:
+            headers["Retry-After"] = str(max(0, round(err.retry_after)))
+        if ctx.deployment:
+            headers[relay.DEPLOYMENT_HEADER] = ctx.deployment
+        ctx.status = status
+        return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+    def _record(self, ctx: RequestContext) -> None:
+        total = ctx.elapsed()
+        ttft = None
+        if ctx.first_write is not None and ctx.stream:
+            ttft = ctx.first_write - ctx.t0
+            added = ttft - (ctx.upstream_ttfb or 0.0)
+        else:
+            added = total - ctx.upstream_time
+        backend = ctx.backend or "none"
+        self.recorder.observe(
+            ctx.route, backend, ctx.model_label, ctx.stream, ctx.status, max(0.0, added),
+            ctx.upstream_time if ctx.backend else None, ttft,
+        )  # fmt: skip
+        if ctx.usage is not None:
+            self.recorder.tokens(backend, ctx.model_label, ctx.usage.input_tokens, ctx.usage.output_tokens)
+        access_line(ctx, total, added, ttft)
+
+    # -- other endpoints ------------------------------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        names = self.router.names()
+        if "anthropic-version" in request.headers:
+            data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
+            body = {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+        else:
+            body = {"object": "list", "data": [_openai_model(n) for n in names]}
+        return web.Response(body=jsonio.dumps(body), content_type="application/json")
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if self.router.resolve(name) is None:
+            err = ProxyError("not_found", f"model {name!r} is not configured on this gateway", code="model_not_found")
+            status, body = self.frontends["openai"].render_error(err)
+            return web.Response(status=status, body=body, content_type="application/json")
+        return web.Response(body=jsonio.dumps(_openai_model(name)), content_type="application/json")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.recorder.sample_process()
+        body, content_type = exposition()
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready_check(self, request: web.Request) -> web.Response:
+        backends = {name: {"pool": "open" if b.session is not None else "closed"} for name, b in self.backends.items()}
+        ok = self.ready and all(b.session is not None for b in self.backends.values())
+        return web.json_response({"status": "ready" if ok else "not ready", "backends": backends}, status=200 if ok else 503)
+
+
+def _openai_model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
+
+
+def _top_level(raw: dict[str, Any], key: str, typ: type) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        decoded = jsonio.loads(value)
+    except jsonio.DecodeError:
+        return None
+    return decoded if isinstance(decoded, typ) else None

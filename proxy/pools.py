@@ -1,0 +1,76 @@
+"""One connection pool per backend: an aiohttp ClientSession with its own TCPConnector.
+
+Pools are created when the app starts (inside `cleanup_ctx`, so on the worker's own event loop) and
+closed on shutdown.  Keep-alive, `max_connections` and a DNS cache are per backend, so one slow or
+saturated backend cannot starve another's connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from adapters import registry
+from adapters.base import Backend
+
+from .config import BackendConfig, Config
+
+
+class BackendRuntime:
+    """A configured backend: its adapter (built once) and, once the app runs, its session."""
+
+    __slots__ = ("name", "adapter", "config", "session", "family", "provider")
+
+    def __init__(self, name: str, config: BackendConfig, options) -> None:
+        cls = registry.provider_class(config.provider)
+        base_url = config.base_url or getattr(cls, "default_base_url", "")
+        self.name = name
+        self.config = config
+        self.provider = config.provider
+        self.adapter: Backend = cls(base_url, config.api_key, config.headers, options)
+        self.family: str | None = getattr(self.adapter, "family", None)
+        self.session: aiohttp.ClientSession | None = None
+
+    def open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.config.max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            keepalive_timeout=60,
+            enable_cleanup_closed=False,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            # Per-phase deadlines are enforced by the relay (proxy/upstream.py); the session only
+            # bounds the connect step.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+
+def build_backends(cfg: Config) -> dict[str, BackendRuntime]:
+    return {name: BackendRuntime(name, bc, cfg.backend_options.get(name)) for name, bc in cfg.backends.items()}
+
+
+def pools_ctx(backends: dict[str, BackendRuntime]):
+    """`cleanup_ctx` entry: open every pool at start-up, close them all at shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        for b in backends.values():
+            b.open()
+        try:
+            yield
+        finally:
+            for b in backends.values():
+                await b.close()
+
+    return ctx

@@ -1,0 +1,325 @@
+"""Serving one chat request on one deployment: open the upstream exchange and deliver the answer.
+
+How this works.  `serve()` runs one attempt end to end and either returns the client response or
+raises ProxyError *only while nothing has been sent to the client* -- so the dispatcher may retry
+the request elsewhere.  Once the first byte of a stream is written the response is committed: a
+later failure becomes an in-stream error event in the client's format and the stream ends.
+
+Two paths:
+- pass-through (frontend format == backend family): the body is the client's bytes with only
+  `model` rewritten; the answer's bytes are relayed as they come (SSE re-framed event by event, never
+  decoded except to read usage for metrics);
+- translated: client format -> IR -> backend format, and back, with one stream decoder (backend ->
+  IR events) and one stream encoder (IR -> client events) per request.  Each upstream read is
+  translated and written as soon as it arrives: nothing buffers the whole stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from adapters import ir, jsonio
+from adapters.base import FollowUp
+from adapters.errors import ProxyError
+from adapters.params import DROPPED_HEADER, apply_policy
+from adapters.sse import SSEParser, encode_event
+
+from .context import RequestContext
+from .routing import Deployment
+from .upstream import Exchange, send
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+JSON_TYPE = "application/json"
+DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
+
+
+class Call:
+    """One client request, parsed as far as routing needs (shared by every attempt)."""
+
+    __slots__ = ("request", "ctx", "frontend", "op", "body", "raw", "req", "ops", "trace_headers")
+
+    def __init__(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, body: bytes,
+                 raw: dict[str, Any], ops: "FrontendOps") -> None:
+        self.request = request
+        self.ctx = ctx
+        self.frontend = frontend
+        self.op = op
+        self.body = body
+        self.raw = raw  # top-level keys -> undecoded values (pass-through rewrites only `model`)
+        self.req: ir.ChatRequest | None = None  # parsed lazily: pass-through never needs it
+        self.ops = ops
+        self.trace_headers = {"x-request-id": ctx.request_id}
+
+    def chat_request(self) -> ir.ChatRequest:
+        if self.req is None:
+            self.req = self.ops.parse(self.body)
+        return self.req
+
+
+class FrontendOps:
+    """The frontend methods one route uses, bound once at start-up."""
+
+    __slots__ = ("parse", "render", "encoder")
+
+    def __init__(self, parse, render, encoder) -> None:
+        self.parse = parse
+        self.render = render
+        self.encoder = encoder
+
+
+def response_headers(ctx: RequestContext, dep: Deployment | None) -> dict[str, str]:
+    headers = {"x-request-id": ctx.request_id, "Server-Timing": ctx.server_timing()}
+    if dep is not None:
+        headers[DEPLOYMENT_HEADER] = dep.label
+    if ctx.dropped:
+        headers[DROPPED_HEADER] = ",".join(ctx.dropped)
+    return headers
+
+
+async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
+    backend = dep.backend
+    call.ctx.backend = backend.name
+    call.ctx.deployment = dep.label
+    call.ctx.attempts += 1
+    if backend.family is not None and backend.family == call.frontend.name:
+        return await _passthrough(call, dep)
+    if call.op == "embeddings":
+        return await _embeddings(call, dep)
+    return await _translated(call, dep)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass-through
+
+
+async def _passthrough(call: Call, dep: Deployment) -> web.StreamResponse:
+    ctx, adapter, frontend = call.ctx, dep.backend.adapter, call.frontend
+    raw = dict(call.raw)
+    changed = dep.target.model != ctx.client_model or bool(dep.target.params)
+    raw["model"] = dep.target.model
+    raw.update(dep.target.params)
+    # The frontend may ask the backend for stream usage the client did not request (for token
+    # metrics); it then tells us to hide those usage-only events from the client.
+    hide_usage = frontend.prepare_passthrough(raw, ctx.stream)
+    body = jsonio.encode_raw_object(raw) if changed or hide_usage else call.body
+    http = adapter.passthrough_request(call.op, body, ctx.stream, dep.target, call.request.headers)
+    ex = await _open(dep, http, call)
+    if not ctx.stream:
+        data = await _read_all(ex, ctx)
+        if b'"usage"' in data:
+            ctx.usage = frontend.usage_from_body(data)
+        return web.Response(body=data, status=ex.status, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+    return await _relay_sse(call, dep, ex, hide_usage)
+
+
+async def _relay_sse(call: Call, dep: Deployment, ex: Exchange, hide_usage: bool) -> web.StreamResponse:
+    ctx, frontend = call.ctx, call.frontend
+    parser = SSEParser()
+    resp: web.StreamResponse | None = None
+    ended = False
+    try:
+        try:
+            async for chunk in ex.chunks():
+                if ctx.upstream_ttfb is None:
+                    ctx.upstream_ttfb = perf_counter() - ex.t_sent
+                events = parser.feed(chunk)
+                if not events:
+                    continue
+                out = []
+                for ev in events:
+                    if b'"usage"' in ev.data:
+                        usage = frontend.usage_from_event(ev.data)
+                        if usage is not None:
+                            ctx.usage = _merge_usage(ctx.usage, usage)
+                            if hide_usage and frontend.is_usage_only(ev.data):
+                                continue
+                    if frontend.is_stream_end(ev):
+                        ended = True
+                    out.append(encode_event(ev.data, ev.event))
+                if out:
+                    resp = await _write(call, dep, resp, b"".join(out))
+            for ev in parser.close():
+                if frontend.is_stream_end(ev):
+                    ended = True
+                resp = await _write(call, dep, resp, encode_event(ev.data, ev.event))
+            if not ended:
+                raise ProxyError("upstream_protocol", f"backend {dep.backend.name!r} ended the stream early")
+        except ProxyError as err:
+            if resp is None:
+                raise
+            ctx.error_kind = err.kind
+            await _write_error(resp, frontend.stream_encoder(ir.ChatRequest(model=ctx.client_model), ctx.client_model), err)
+    finally:
+        _finish_exchange(ex, ctx)
+    return resp
+
+
+# --------------------------------------------------------------------------------------------------
+# Translated
+
+
+async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
+    ctx, adapter, target = call.ctx, dep.backend.adapter, dep.target
+    # Each attempt gets its own shallow copy: the policy may drop different fields per backend.
+    req = msgspec.structs.replace(call.chat_request())
+    ctx.dropped = apply_policy(req, adapter.supported_params, target.unsupported_params, dep.backend.provider)
+    http = adapter.chat_request(req, target)
+    while True:
+        ex = await _open(dep, http, call)
+        if http.stream:
+            return await _relay_translated(call, dep, req, ex)
+        data = await _read_all(ex, ctx)
+        result = adapter.chat_response(data, req, target)
+        if not isinstance(result, FollowUp):
+            break
+        if result.delay > 0:
+            await asyncio.sleep(result.delay)
+        http = result.request
+    ctx.usage = result.usage
+    if req.stream:
+        encoder = call.ops.encoder(req, ctx.client_model)
+        out = b"".join(encoder.feed(ev) for ev in ir.response_events(result))
+        resp = await _write(call, dep, None, out)
+        return resp
+    body = call.ops.render(result, ctx.client_model)
+    return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+
+
+async def _relay_translated(call: Call, dep: Deployment, req: ir.ChatRequest, ex: Exchange) -> web.StreamResponse:
+    ctx = call.ctx
+    decoder = dep.backend.adapter.stream_decoder(req, dep.target)
+    if not req.stream:
+        return await _collect(call, dep, req, ex, decoder)
+    encoder = call.ops.encoder(req, ctx.client_model)
+    resp: web.StreamResponse | None = None
+    try:
+        try:
+            async for chunk in ex.chunks():
+                if ctx.upstream_ttfb is None:
+                    ctx.upstream_ttfb = perf_counter() - ex.t_sent
+                events = decoder.feed(chunk)
+                if events:
+                    out = _encode(encoder, events, ctx)
+                    if out:
+                        resp = await _write(call, dep, resp, out)
+            out = _encode(encoder, decoder.close(), ctx)
+            if out:
+                resp = await _write(call, dep, resp, out)
+        except ProxyError as err:
+            if resp is None:
+                raise
+            ctx.error_kind = err.kind
+            await _write_error(resp, encoder, err)
+    finally:
+        _finish_exchange(ex, ctx)
+    if resp is None:  # a stream that produced nothing at all
+        raise ProxyError("upstream_protocol", f"backend {dep.backend.name!r} sent an empty stream")
+    return resp
+
+
+async def _collect(call: Call, dep: Deployment, req: ir.ChatRequest, ex: Exchange, decoder) -> web.Response:
+    """A streaming upstream answering a non-streaming client: fold the events into one response."""
+    ctx = call.ctx
+    events: list[ir.Event] = []
+    try:
+        async for chunk in ex.chunks():
+            events += decoder.feed(chunk)
+        events += decoder.close()
+    finally:
+        _finish_exchange(ex, ctx)
+    resp = ir.fold_events(events, model=ctx.client_model, id=ctx.request_id, created=int(ctx.t0))
+    ctx.usage = resp.usage
+    body = call.ops.render(resp, ctx.client_model)
+    return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+
+
+async def _embeddings(call: Call, dep: Deployment) -> web.Response:
+    ctx, adapter = call.ctx, dep.backend.adapter
+    req = call.ops.parse(call.body)
+    ex = await _open(dep, adapter.embeddings_request(req, dep.target), call)
+    result = adapter.embeddings_response(await _read_all(ex, ctx), req)
+    ctx.usage = result.usage
+    body = call.ops.render(result, ctx.client_model)
+    return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+
+
+def _encode(encoder, events: list[ir.Event], ctx: RequestContext) -> bytes:
+    parts = []
+    for ev in events:
+        if type(ev) is ir.UsageEvent:
+            ctx.usage = ev.usage
+        data = encoder.feed(ev)
+        if data:
+            parts.append(data)
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared steps
+
+
+async def _open(dep: Deployment, http, call: Call) -> Exchange:
+    """Send and check the status: an upstream error status becomes the backend adapter's ProxyError."""
+    ex = await send(dep.backend, http, call.trace_headers)
+    if ex.status >= 400:
+        try:
+            body = await ex.read()
+        finally:
+            _finish_exchange(ex, call.ctx)
+        raise dep.backend.adapter.parse_error(ex.status, ex.response.headers, body)
+    return ex
+
+
+async def _read_all(ex: Exchange, ctx: RequestContext) -> bytes:
+    try:
+        return await ex.read()
+    finally:
+        _finish_exchange(ex, ctx)
+
+
+def _finish_exchange(ex: Exchange, ctx: RequestContext) -> None:
+    if ex.response.closed:
+        return
+    ctx.upstream_time += perf_counter() - ex.t_sent
+    if ex.response.content.is_eof():
+        ex.release()
+    else:
+        ex.close()  # cancelled or failed mid-body: the connection cannot be reused
+
+
+async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, data: bytes) -> web.StreamResponse:
+    """Write stream bytes, sending the headers first if this is the first write (commit point)."""
+    if resp is None:
+        ctx = call.ctx
+        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **response_headers(ctx, dep)})
+        resp.content_type = call.frontend.stream_content_type
+        await resp.prepare(call.request)
+        ctx.first_write = perf_counter()
+        ctx.status = 200
+    await resp.write(data)
+    return resp
+
+
+async def _write_error(resp: web.StreamResponse, encoder, err: ProxyError) -> None:
+    try:
+        await resp.write(encoder.error(err))
+    except ConnectionError:
+        pass
+
+
+def _merge_usage(old: ir.Usage | None, new: ir.Usage) -> ir.Usage:
+    """Anthropic streams report input usage at the start and output usage at the end: keep the max."""
+    if old is None:
+        return new
+    return ir.Usage(
+        input_tokens=max(old.input_tokens, new.input_tokens),
+        output_tokens=max(old.output_tokens, new.output_tokens),
+        cached_input_tokens=max(old.cached_input_tokens, new.cached_input_tokens),
+        cache_write_tokens=max(old.cache_write_tokens, new.cache_write_tokens),
+        reasoning_tokens=max(old.reasoning_tokens, new.reasoning_tokens),
+    )

@@ -1,0 +1,126 @@
+"""Model routing: the client's `model` -> a Route (its deployments and resilience policy).
+
+Exact names are looked up first, then wildcards in config order.  A wildcard name holds one `*`; the
+part it matched replaces `*` in the deployment's model (or is the whole backend model when the
+deployment names none).  Everything that can be computed at start-up is: Targets (with compiled chat
+templates) are built once, and wildcard resolutions are cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from adapters.base import Target
+
+from .config import Config, ConfigError, ModelConfig, deployments_of
+from .pools import BackendRuntime
+
+
+@dataclass(slots=True)
+class Deployment:
+    backend: BackendRuntime
+    target: Target
+    weight: float = 1.0
+    max_concurrency: int | None = None
+    max_queue: int = 0
+    # Identity used in metrics, logs and the x-llm-proxy-deployment header.
+    label: str = ""
+
+
+@dataclass(slots=True)
+class Route:
+    name: str  # client-facing model name (for wildcards: the concrete name the client sent)
+    deployments: list[Deployment]
+    config: ModelConfig
+
+
+_WILDCARD_CACHE_MAX = 4096
+
+
+class Router:
+    def __init__(self, cfg: Config, backends: dict[str, BackendRuntime]) -> None:
+        self.exact: dict[str, Route] = {}
+        self.wildcards: list[tuple[str, str, ModelConfig, list[Deployment]]] = []
+        self._cache: dict[str, Route | None] = {}
+        for i, m in enumerate(cfg.models):
+            deployments = [self._deployment(m, d, backends, f"models[{i}]") for d in deployments_of(m)]
+            if "*" in m.name:
+                prefix, _, suffix = m.name.partition("*")
+                self.wildcards.append((prefix, suffix, m, deployments))
+            else:
+                self.exact[m.name] = Route(m.name, deployments, m)
+
+    @staticmethod
+    def _deployment(m: ModelConfig, d, backends: dict[str, BackendRuntime], path: str) -> Deployment:
+        runtime = backends[d.backend]
+        template = None
+        if getattr(runtime.adapter, "uses_chat_template", False):
+            from adapters import chat_templates
+
+            try:
+                template = chat_templates.get(m.chat_template)
+            except (ValueError, OSError) as exc:
+                raise ConfigError(f"{path}.chat_template: {exc}") from None
+        model = d.model or ("*" if "*" in m.name else m.name)
+        target = Target(
+            model=model,
+            unsupported_params=m.unsupported_params,
+            default_max_tokens=m.max_tokens,
+            chat_template=template,
+            params=m.params,
+        )
+        return Deployment(
+            backend=runtime,
+            target=target,
+            weight=d.weight,
+            max_concurrency=d.max_concurrency,
+            max_queue=d.max_queue,
+            label=f"{d.backend}/{model}",
+        )
+
+    def resolve(self, model: str) -> Route | None:
+        route = self.exact.get(model)
+        if route is not None:
+            return route
+        if not self.wildcards:
+            return None
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
+        route = None
+        for prefix, suffix, m, deployments in self.wildcards:
+            if len(model) > len(prefix) + len(suffix) and model.startswith(prefix) and model.endswith(suffix):
+                matched = model[len(prefix) : len(model) - len(suffix)]
+                concrete = [
+                    replace(
+                        d,
+                        target=replace(d.target, model=d.target.model.replace("*", matched)),
+                        label=d.label.replace("*", matched),
+                    )
+                    for d in deployments
+                ]
+                route = Route(model, concrete, m)
+                break
+        if len(self._cache) >= _WILDCARD_CACHE_MAX:
+            self._cache.clear()
+        self._cache[model] = route
+        return route
+
+    def names(self) -> list[str]:
+        """Concrete model names clients can send (wildcard patterns are not model ids)."""
+        return list(self.exact)
+
+    def table(self) -> list[tuple[str, str, str, str]]:
+        """(client name, backend, provider, backend model) rows, for `check-config`."""
+        rows = [
+            (r.name, d.backend.name, d.backend.provider, d.target.model)
+            for r in self.exact.values()
+            for d in r.deployments
+        ]
+        rows += [
+            (f"{p}*{s}", d.backend.name, d.backend.provider, d.target.model)
+            for p, s, _, deps in self.wildcards
+            for d in deps
+        ]
+        return rows

@@ -1,0 +1,112 @@
+"""Sending one HttpRequest to a backend, with per-phase deadlines and errors in the closed set.
+
+Deadlines: `first_byte` bounds request-sent -> response headers, `idle` bounds each wait for the next
+body chunk, `total` bounds the whole exchange; `connect` is enforced by the pool's session.  Every
+transport failure becomes a ProxyError whose message names only the backend (never its URL, which
+aiohttp's own exception texts contain); details go to the debug log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from time import perf_counter
+
+import aiohttp
+
+from adapters.base import HttpRequest
+from adapters.errors import ProxyError
+
+from .pools import BackendRuntime
+
+log = logging.getLogger("llm_proxy.upstream")
+
+
+class Exchange:
+    """One open upstream response and its deadlines."""
+
+    __slots__ = ("backend", "response", "t_sent", "t_headers", "deadline", "idle")
+
+    def __init__(self, backend: BackendRuntime, response: aiohttp.ClientResponse, t_sent: float, deadline: float):
+        self.backend = backend
+        self.response = response
+        self.t_sent = t_sent
+        self.t_headers = perf_counter()
+        self.deadline = deadline  # loop.time() by which the whole exchange must end
+        self.idle = backend.config.timeouts.idle
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    async def read(self) -> bytes:
+        """The whole body (non-streaming responses)."""
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await self.response.read()
+        except TimeoutError:
+            raise _timeout(self.backend, "total") from None
+        except aiohttp.ClientError as exc:
+            log.debug("backend %s: body read failed: %r", self.backend.name, exc)
+            raise ProxyError("upstream_unavailable", f"backend {self.backend.name!r} broke the connection") from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body chunks as they arrive; raises ProxyError on idle timeout or a broken connection."""
+        content = self.response.content
+        loop = asyncio.get_running_loop()
+        idle, deadline = self.idle, self.deadline
+        while True:
+            try:
+                async with asyncio.timeout_at(min(loop.time() + idle, deadline)):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise _timeout(self.backend, "idle" if loop.time() < deadline else "total") from None
+            except aiohttp.ClientError as exc:
+                log.debug("backend %s: stream broke: %r", self.backend.name, exc)
+                raise ProxyError(
+                    "upstream_unavailable", f"backend {self.backend.name!r} closed the stream unexpectedly"
+                ) from None
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        """Drop the connection (a partially read body cannot go back to the pool)."""
+        self.response.close()
+
+    def release(self) -> None:
+        self.response.release()
+
+
+def _timeout(backend: BackendRuntime, phase: str) -> ProxyError:
+    t = backend.config.timeouts
+    limit = {"connect": t.connect, "first_byte": t.first_byte, "idle": t.idle, "total": t.total}[phase]
+    return ProxyError("timeout", f"backend {backend.name!r} timed out ({phase.replace('_', ' ')} after {limit:g}s)")
+
+
+async def send(backend: BackendRuntime, http: HttpRequest, extra_headers: dict[str, str] | None = None) -> Exchange:
+    """Send `http` and wait for the response headers.  The caller owns the returned Exchange."""
+    session = backend.session
+    if session is None:
+        raise ProxyError("upstream_unavailable", f"backend {backend.name!r} is not ready")
+    t = backend.config.timeouts
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    deadline = now + t.total
+    headers = http.headers if not extra_headers else {**http.headers, **extra_headers}
+    t_sent = perf_counter()
+    try:
+        async with asyncio.timeout_at(min(now + t.first_byte, deadline)):
+            response = await session.request(http.method, http.url, data=http.body, headers=headers)
+    except aiohttp.ServerTimeoutError:  # raised by the session's sock_connect limit
+        raise _timeout(backend, "connect") from None
+    except TimeoutError:
+        raise _timeout(backend, "first_byte") from None
+    except aiohttp.ClientConnectorError as exc:
+        log.debug("backend %s: connect failed: %r", backend.name, exc)
+        raise ProxyError("upstream_unavailable", f"could not connect to backend {backend.name!r}") from None
+    except aiohttp.ClientError as exc:
+        log.debug("backend %s: request failed: %r", backend.name, exc)
+        raise ProxyError("upstream_unavailable", f"backend {backend.name!r} closed the connection") from None
+    return Exchange(backend, response, t_sent, deadline)
