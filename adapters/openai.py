@@ -1,0 +1,134 @@
+"""The OpenAI format: the client-facing frontend here, the backend family in `openai_backend`.
+
+Module map (one concept each): `openai_request` parses client requests into the IR,
+`openai_stream` encodes IR streams for clients and decodes upstream streams, `openai_wire` holds the
+upstream wire types and the usage / finish / error tables, `openai_backend` builds upstream
+requests (with the table of OpenAI-compatible presets).
+
+Rendering choices (IR -> OpenAI):
+- Reasoning text goes to the non-standard `reasoning_content` (DeepSeek / llama.cpp spelling, which
+  most OpenAI-compatible clients read); signatures and redacted reasoning have no slot (dropped).
+- Finish `pause` (Anthropic pause_turn) renders as `stop` (lossy); the consistency rule forces
+  `tool_calls` whenever a tool call is present.
+- Several text parts are joined into one `content` string; `stop_sequence` is not expressible.
+- Usage always carries `prompt_tokens_details.cached_tokens` and
+  `completion_tokens_details.reasoning_tokens`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from . import ir, jsonio
+from .errors import ProxyError
+from .openai_backend import PRESET_PROVIDERS, PRESETS, OpenAIBackend, Preset
+from .openai_request import parse_chat, parse_completion, parse_embeddings
+from .openai_stream import ChatStreamEncoder, CompletionStreamEncoder
+from .openai_wire import FINISH_FROM_IR, error_object, floats_to_base64, usage_only, usage_to_wire
+
+__all__ = ["OpenAIFrontend", "OpenAIBackend", "PRESETS", "PRESET_PROVIDERS", "Preset"]
+
+
+def _finish(choice: ir.Choice) -> str:
+    saw_tool = any(isinstance(p, ir.ToolCall) for p in choice.parts)
+    return FINISH_FROM_IR[ir.consistent_finish(choice.finish_reason, saw_tool)]
+
+
+def _message(choice: ir.Choice) -> dict[str, Any]:
+    texts = [p.text for p in choice.parts if isinstance(p, ir.Text)]
+    thoughts = [p.text for p in choice.parts if isinstance(p, ir.Reasoning) and p.text]
+    calls = [p for p in choice.parts if isinstance(p, ir.ToolCall)]
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if thoughts:
+        msg["reasoning_content"] = "".join(thoughts)
+    if calls:
+        msg["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+        ]
+    return msg
+
+
+class OpenAIFrontend:
+    """OpenAI Chat Completions / Completions / Embeddings for clients.  Stateless."""
+
+    name: ClassVar[str] = "openai"
+    stream_content_type: ClassVar[str] = "text/event-stream"
+
+    # -- requests ------------------------------------------------------------------------------------
+    def parse_chat(self, body: bytes) -> ir.ChatRequest:
+        return parse_chat(body)
+
+    def parse_completion(self, body: bytes) -> ir.ChatRequest:
+        return parse_completion(body)
+
+    def parse_embeddings(self, body: bytes) -> ir.EmbeddingRequest:
+        return parse_embeddings(body)
+
+    # -- responses -----------------------------------------------------------------------------------
+    def _envelope(self, resp: ir.ChatResponse, model: str, obj: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": resp.id, "object": obj, "created": resp.created or int(time.time()),
+                               "model": model}
+        return out
+
+    def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes:
+        out = self._envelope(resp, model, "chat.completion")
+        out["choices"] = [
+            {"index": c.index, "message": _message(c), "logprobs": None, "finish_reason": _finish(c)}
+            for c in resp.choices
+        ]
+        if resp.usage is not None:
+            out["usage"] = usage_to_wire(resp.usage)
+        return jsonio.dumps(out)
+
+    def render_completion(self, resp: ir.ChatResponse, model: str) -> bytes:
+        out = self._envelope(resp, model, "text_completion")
+        out["choices"] = [
+            {
+                "index": c.index,
+                "text": "".join(p.text for p in c.parts if isinstance(p, ir.Text)),
+                "logprobs": None,
+                "finish_reason": FINISH_FROM_IR[ir.consistent_finish(c.finish_reason, False)],
+            }
+            for c in resp.choices
+        ]
+        if resp.usage is not None:
+            out["usage"] = usage_to_wire(resp.usage, details=False)
+        return jsonio.dumps(out)
+
+    def render_embeddings(
+        self, resp: ir.EmbeddingResponse, model: str, encoding_format: str | None = None
+    ) -> bytes:
+        """`encoding_format` is the client's (EmbeddingRequest.encoding_format): "base64" packs
+        little-endian float32 like OpenAI; anything else returns float lists."""
+        b64 = encoding_format == "base64"
+        data = [
+            {"object": "embedding", "index": i, "embedding": floats_to_base64(v) if b64 else v}
+            for i, v in enumerate(resp.data)
+        ]
+        u = resp.usage or ir.Usage()
+        return jsonio.dumps({
+            "object": "list",
+            "model": model,
+            "data": data,
+            "usage": {"prompt_tokens": u.input_tokens, "total_tokens": u.input_tokens},
+        })
+
+    # -- streams -------------------------------------------------------------------------------------
+    def stream_encoder(self, req: ir.ChatRequest, model: str) -> ChatStreamEncoder:
+        return ChatStreamEncoder(req, model)
+
+    def completion_stream_encoder(self, req: ir.ChatRequest, model: str) -> CompletionStreamEncoder:
+        return CompletionStreamEncoder(req, model)
+
+    # -- errors and pass-through metrics -------------------------------------------------------------
+    def render_error(self, err: ProxyError) -> tuple[int, bytes]:
+        return err.status, jsonio.dumps({"error": error_object(err)})
+
+    def usage_from_body(self, body: bytes) -> ir.Usage | None:
+        return usage_only(body)
+
+    def usage_from_event(self, data: bytes) -> ir.Usage | None:
+        if data.startswith(b"[DONE]"):
+            return None
+        return usage_only(data)

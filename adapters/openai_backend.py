@@ -1,0 +1,500 @@
+"""Backend family "openai": api.openai.com and every OpenAI-compatible server, as rows of PRESETS.
+
+A preset is a row in a table of differences, not a module.  Columns: the IR parameters the server
+honours (`supported`, enforced by the shared unsupported-parameter policy), parameter renames, the
+max-tokens field, where reasoning text arrives, and named quirks:
+
+- `tool_ids="mistral"`: Mistral requires tool-call ids of exactly 9 alphanumerics.  Other ids in the
+  request history are rewritten to a 9-char base62 digest of the original -- deterministic, so the
+  assistant call and its tool result (and every later turn) map to the same id without state.
+- `response_format="tgi"`: TGI's Messages API wants `{"type":"json","value":<schema>}`.
+- `structured_outputs=True` (vLLM >= 0.12 silently ignores the removed `guided_*` fields): client
+  `guided_json/regex/choice/grammar/whitespace_pattern` are moved into `structured_outputs`
+  (`guided_decoding_backend` is dropped: the server picks it now), on the IR and pass-through paths.
+- `required_choice="any"`: Mistral spells tool_choice "required" as "any".
+- Groq: `n` must be 1 (not in `supported`, so the policy drops or rejects it).
+
+Request building (IR -> OpenAI): the system prompt becomes one system message (texts joined by a
+blank line); single-text content is a string, mixed content a parts list (images as URLs or data
+URLs, `detail` kept); tool results become one `tool` message each, text only (images in results and
+`is_error` are lossy); reasoning in the history is dropped (OpenAI rejects it, DeepSeek answers 400);
+ReasoningConfig becomes `reasoning_effort` (a token budget alone maps to low <= 1024 < medium <= 8192
+< high).  Streams always ask for `stream_options.include_usage` so metrics get token counts; the
+client-side encoder decides whether the client sees them.  Body precedence: IR fields, then the
+client's unmodelled fields (`req.extra`, only when the client spoke OpenAI), then `target.params`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import msgspec
+from msgspec import Struct
+
+from . import ir, jsonio
+from .base import Backend, HttpRequest, Target
+from .errors import ProxyError
+from .openai_stream import ChatStreamDecoder, message_parts, new_id
+from .openai_wire import (
+    ResponseWire,
+    UsageWire,
+    base64_to_floats,
+    finish_to_ir,
+    in_stream_error,
+    parse_error_body,
+    response_decoder,
+    usage_to_ir,
+)
+
+# --------------------------------------------------------------------------------------------------
+# The table of differences
+
+
+class Preset(Struct, frozen=True, kw_only=True):
+    name: str
+    supported: frozenset[str]
+    default_base_url: str | None = None  # for the docs and config examples
+    renames: Mapping[str, str] = {}
+    max_tokens_field: str = "max_tokens"
+    reasoning_field: str = "reasoning_content"
+    tool_ids: Literal["mistral"] | None = None
+    response_format: Literal["openai", "tgi"] = "openai"
+    structured_outputs: bool = False
+    required_choice: str = "required"
+
+
+_COMMON = frozenset({
+    "temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "response_format",
+    "tools", "tool_choice", "parallel_tool_calls", "user",
+})
+_SAMPLERS = frozenset({"top_k", "min_p", "repetition_penalty"})
+_LOGPROBS = frozenset({"logprobs", "top_logprobs", "logit_bias"})
+
+OPENAI = Preset(
+    name="openai",
+    supported=_COMMON | _LOGPROBS | {"reasoning", "metadata", "n"},
+    default_base_url="https://api.openai.com/v1",
+    max_tokens_field="max_completion_tokens",  # o-series models reject max_tokens
+)
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(name="vllm", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning", "n"},
+               default_base_url="http://localhost:8000/v1", reasoning_field="reasoning",
+               structured_outputs=True),
+        Preset(name="together", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning", "n"},
+               default_base_url="https://api.together.xyz/v1", reasoning_field="reasoning"),
+        Preset(name="groq", supported=_COMMON | {"reasoning"},
+               default_base_url="https://api.groq.com/openai/v1", reasoning_field="reasoning"),
+        Preset(name="fireworks", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning", "n"},
+               default_base_url="https://api.fireworks.ai/inference/v1", reasoning_field="reasoning_content"),
+        Preset(name="deepseek",
+               supported=(_COMMON - {"seed", "parallel_tool_calls", "user"}) | {"logprobs", "top_logprobs"},
+               default_base_url="https://api.deepseek.com/v1", reasoning_field="reasoning_content"),
+        Preset(name="mistral", supported=(_COMMON - {"user"}) | {"n"},
+               default_base_url="https://api.mistral.ai/v1", renames={"seed": "random_seed"},
+               tool_ids="mistral", required_choice="any"),
+        Preset(name="openrouter", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning"},
+               default_base_url="https://openrouter.ai/api/v1", reasoning_field="reasoning"),
+        Preset(name="lmstudio", supported=_COMMON | _SAMPLERS | {"logit_bias"},
+               default_base_url="http://localhost:1234/v1", renames={"repetition_penalty": "repeat_penalty"}),
+        Preset(name="llamacpp", supported=_COMMON | _SAMPLERS | _LOGPROBS,
+               default_base_url="http://localhost:8080/v1", renames={"repetition_penalty": "repeat_penalty"}),
+        Preset(name="tgi", supported=(_COMMON - {"parallel_tool_calls", "user"}) | _LOGPROBS,
+               default_base_url="http://localhost:8080/v1", response_format="tgi"),
+    )
+}
+
+# Preset names that can be registered as provider aliases (`provider: together`).  `tgi` and
+# `llamacpp` are native providers already; use `provider: openai` + `preset:` for their /v1 servers.
+PRESET_PROVIDERS: tuple[str, ...] = ("vllm", "together", "groq", "fireworks", "deepseek", "mistral",
+                                     "openrouter", "lmstudio")
+
+
+# --------------------------------------------------------------------------------------------------
+# IR -> request body
+
+
+_NINE_ALNUM = re.compile(r"[A-Za-z0-9]{9}")
+_B62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def mistral_tool_id(call_id: str) -> str:
+    """A 9-alphanumeric id for Mistral: kept when already valid, else a digest of the original."""
+    if _NINE_ALNUM.fullmatch(call_id):
+        return call_id
+    n = int.from_bytes(hashlib.blake2b(call_id.encode(), digest_size=8).digest(), "big")
+    out = []
+    for _ in range(9):
+        n, r = divmod(n, 62)
+        out.append(_B62[r])
+    return "".join(out)
+
+
+def _same(call_id: str) -> str:
+    return call_id
+
+
+def _image_url(p: ir.Image) -> dict[str, Any]:
+    url = p.url if p.url is not None else f"data:{p.media_type or 'image/png'};base64,{p.data}"
+    inner: dict[str, Any] = {"url": url}
+    if p.detail:
+        inner["detail"] = p.detail
+    return {"type": "image_url", "image_url": inner}
+
+
+def _content(parts: list[ir.Part]) -> str | list[dict[str, Any]]:
+    shown = [p for p in parts if isinstance(p, (ir.Text, ir.Image))]
+    if all(isinstance(p, ir.Text) for p in shown) and len(shown) <= 1:
+        return shown[0].text if shown else ""  # type: ignore[union-attr]
+    return [{"type": "text", "text": p.text} if isinstance(p, ir.Text) else _image_url(p) for p in shown]
+
+
+def _message(m: ir.Message, fix_id: Any) -> list[dict[str, Any]]:
+    """One IR message -> OpenAI messages (tool results split out, one `tool` message each)."""
+    out: list[dict[str, Any]] = []
+    results = [p for p in m.parts if isinstance(p, ir.ToolResult)]
+    for r in results:
+        text = "".join(c.text for c in r.content if isinstance(c, ir.Text))
+        out.append({"role": "tool", "tool_call_id": fix_id(r.tool_call_id), "content": text})
+    rest = [p for p in m.parts if not isinstance(p, (ir.ToolResult, ir.Reasoning))]
+    if m.role == "assistant":
+        calls = [p for p in rest if isinstance(p, ir.ToolCall)]
+        texts = [p.text for p in rest if isinstance(p, ir.Text)]
+        msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+        if calls:
+            msg["tool_calls"] = [{"id": fix_id(c.id), "type": "function",
+                                  "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+        out.append(msg)
+    elif rest or not results:
+        msg = {"role": "user" if m.role == "tool" else m.role, "content": _content(rest)}
+        out.append(msg)
+    if m.name and out and out[-1]["role"] != "tool":
+        out[-1]["name"] = m.name
+    return out
+
+
+def _messages(req: ir.ChatRequest, fix_id: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if req.system:
+        out.append({"role": "system", "content": "\n\n".join(t.text for t in req.system)})
+    for m in req.messages:
+        out += _message(m, fix_id)
+    return out
+
+
+def _response_format(rf: ir.ResponseFormat, style: str) -> dict[str, Any] | None:
+    if style == "tgi":
+        if rf.type == "text":
+            return None
+        return {"type": "json", "value": rf.schema or {"type": "object"}}
+    if rf.type != "json_schema":
+        return {"type": rf.type}
+    spec: dict[str, Any] = {"name": rf.name or "response", "schema": rf.schema or {"type": "object"}}
+    if rf.strict is not None:
+        spec["strict"] = rf.strict
+    if rf.description:
+        spec["description"] = rf.description
+    return {"type": "json_schema", "json_schema": spec}
+
+
+def _tool(t: ir.ToolDef) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+    if t.description is not None:
+        fn["description"] = t.description
+    if t.strict is not None:
+        fn["strict"] = t.strict
+    return {"type": "function", "function": fn}
+
+
+def _tool_choice(tc: ir.ToolChoice, preset: Preset) -> Any:
+    if tc.mode == "tool":
+        return {"type": "function", "function": {"name": tc.name}}
+    return preset.required_choice if tc.mode == "required" else tc.mode
+
+
+def _effort(r: ir.ReasoningConfig) -> str | None:
+    if r.effort:
+        return r.effort
+    if r.budget_tokens:
+        return "low" if r.budget_tokens <= 1024 else "medium" if r.budget_tokens <= 8192 else "high"
+    return None
+
+
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                    "repetition_penalty", "seed", "logit_bias", "user")
+
+
+def _sampling(req: ir.ChatRequest) -> dict[str, Any]:
+    body = {k: v for k in _SAMPLING_FIELDS if (v := getattr(req, k)) is not None}
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.n != 1:
+        body["n"] = req.n
+    return body
+
+
+def _chat_fields(req: ir.ChatRequest, preset: Preset, fix_id: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": _messages(req, fix_id), **_sampling(req)}
+    if req.max_tokens is not None:
+        body[preset.max_tokens_field] = req.max_tokens
+    if req.tools:
+        body["tools"] = [_tool(t) for t in req.tools]
+    if req.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(req.tool_choice, preset)
+    if req.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.response_format is not None and (rf := _response_format(req.response_format, preset.response_format)):
+        body["response_format"] = rf
+    if req.reasoning is not None and (effort := _effort(req.reasoning)):
+        body["reasoning_effort"] = effort
+    if req.logprobs is not None:
+        body["logprobs"] = req.logprobs
+    if req.top_logprobs is not None:
+        body["top_logprobs"] = req.top_logprobs
+    if req.metadata is not None:
+        body["metadata"] = req.metadata
+    return body
+
+
+def _completion_fields(req: ir.ChatRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": req.prompt, **_sampling(req)}
+    if req.max_tokens is not None:
+        body["max_tokens"] = req.max_tokens
+    if req.logprobs:
+        body["logprobs"] = req.top_logprobs or 0  # /v1/completions takes an integer
+    return body
+
+
+_GUIDED = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",
+           "guided_grammar": "grammar", "guided_whitespace_pattern": "whitespace_pattern"}
+
+
+def move_guided_fields(body: dict[str, Any]) -> None:
+    """vLLM >= 0.12 ignores `guided_*`: move them into `structured_outputs` (in place)."""
+    keys = [k for k in body if k.startswith("guided_")]
+    if not keys:
+        return
+    so = dict(body.get("structured_outputs") or {})
+    for k in keys:
+        value = body.pop(k)
+        if k in _GUIDED:
+            so.setdefault(_GUIDED[k], value)
+    body["structured_outputs"] = so
+
+
+def build_body(req: ir.ChatRequest, target: Target, preset: Preset) -> dict[str, Any]:
+    fix_id = mistral_tool_id if preset.tool_ids == "mistral" else _same
+    fields = _completion_fields(req) if req.prompt is not None else _chat_fields(req, preset, fix_id)
+    body: dict[str, Any] = {"model": target.model}
+    for key, value in fields.items():
+        body[preset.renames.get(key, key)] = value
+    if req.source_format == "openai":
+        body.update({k: v for k, v in req.extra.items() if k not in ("model", "stream", "stream_options")})
+    body.update(target.params)
+    if preset.structured_outputs:
+        move_guided_fields(body)
+    if req.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _fix_passthrough_ids(body: dict[str, Any]) -> None:
+    for m in body.get("messages") or ():
+        if isinstance(m, dict):
+            if isinstance(m.get("tool_call_id"), str):
+                m["tool_call_id"] = mistral_tool_id(m["tool_call_id"])
+            for tc in m.get("tool_calls") or ():
+                if isinstance(tc, dict) and isinstance(tc.get("id"), str):
+                    tc["id"] = mistral_tool_id(tc["id"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Responses
+
+
+class _EmbeddingItem(Struct):
+    embedding: list[float] | str
+    index: int = 0
+
+
+class _EmbeddingsWire(Struct):
+    data: list[_EmbeddingItem] = []
+    model: str | None = None
+    usage: UsageWire | None = None
+
+
+_embeddings_decoder = jsonio.decoder(_EmbeddingsWire)
+
+
+def _decode_response(body: bytes) -> ResponseWire:
+    try:
+        resp = response_decoder.decode(body)
+    except (jsonio.DecodeError, jsonio.ValidationError):
+        raise ProxyError("upstream_protocol", "the upstream answered with an invalid completion body") from None
+    if resp.error is not None:
+        raise in_stream_error(resp.error)
+    if not resp.choices:
+        raise ProxyError("upstream_protocol", "the upstream answered without any choices")
+    return resp
+
+
+def response_to_ir(resp: ResponseWire, fallback_model: str, reasoning_field: str) -> ir.ChatResponse:
+    choices = []
+    for c in resp.choices:
+        if c.message is not None:
+            parts = message_parts(c.message, reasoning_field)
+        else:
+            parts = [ir.Text(text=c.text)] if c.text else []
+        raw = c.finish_reason or "stop"
+        saw_tool = any(isinstance(p, ir.ToolCall) for p in parts)
+        choices.append(ir.Choice(
+            index=c.index, parts=parts, finish_reason=ir.consistent_finish(finish_to_ir(raw), saw_tool),
+            raw_finish_reason=raw, stop_sequence=c.stop_reason if isinstance(c.stop_reason, str) else None,
+        ))
+    return ir.ChatResponse(
+        id=resp.id or new_id("chatcmpl-"),
+        model=resp.model or fallback_model,
+        created=resp.created or int(time.time()),
+        choices=sorted(choices, key=lambda c: c.index),
+        usage=usage_to_ir(resp.usage) if resp.usage is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The backend
+
+
+class OpenAIOptions(Struct, forbid_unknown_fields=True, frozen=True):
+    preset: str | None = None  # a PRESETS key; None = api.openai.com itself
+    organization: str | None = None  # OpenAI-Organization header
+    project: str | None = None  # OpenAI-Project header
+
+
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+
+
+class OpenAIBackend(Backend):
+    """OpenAI and OpenAI-compatible servers.  `for_preset(name)` gives the class behind an alias."""
+
+    provider: ClassVar[str] = "openai"
+    family: ClassVar[str | None] = "openai"
+    Options: ClassVar[type[msgspec.Struct]] = OpenAIOptions
+    supported_params: ClassVar[frozenset[str]] = OPENAI.supported
+    default_preset: ClassVar[str | None] = None
+
+    def __init__(self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: Any) -> None:
+        super().__init__(base_url, api_key, headers, options)
+        self.preset = self._select_preset(getattr(options, "preset", None))
+        # Instance attributes: the policy and the docs read these per configured backend.
+        self.supported_params = self.preset.supported  # type: ignore[misc]
+        self.renamed_params = dict(self.preset.renames)  # type: ignore[misc]
+
+    def _select_preset(self, name: str | None) -> Preset:
+        if name and self.default_preset and name != self.default_preset:
+            raise ValueError(f"provider {self.provider!r} implies preset {self.default_preset!r}, not {name!r}")
+        name = name or self.default_preset
+        if name is None:
+            return OPENAI
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+        return PRESETS[name]
+
+    @classmethod
+    @functools.cache
+    def for_preset(cls, name: str) -> type[OpenAIBackend]:
+        """The provider class for an alias: `provider: together` == `provider: openai, preset: together`."""
+        row = PRESETS[name]
+        return type(f"OpenAIBackend[{name}]", (cls,), {
+            "provider": name, "default_preset": name, "supported_params": row.supported,
+            "renamed_params": dict(row.renames),
+        })
+
+    # -- URL and headers (Azure overrides these two) -------------------------------------------------
+    def _url(self, op: str, target: Target) -> str:
+        return self.base_url + _PATHS[op]
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _headers(self) -> dict[str, str]:
+        h = {"content-type": "application/json", **self._auth_headers()}
+        opts = self.options
+        if getattr(opts, "organization", None):
+            h["openai-organization"] = opts.organization
+        if getattr(opts, "project", None):
+            h["openai-project"] = opts.project
+        h.update(self.extra_headers)
+        return h
+
+    # -- chat ------------------------------------------------------------------------------------------
+    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+        op = "completions" if req.prompt is not None else "chat"
+        body = build_body(req, target, self.preset)
+        return HttpRequest(url=self._url(op, target), body=jsonio.dumps(body), headers=self._headers(),
+                           stream=req.stream)
+
+    def chat_response(self, body: bytes, req: ir.ChatRequest, target: Target) -> ir.ChatResponse:
+        return response_to_ir(_decode_response(body), target.model, self.preset.reasoning_field)
+
+    def stream_decoder(self, req: ir.ChatRequest, target: Target) -> ChatStreamDecoder:
+        return ChatStreamDecoder(self.preset.reasoning_field)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
+        return parse_error_body(status, headers, body)
+
+    # -- embeddings ------------------------------------------------------------------------------------
+    def embeddings_request(self, req: ir.EmbeddingRequest, target: Target) -> HttpRequest:
+        body: dict[str, Any] = {"model": target.model, "input": req.input}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if req.user is not None:
+            body["user"] = req.user
+        # Floats are always requested: the frontend re-encodes to what its client asked for.
+        return HttpRequest(url=self._url("embeddings", target), body=jsonio.dumps(body), headers=self._headers())
+
+    def embeddings_response(self, body: bytes, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
+        try:
+            resp = _embeddings_decoder.decode(body)
+        except (jsonio.DecodeError, jsonio.ValidationError):
+            raise ProxyError("upstream_protocol", "the upstream answered with an invalid embeddings body") from None
+        items = sorted(resp.data, key=lambda d: d.index)
+        vectors = [base64_to_floats(d.embedding) if isinstance(d.embedding, str) else d.embedding for d in items]
+        return ir.EmbeddingResponse(model=resp.model or req.model, data=vectors,
+                                    usage=usage_to_ir(resp.usage) if resp.usage is not None else None)
+
+    # -- same-format pass-through ----------------------------------------------------------------------
+    def passthrough_request(
+        self, op: str, body: bytes, stream: bool, target: Target, client_headers: Mapping[str, str]
+    ) -> HttpRequest:
+        if op not in _PATHS:
+            raise ProxyError("not_found", f"operation {op!r} is not offered by OpenAI-compatible backends")
+        body = self._passthrough_body(body)
+        return HttpRequest(url=self._url(op, target), body=body, headers=self._headers(), stream=stream)
+
+    def _passthrough_body(self, body: bytes) -> bytes:
+        """Bytes stay as sent, except where a preset quirk would make the server misbehave."""
+        if self.preset.structured_outputs and b'"guided_' in body:
+            raw = jsonio.top_level_raw(body)
+            fixed: dict[str, Any] = dict(raw)
+            guided = {k: jsonio.loads(raw[k]) for k in raw if k.startswith("guided_")}
+            if guided:
+                for k in guided:
+                    del fixed[k]
+                if "structured_outputs" in fixed:
+                    guided["structured_outputs"] = jsonio.loads(fixed.pop("structured_outputs"))
+                move_guided_fields(guided)
+                fixed["structured_outputs"] = guided["structured_outputs"]
+                body = jsonio.encode_raw_object(fixed)
+        if self.preset.tool_ids == "mistral" and b'"tool_call' in body:
+            doc = jsonio.loads(body)
+            _fix_passthrough_ids(doc)
+            body = jsonio.dumps(doc)
+        return body
