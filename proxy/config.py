@@ -189,13 +189,14 @@ def load_config_dict(doc: dict[str, Any], env: Mapping[str, str] | None = None) 
             cls = registry.provider_class(provider)
         except KeyError as exc:
             raise ConfigError(f"{path}.provider: {exc.args[0]}") from None
-        common[name] = {k: v for k, v in block.items() if k in _BACKEND_KEYS}
+        common[name] = _convert({k: v for k, v in block.items() if k in _BACKEND_KEYS}, BackendConfig, path)
         specific = {k: v for k, v in block.items() if k not in _BACKEND_KEYS}
         options[name] = _convert(specific, cls.Options, path)
-        if common[name].get("base_url") in (None, "") and not getattr(cls, "default_base_url", None):
+        if not common[name].base_url and not getattr(cls, "default_base_url", None):
             raise ConfigError(f"{path}.base_url: required for provider {provider!r}")
-    doc = {**doc, "backends": common}
+    doc = {k: v for k, v in doc.items() if k != "backends"}
     cfg: Config = _convert(doc, Config, "")
+    cfg.backends = common
     cfg.backend_options = options
     _check(cfg)
     return cfg

@@ -1,0 +1,38 @@
+"""Shared fixtures: emulated backends and the gateway, on 127.0.0.1 random ports."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import pytest
+
+from proxy.app import create_app
+from proxy.config import load_config_dict
+
+
+@pytest.fixture
+def start_emulator(aiohttp_server):
+    """`await start_emulator("openai")` -> root URL of a running emulator of that format."""
+
+    async def _start(fmt: str, profile: Any = None) -> str:
+        module = importlib.import_module(f"loadtest.emulators.{fmt}")
+        server = await aiohttp_server(module.create_app(profile))
+        return str(server.make_url("")).rstrip("/")
+
+    return _start
+
+
+@pytest.fixture
+def start_proxy(aiohttp_server):
+    """`await start_proxy(config_dict)` -> the running gateway's TestServer (handler cancellation on)."""
+
+    async def _start(config: dict[str, Any], env: dict[str, str] | None = None):
+        cfg = load_config_dict(config, env=env or {})
+        return await aiohttp_server(create_app(cfg))
+
+    return _start
+
+
+def proxy_url(server, suffix: str = "") -> str:
+    return str(server.make_url(suffix)).rstrip("/")

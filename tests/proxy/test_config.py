@@ -1,0 +1,106 @@
+"""Config loading: interpolation, validation with field paths, provider options, check-config."""
+
+import pytest
+
+from proxy.cli import check_config
+from proxy.config import ConfigError, interpolate, load_config_text
+
+BASE = """
+backends:
+  local: {provider: openai, base_url: "http://127.0.0.1:9/v1"}
+models:
+  - {name: m, backend: local}
+"""
+
+
+def test_minimal_config_defaults():
+    cfg = load_config_text(BASE, env={})
+    assert cfg.server.port == 4000 and cfg.server.host == "127.0.0.1"
+    assert cfg.backends["local"].timeouts.first_byte == 60
+    assert cfg.models[0].unsupported_params == "drop"
+    assert cfg.auth is None
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "expected"),
+    [
+        ("${A}", {"A": "x"}, "x"),
+        ("pre-${A}-post", {"A": "x"}, "pre-x-post"),
+        ("${A:-dflt}", {}, "dflt"),
+        ("${A:-}", {}, ""),
+        ("${A:-dflt}", {"A": "set"}, "set"),
+        ("${A}${B}", {"A": "1", "B": "2"}, "12"),
+        ("no vars", {}, "no vars"),
+    ],
+)
+def test_interpolation_rows(value, env, expected):
+    assert interpolate(value, env) == expected
+
+
+def test_missing_variable_names_it_and_the_field():
+    text = BASE + 'auth: {keys: ["${PROXY_KEY}"]}\n'
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text, env={})
+    assert "PROXY_KEY" in str(exc.value) and "auth.keys[0]" in str(exc.value)
+
+
+def test_interpolated_values_cannot_change_structure():
+    cfg = load_config_text(BASE + 'auth: {keys: ["${K}"]}\n', env={"K": "a: [b, c]"})
+    assert cfg.auth.keys == ["a: [b, c]"]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path"),
+    [
+        ("server: {port: nope}", "server.port"),
+        ("server: {prot: 1}", "server"),
+        ('backends: {local: {provider: openai, base_url: "http://x/v1", timeouts: {connect: "soon"}}}', "backends.local.timeouts.connect"),
+        ('backends: {local: {provider: nosuch, base_url: "http://x"}}', "backends.local.provider"),
+        ('backends: {local: {provider: openai}}', "backends.local.base_url"),
+        ('backends: {local: {provider: openai, base_url: "http://x/v1", bogus_option: 1}}', "backends.local"),
+    ],
+)
+def test_errors_name_the_field_path(snippet, path):
+    doc = snippet + "\nmodels: []\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(doc, env={})
+    assert str(exc.value).startswith(path), str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("models", "fragment"),
+    [
+        ("- {name: m, backend: nosuch}", "unknown backend 'nosuch'"),
+        ("- {name: m, backend: local}\n  - {name: m, backend: local}", "duplicate model name"),
+        ("- {name: m}", "either `backend`"),
+        ("- {name: 'a*b*', backend: local}", "at most one '*'"),
+        ("- {name: m, backend: local, fallbacks: [zz]}", "unknown model 'zz'"),
+        ("- {name: m, backend: local, unsupported_params: maybe}", "models[0].unsupported_params"),
+    ],
+)
+def test_model_errors(models, fragment):
+    text = 'backends:\n  local: {provider: openai, base_url: "http://x/v1"}\nmodels:\n  ' + models + "\n"
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(text, env={})
+    assert fragment in str(exc.value)
+
+
+def test_empty_auth_keys_refused():
+    with pytest.raises(ConfigError, match="auth.keys"):
+        load_config_text(BASE + 'auth: {keys: ["${K:-}"]}\n', env={})
+
+
+def test_check_config_prints_routing_table(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(BASE + '  - {name: "together/*", backend: local}\n')
+    assert check_config(str(path)) == 0
+    out = capsys.readouterr().out
+    assert "ok: 1 backends, 2 models" in out
+    assert "together/*" in out and "local" in out
+
+
+def test_check_config_reports_errors(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {port: x}\n")
+    assert check_config(str(path)) == 2
+    assert "server.port" in capsys.readouterr().err
