@@ -244,7 +244,7 @@ async def _embeddings(call: Call, dep: Deployment) -> web.Response:
     ex = await _open(dep, adapter.embeddings_request(req, dep.target), call)
     result = adapter.embeddings_response(await _read_all(ex, ctx), req)
     ctx.usage = result.usage
-    body = call.ops.render(result, ctx.client_model)
+    body = call.ops.render(result, ctx.client_model, req.encoding_format)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 
