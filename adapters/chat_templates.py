@@ -144,10 +144,13 @@ class ChatTemplate:
         return f"ChatTemplate({self.name!r})"
 
 
-@lru_cache(maxsize=64)
 def get(name_or_path: str | None) -> ChatTemplate:
     """The template for a shipped family name or a .jinja file path (None -> chatml); compiled once."""
-    name = name_or_path or DEFAULT
+    return _load(name_or_path or DEFAULT)
+
+
+@lru_cache(maxsize=64)
+def _load(name: str) -> ChatTemplate:
     if name in FAMILIES:
         return ChatTemplate(name, (TEMPLATE_DIR / f"{name}.jinja").read_text(encoding="utf-8"), FAMILIES[name])
     path = Path(name)
