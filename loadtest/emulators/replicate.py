@@ -19,7 +19,7 @@ cut at the first of the comma-separated `stop_sequences`.
 Scenario keys (behaviour.py): status/retry_after -> RFC 7807 problem body; context_length -> a failed
 prediction (stream: an `error` event and `done {"reason":"error"}`) with vLLM's wording; chunks, text,
 first_byte, chunk_delay, hang, reset_after, truncate_after, error_after, malformed (a truncated JSON
-body; in the stream a `done` whose data is not JSON), max_tokens (output cut short and
+body; for a stream request, a `done` event whose data is not JSON), max_tokens (output cut short and
 `output_token_count` equal to the requested max), usage_in/usage_out -> `metrics`.  `tools` and
 `reasoning` do not apply: Replicate text models have neither.
 """
@@ -200,7 +200,7 @@ async def _create(
         await sleep_if(delay)
         if wait is not None:
             job.finish()
-    if b.malformed:
+    if b.malformed and not stream:  # a stream's malformation is its `done` event
         truncated = b'{"id": "' + job.id.encode() + b'", "status": '
         return web.Response(status=201, body=truncated, content_type="application/json")
     return web.json_response(job.to_json(_root(request)), status=201)
