@@ -1,0 +1,285 @@
+"""Emulated Anthropic Messages API, written from Anthropic's API docs and checked against anthropic-python.
+
+Routes:
+
+    POST /v1/messages                 non-streaming message, or SSE with `"stream": true`
+    POST /v1/messages/count_tokens    {"input_tokens": N}
+    GET  /v1/models                   one page listing the emulated models
+
+Like the real API every route needs a key (`x-api-key`, or `Authorization: Bearer`, which the newest
+SDK sends for `api_key`) -> else 401 authentication_error, and `anthropic-version` -> else 400.
+/v1/messages also requires `model`, `messages` and `max_tokens` (400 invalid_request_error).
+
+Stream order as the API sends it: message_start (input usage, output_tokens 1), then per block
+content_block_start / content_block_delta... / content_block_stop, a `ping` after the first block
+start, message_delta (stop_reason, cumulative usage), message_stop.  Blocks: thinking (thinking_delta
+pieces + one signature_delta) with `reasoning`, text (text_delta pieces), tool_use (input_json_delta
+fragments, the first one empty as the API does) with `tools`.
+
+Scenario keys (behaviour.py): status/retry_after (the status's Anthropic error type, 529
+overloaded_error included), context_length ("prompt is too long: ..."), chunks, text, tools,
+reasoning, first_byte, chunk_delay, hang, reset_after / truncate_after / error_after (counted in
+content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body or
+an event that is not JSON), max_tokens (stop_reason max_tokens), usage_in / usage_out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+
+PROFILE = web.AppKey("anthropic_profile", LatencyProfile)
+RNG = web.AppKey("anthropic_rng", random.Random)
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+CONTEXT_MESSAGE = "prompt is too long: 208310 tokens > 200000 maximum"
+THINKING = "Let me think about what the user asked."
+MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+
+
+def error_response(status: int, message: str, retry_after: float | None = None) -> web.Response:
+    etype = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    body = {"type": "error", "error": {"type": etype, "message": message}, "request_id": _id("req_")}
+    headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def _check_headers(request: web.Request) -> web.Response | None:
+    bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+    if not request.headers.get("x-api-key") and not bearer:
+        return error_response(401, "x-api-key header is required")
+    if not request.headers.get("anthropic-version"):
+        return error_response(400, "anthropic-version: header is required")
+    return None
+
+
+def _texts(content: Any) -> list[str]:
+    """Text of a message's content: string or blocks (tool_result contents included)."""
+    if isinstance(content, str):
+        return [content]
+    out: list[str] = []
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            out.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_result":
+            out.extend(_texts(block.get("content", "")))
+    return out
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return " ".join(t for t in _texts(message.get("content")) if t)
+    return ""
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    text = json.dumps(body.get("system", "")) + json.dumps(body.get("messages", [])) + json.dumps(body.get("tools", []))
+    return count_tokens(text)
+
+
+def _example(schema: Any) -> Any:
+    """A value that satisfies a simple JSON schema (first enum value, typed placeholders)."""
+    if not isinstance(schema, dict):
+        return "Paris"
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {k: _example(v) for k, v in (schema.get("properties") or {}).items()}
+    return {"integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "Paris")
+
+
+def _tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice") or {}
+    if choice.get("type") == "tool":
+        tools = [t for t in tools if t.get("name") == choice.get("name")] or tools
+    if not tools:
+        return "get_weather", {"city": "Paris"}
+    value = _example(tools[0].get("input_schema") or {})
+    return str(tools[0].get("name")), value if isinstance(value, dict) else {}
+
+
+class Reply:
+    """The message one request gets under its scenario: blocks, stop reason and usage."""
+
+    def __init__(self, body: dict[str, Any], b: Behaviour) -> None:
+        self.id = _id("msg_")
+        self.model = str(body.get("model", ""))
+        self.blocks: list[dict[str, Any]] = []
+        if b.reasoning:
+            self.blocks.append({"type": "thinking", "thinking": THINKING, "signature": "EmuSig" + uuid.uuid4().hex})
+        text = reply_text(b, last_user_text(body))
+        if b.tools:
+            name, args = _tool_call(body)
+            self.blocks.append({"type": "tool_use", "id": _id("toolu_"), "name": name, "input": args})
+        else:
+            self.blocks.append({"type": "text", "text": text})
+        self.stop_reason = "max_tokens" if b.max_tokens else ("tool_use" if b.tools else "end_turn")
+        self.input_tokens = b.usage_in if b.usage_in is not None else prompt_tokens(body)
+        out_text = "".join(json.dumps(x) for x in self.blocks)
+        self.output_tokens = b.usage_out if b.usage_out is not None else count_tokens(out_text)
+
+    def usage(self, output_tokens: int) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "output_tokens": output_tokens,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "service_tier": "standard"}
+
+    def message(self, content: list[dict[str, Any]], stop_reason: str | None, output_tokens: int) -> dict[str, Any]:
+        return {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
+                "stop_reason": stop_reason, "stop_sequence": None, "usage": self.usage(output_tokens)}
+
+
+def _sse(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _block_events(index: int, block: dict[str, Any], chunks: int) -> list[tuple[str, dict[str, Any]]]:
+    """content_block_start, deltas and stop for one block, deltas split into `chunks` pieces."""
+    kind = block["type"]
+    if kind == "text":
+        start = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in split_text(block["text"], chunks)]
+    elif kind == "thinking":
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": p} for p in split_text(block["thinking"], chunks)]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    else:
+        start = {**block, "input": {}}
+        pieces = [""] + split_text(json.dumps(block["input"]), chunks)
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+    events = [("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return events
+
+
+async def _stream(request: web.Request, reply: Reply, b: Behaviour) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "request-id": _id("req_")})
+    await resp.prepare(request)
+    gap = b.chunk_delay or request.app[PROFILE].chunk_gap()
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": reply.message([], None, 1)})
+    ]
+    for i, block in enumerate(reply.blocks):
+        events += _block_events(i, block, b.chunks)
+        if i == 0:
+            events.insert(2, ("ping", {"type": "ping"}))
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                                     "usage": {"output_tokens": reply.output_tokens}}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    deltas = 0
+    for name, data in events:
+        if name == "content_block_delta":
+            if deltas == b.reset_after and request.transport is not None:
+                request.transport.abort()
+                return resp
+            if deltas == b.truncate_after:
+                await resp.write_eof()
+                return resp
+            if deltas == b.error_after:
+                await resp.write(_sse("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                         "message": "Overloaded"}}))
+                await resp.write_eof()
+                return resp
+            if b.malformed and deltas == 0:
+                await resp.write(b"event: content_block_delta\ndata: {not json\n\n")
+            deltas += 1
+            await sleep_if(gap)
+        await resp.write(_sse(name, data))
+    await resp.write_eof()
+    return resp
+
+
+async def _scenario(request: web.Request) -> tuple[dict[str, Any] | None, Behaviour | None, web.Response | None]:
+    """(body, behaviour, early response): header and body checks, then the scenario's error replies."""
+    bad = _check_headers(request)
+    if bad is not None:
+        return None, None, bad
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return None, None, error_response(400, "There was an error parsing the body of your request")
+    if not isinstance(body, dict):
+        return None, None, error_response(400, "request body must be a JSON object")
+    b = behaviour_for(body.get("model"), request.headers)
+    await sleep_if(b.first_byte + request.app[PROFILE].first_byte_delay(request.app[RNG]))
+    if b.hang:
+        await asyncio.Event().wait()
+    if b.status is not None:
+        return body, b, error_response(b.status, f"emulated error {b.status}", b.retry_after)
+    if b.context_length:
+        return body, b, error_response(400, CONTEXT_MESSAGE)
+    for field in ("model", "messages"):
+        if field not in body:
+            return body, b, error_response(400, f"{field}: Field required")
+    return body, b, None
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    body, b, early = await _scenario(request)
+    if early is not None:
+        return early
+    assert body is not None and b is not None
+    if not isinstance(body.get("max_tokens"), int):
+        return error_response(400, "max_tokens: Field required")
+    reply = Reply(body, b)
+    if body.get("stream"):
+        return await _stream(request, reply, b)
+    if b.malformed:
+        return web.Response(body=b'{"id": "msg_broken", "content": [', content_type="application/json")
+    message = reply.message(reply.blocks, reply.stop_reason, reply.output_tokens)
+    return web.json_response(message, headers={"request-id": _id("req_")})
+
+
+async def count_tokens_route(request: web.Request) -> web.Response:
+    body, _b, early = await _scenario(request)
+    if early is not None:
+        return early
+    assert body is not None
+    return web.json_response({"input_tokens": prompt_tokens(body)})
+
+
+async def models(request: web.Request) -> web.Response:
+    bad = _check_headers(request)
+    if bad is not None:
+        return bad
+    data = [{"type": "model", "id": m, "display_name": m.replace("-", " ").title(),
+             "created_at": "2025-01-01T00:00:00Z"} for m in MODELS]
+    return web.json_response({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
+
+
+def create_app(profile: LatencyProfile | None = None) -> web.Application:
+    app = web.Application()
+    app[PROFILE] = profile or LatencyProfile()
+    app[RNG] = random.Random(0)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens_route)
+    app.router.add_get("/v1/models", models)
+    return app

@@ -1,0 +1,173 @@
+"""The Anthropic emulator checked against the official anthropic-python async client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic
+import httpx2
+import pytest
+
+from loadtest.emulators.anthropic import create_app
+from loadtest.emulators.behaviour import LatencyProfile
+
+USER = [{"role": "user", "content": "hello there"}]
+TOOLS = [{"name": "lookup", "description": "Look up", "input_schema": {
+    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}]
+
+
+@pytest.fixture
+async def base_url(aiohttp_server):
+    server = await aiohttp_server(create_app())
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def client(base_url):
+    c = anthropic.AsyncAnthropic(base_url=base_url, api_key="test-key", max_retries=0, timeout=10)
+    yield c
+    await c.close()
+
+
+async def test_create_echoes_last_user_text(client):
+    msg = await asyncio.wait_for(client.messages.create(model="claude-x", max_tokens=50, messages=USER), 10)
+    assert msg.content[0].type == "text" and msg.content[0].text == "echo: hello there"
+    assert msg.stop_reason == "end_turn"
+    assert msg.id.startswith("msg_") and msg.model == "claude-x"
+    assert msg.usage.input_tokens > 0 and msg.usage.output_tokens > 0
+
+
+async def test_stream_helper_accumulates_thinking_text(client):
+    async with client.messages.stream(model="m::reasoning,chunks=5", max_tokens=50, messages=USER) as stream:
+        texts = [t async for t in stream.text_stream]
+        final = await stream.get_final_message()
+    assert "".join(texts) == "echo: hello there"
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].signature.startswith("EmuSig") and final.content[0].thinking
+    assert final.content[1].text == "echo: hello there"
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 1
+
+
+async def test_stream_helper_assembles_tool_input(client):
+    async with client.messages.stream(model="m::tools,chunks=7", max_tokens=50, messages=USER, tools=TOOLS) as stream:
+        final = await stream.get_final_message()
+    (block,) = final.content
+    assert block.type == "tool_use" and block.name == "lookup" and block.id.startswith("toolu_")
+    assert block.input == {"city": "Paris", "days": 1}
+    assert final.stop_reason == "tool_use"
+
+
+async def test_usage_and_max_tokens_scenario(client):
+    msg = await client.messages.create(model="m::max_tokens,usage_in=11,usage_out=22,text=a_b", max_tokens=5,
+                                       messages=USER)
+    assert msg.stop_reason == "max_tokens" and msg.content[0].text == "a b"
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == (11, 22)
+
+
+async def test_count_tokens(client):
+    res = await client.messages.count_tokens(model="m", messages=USER)
+    assert res.input_tokens > 0
+
+
+async def test_models(client):
+    page = await client.models.list()
+    assert [m.id for m in page.data][:1] == ["claude-sonnet-4-5"]
+
+
+@pytest.mark.parametrize(
+    ("status", "exc"),
+    [
+        (400, anthropic.BadRequestError),
+        (401, anthropic.AuthenticationError),
+        (403, anthropic.PermissionDeniedError),
+        (404, anthropic.NotFoundError),
+        (429, anthropic.RateLimitError),
+        (500, anthropic.InternalServerError),
+        (529, anthropic.OverloadedError),
+    ],
+)
+async def test_status_errors_raise_sdk_classes(client, status, exc):
+    with pytest.raises(exc) as info:
+        await client.messages.create(model=f"m::status={status},retry_after=3", max_tokens=5, messages=USER)
+    assert info.value.status_code == status
+    assert info.value.body["type"] == "error"
+    assert info.value.response.headers["retry-after"] == "3"
+
+
+async def test_overloaded_is_internal_server_error_subclass(client):
+    with pytest.raises(anthropic.InternalServerError) as info:
+        await client.messages.create(model="m::status=529", max_tokens=5, messages=USER)
+    assert info.value.type == "overloaded_error"
+
+
+async def test_context_length_wording(client):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client.messages.create(model="m::context_length", max_tokens=5, messages=USER)
+    assert "prompt is too long" in info.value.api_message
+
+
+async def test_in_band_error_event(client):
+    with pytest.raises(anthropic.APIStatusError) as info:
+        async with client.messages.stream(model="m::error_after=2", max_tokens=50, messages=USER) as stream:
+            async for _ in stream:
+                pass
+    assert info.value.type == "overloaded_error"
+
+
+async def test_missing_auth_and_version(base_url):
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(base_url + "/v1/messages", json={"model": "m", "max_tokens": 5, "messages": USER},
+                            headers={"anthropic-version": "2023-06-01"})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        r = await http.post(base_url + "/v1/messages", json={"model": "m", "max_tokens": 5, "messages": USER},
+                            headers={"x-api-key": "k"})
+        assert r.status_code == 400 and "anthropic-version" in r.json()["error"]["message"]
+        r = await http.post(base_url + "/v1/messages", json={"model": "m", "messages": USER},
+                            headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+        assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+
+
+async def _raw_stream(base_url: str, model: str) -> bytes:
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(base_url + "/v1/messages", json={"model": model, "max_tokens": 5, "messages": USER,
+                                                             "stream": True},
+                            headers={"x-api-key": "k", "anthropic-version": "2023-06-01"}, timeout=5)
+        return r.content
+
+
+async def test_truncate_after_ends_without_message_stop(base_url):
+    body = await _raw_stream(base_url, "m::truncate_after=1")
+    assert body.count(b"event: content_block_delta") == 1 and b"message_stop" not in body
+
+
+async def test_reset_after_aborts_the_connection(base_url):
+    with pytest.raises(httpx2.HTTPError):
+        await _raw_stream(base_url, "m::reset_after=1,chunk_delay=0.01")
+
+
+async def test_malformed_stream_event_and_body(base_url, client):
+    assert b"data: {not json" in await _raw_stream(base_url, "m::malformed")
+    with pytest.raises(ValueError):  # the SDK surfaces the JSON decode error itself
+        await client.messages.create(model="m::malformed", max_tokens=5, messages=USER)
+
+
+async def test_stream_event_order(base_url):
+    body = await _raw_stream(base_url, "m::chunks=2")
+    names = [line[7:] for line in body.decode().splitlines() if line.startswith("event: ")]
+    assert names == ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
+                     "content_block_stop", "message_delta", "message_stop"]
+
+
+async def test_latency_profile_first_byte(aiohttp_server):
+    server = await aiohttp_server(create_app(LatencyProfile(name="slow", p50=0.2, p95=0.2)))
+    c = anthropic.AsyncAnthropic(base_url=str(server.make_url("")).rstrip("/"), api_key="k", max_retries=0)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await c.messages.create(model="m", max_tokens=5, messages=USER)
+    assert loop.time() - t0 >= 0.19
+    await c.close()
+
+
+async def test_hang_never_answers(client):
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.messages.create(model="m::hang", max_tokens=5, messages=USER), 0.3)
