@@ -1,5 +1,5 @@
 """The Replicate emulator, checked with the official `replicate` client (async API) and raw HTTP where
-the client hides the wire (multi-line data, headers)."""
+the client hides the wire (multi-line data, headers); then the adapter driven against it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import time
 
 import aiohttp
 import httpx
+import msgspec
 import pytest
 import replicate
 from replicate.exceptions import ModelError, ReplicateError
 
+from adapters import ir
+from adapters.base import HttpRequest, Target
+from adapters.errors import ProxyError
+from adapters.replicate import Options, ReplicateBackend
 from loadtest.emulators.behaviour import LatencyProfile
 from loadtest.emulators.replicate import CONTEXT_MESSAGE, create_app
 
@@ -240,3 +245,71 @@ async def test_chunk_delay_and_profile_gap(aiohttp_server):
         await client._async_client.aclose()
     assert output_of(events) == "echo: hello"
     assert elapsed >= 0.1 + 3 * 0.05 * 0.9  # first byte, then a gap between each of the 4 chunks
+
+
+# -- the adapter against the emulator (the proxy's FollowUp loop, in miniature) ------------------
+
+async def drive(root: str, req, model: str, **options):
+    """chat_request -> send -> chat_response, following FollowUps; streams go through the decoder."""
+    class Template:
+        stop = ("<|im_end|>",)
+
+        def render(self, r):
+            return r.messages[-1].parts[0].text
+
+    backend = ReplicateBackend(root, "r8_test", {}, msgspec.convert(options, Options))
+    target = Target(model=model, chat_template=Template())
+    http_req: HttpRequest = backend.chat_request(req, target)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(20):
+            async with http.request(http_req.method, http_req.url, data=http_req.body,
+                                    headers=http_req.headers) as resp:
+                if resp.status >= 400:
+                    raise backend.parse_error(resp.status, resp.headers, await resp.read())
+                if http_req.stream:
+                    decoder, events = backend.stream_decoder(req, target), []
+                    async for chunk in resp.content.iter_any():
+                        events += decoder.feed(chunk)
+                    return events + decoder.close()
+                result = backend.chat_response(await resp.read(), req, target)
+            if isinstance(result, ir.ChatResponse):
+                return result
+            await asyncio.sleep(min(result.delay, 0.01))
+            http_req = result.request
+    raise AssertionError("too many follow-ups")
+
+
+def user(text: str, **kw) -> ir.ChatRequest:
+    return ir.ChatRequest(model="m", messages=[ir.Message("user", [ir.Text(text)])], **kw)
+
+
+@pytest.mark.parametrize("options", [{}, {"wait": 0}, {"prompt_mode": "simple"}])
+async def test_adapter_non_stream_against_emulator(root, options):
+    resp = await bounded(drive(root, user("hi\nthere", max_tokens=50), "meta/llama", **options))
+    assert resp.choices[0].parts[0].text == "echo: hi\nthere"
+    assert resp.choices[0].finish_reason == "stop" and resp.usage.output_tokens >= 1
+
+
+async def test_adapter_stream_against_emulator(root):
+    events = await bounded(drive(root, user("a\nb\n\nc", stream=True), f"meta/llama:{VERSION}::chunks=3"))
+    resp = ir.fold_events(events, model="m", id="i", created=0)
+    assert resp.choices[0].parts == [ir.Text("echo: a\nb\n\nc")]
+    assert isinstance(events[-1], ir.End)
+
+
+@pytest.mark.parametrize(
+    "scenario, stream, kind",
+    [("status=429,retry_after=1", False, "rate_limit"), ("context_length", False, "context_length"),
+     ("context_length", True, "context_length"), ("error_after=1", True, "server"),
+     ("truncate_after=1", True, "upstream_protocol"), ("malformed", False, "upstream_protocol"),
+     ("malformed", True, "upstream_protocol")],
+)
+async def test_adapter_errors_against_emulator(root, scenario, stream, kind):
+    with pytest.raises(ProxyError) as err:
+        await bounded(drive(root, user("x", stream=stream), f"meta/llama::{scenario}"))
+    assert err.value.kind == kind
+
+
+async def test_adapter_length_against_emulator(root):
+    resp = await bounded(drive(root, user("a long prompt", max_tokens=7), "meta/llama::max_tokens"))
+    assert resp.choices[0].finish_reason == "length"
