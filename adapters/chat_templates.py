@@ -17,7 +17,9 @@ Shipped families (adapters/templates/<name>.jinja, written to reproduce the offi
              are a helpful assistant."; <tool_call>/<tool_response> tags.
     mistral  Mistral-7B-Instruct-v0.3 (tokenizer V3): `<s>[INST] u[/INST] a</s>`; the system text is
              prepended to the *last* user turn; [AVAILABLE_TOOLS]/[TOOL_CALLS]/[TOOL_RESULTS]; tool-call
-             ids rewritten to the 9 alphanumeric characters the template demands.
+             ids rewritten to the 9 alphanumeric characters the template demands.  A tool result's
+             content goes through `tojson` (as mistral-common encodes it; the HF template's `|string`
+             would leave a string unquoted).
     gemma    Gemma 3 Instruct: no system role (system text prefixed to the first user turn),
              roles user/model.
     phi3     Phi-3.5-mini-instruct: <|system|>/<|user|>/<|assistant|> ... <|end|>.
