@@ -1,0 +1,377 @@
+"""Emulated OpenAI-compatible server (OpenAI, vLLM, llama.cpp /v1, ...) plus the three Azure URL styles.
+
+Written from the OpenAI API reference and checked with the official `openai` client (AsyncOpenAI and
+AsyncAzureOpenAI); it never imports adapters/.
+
+    POST /v1/chat/completions    chat (stream or not; n > 1 non-streaming; tools; reasoning_content)
+    POST /v1/completions         legacy text completion (stream or not)
+    POST /v1/embeddings          deterministic vectors (float or base64 float32 LE)
+    GET  /v1/models, /v1/models/{id}
+    Azure:  /openai/deployments/{deployment}/{chat/completions|completions|embeddings}?api-version=...
+            /openai/v1/{chat/completions|completions|embeddings}        (api-version optional)
+            /models/{chat/completions|embeddings}?api-version=...      (Azure AI model inference)
+            need an `api-key` header or a Bearer token (401 otherwise); missing api-version -> 404.
+            Azure streams start with a `choices: []` chunk carrying `prompt_filter_results`.
+
+Default reply `echo: <last user text>`.  Tools: a call to the first tool offered (else get_weather)
+with arguments built from its schema's properties, streamed in several fragments.  Scenario keys
+(behaviour.py): status/retry_after, context_length (OpenAI's wording and code), chunks, text, tools,
+reasoning (`reasoning_content` deltas), first_byte, chunk_delay, hang, reset_after (transport aborted),
+truncate_after (clean EOF, no finish, no [DONE]), error_after (`data: {"error": ...}`, no [DONE]),
+malformed, max_tokens (finish `length`), usage_in/usage_out.  The N of reset/truncate/error_after
+counts the chunks written, the role chunk included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import random
+import struct
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+
+PROFILE = web.AppKey("profile", LatencyProfile)
+RNG = web.AppKey("rng", random.Random)
+AZURE = web.RequestKey("azure", str)  # which Azure URL style served the request, if any
+
+MODELS = ("emulated-gpt", "emulated-embedding")
+EMBEDDING_DIM = 8
+CONTEXT_MESSAGE = (
+    "This model's maximum context length is 4096 tokens. However, your messages resulted in 5000 tokens. "
+    "Please reduce the length of the messages."
+)
+STATUS_ERRORS = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
+                   retry_after: float | None = None) -> web.Response:
+    typ, default_code = STATUS_ERRORS.get(status, ("server_error", None))
+    headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+    body = {"error": {"message": message, "type": typ, "param": param, "code": code or default_code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _id(prefix: str) -> str:
+    return prefix + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=24))
+
+
+# --------------------------------------------------------------------------------------------------
+# Requests
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _check_messages(messages: Any) -> web.Response | None:
+    if not isinstance(messages, list) or not messages:
+        return error_response(400, "'messages' must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant", "tool",
+                                                              "function"):
+            return error_response(400, f"Invalid value for 'messages[{i}].role'", param=f"messages[{i}].role")
+    return None
+
+
+def _example(schema: Any, name: str) -> Any:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind == "object":
+        return {k: _example(v, k) for k, v in (schema.get("properties") or {}).items()}
+    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, f"{name}-value")  # type: ignore[arg-type]
+
+
+def _tool_call(body: dict[str, Any]) -> tuple[str, str]:
+    """(name, arguments JSON) for the first tool offered, else get_weather."""
+    tools = body.get("tools") or []
+    fn = tools[0].get("function", {}) if tools and isinstance(tools[0], dict) else {}
+    if not fn:
+        return "get_weather", json.dumps({"city": "Paris"})
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    return fn.get("name", "tool"), json.dumps(_example(params, "arg"))
+
+
+class Reply:
+    """What the emulated model answers for one request."""
+
+    def __init__(self, body: dict[str, Any], b: Behaviour, prompt_text: str, last_text: str) -> None:
+        self.id = _id("chatcmpl-")
+        self.created = int(time.time())
+        self.model = str(body.get("model") or MODELS[0])
+        self.text = reply_text(b, last_text)
+        self.reasoning = f"Thinking about: {last_text or 'the request'}" if b.reasoning else ""
+        self.tool = _tool_call(body) if b.tools else None
+        self.call_id = _id("call_")
+        self.finish = "length" if b.max_tokens else "tool_calls" if self.tool else "stop"
+        out_text = self.text + self.reasoning + (self.tool[1] if self.tool else "")
+        self.prompt_tokens = b.usage_in if b.usage_in is not None else count_tokens(prompt_text)
+        self.completion_tokens = b.usage_out if b.usage_out is not None else count_tokens(out_text)
+
+    def usage(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": count_tokens(self.reasoning) if self.reasoning else 0},
+        }
+
+    def message(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": "assistant", "content": None if self.tool else self.text, "refusal": None}
+        if self.reasoning:
+            msg["reasoning_content"] = self.reasoning
+        if self.tool:
+            msg["tool_calls"] = [{"id": self.call_id, "type": "function",
+                                  "function": {"name": self.tool[0], "arguments": self.tool[1]}}]
+        return msg
+
+    def deltas(self, chunks: int) -> list[dict[str, Any]]:
+        """The chat deltas after the role chunk: reasoning, then text or the tool call in fragments."""
+        out: list[dict[str, Any]] = [{"reasoning_content": p} for p in split_text(self.reasoning, chunks)
+                                     if self.reasoning]
+        if self.tool:
+            first = {"index": 0, "id": self.call_id, "type": "function",
+                     "function": {"name": self.tool[0], "arguments": ""}}
+            out.append({"tool_calls": [first]})
+            out += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
+                    for p in split_text(self.tool[1], max(3, chunks))]
+        else:
+            out += [{"content": p} for p in split_text(self.text, chunks)]
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming
+
+
+def _data(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+async def _stream(request: web.Request, b: Behaviour, envelope: dict[str, Any], events: list[dict[str, Any]],
+                  tail: list[dict[str, Any]]) -> web.StreamResponse:
+    """Write `events` (counted for the chunk-based scenarios), then `tail` and [DONE]."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                       "x-request-id": _id("req_")})
+    await resp.prepare(request)
+    gap = b.chunk_delay or request.app[PROFILE].chunk_gap()
+    if request.get(AZURE):
+        await resp.write(_data({"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}))
+    for n, choices in enumerate(events):
+        if n and n == b.reset_after and request.transport is not None:
+            request.transport.abort()
+            return resp
+        if n and n == b.truncate_after:
+            await resp.write_eof()
+            return resp
+        if n and n == b.error_after:
+            await resp.write(_data({"error": {"message": "The server had an error while processing your request.",
+                                              "type": "server_error", "param": None, "code": None}}))
+            await resp.write_eof()
+            return resp
+        if b.malformed and n == 1:
+            await resp.write(b"data: {not json\n\n")
+        if n:
+            await sleep_if(gap)
+        await resp.write(_data({**envelope, **choices}))
+    for obj in tail:
+        await resp.write(_data({**envelope, **obj}))
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Handlers
+
+
+async def _read(request: web.Request, model_from_path: str | None = None) -> tuple[dict[str, Any], Behaviour] | web.Response:
+    """Parse the body and apply the scenario's delay / hang / error replies."""
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return error_response(400, "We could not parse the JSON body of your request.")
+    if not isinstance(body, dict):
+        return error_response(400, "The request body must be a JSON object.")
+    if model_from_path is not None:
+        body.setdefault("model", model_from_path)
+    if not isinstance(body.get("model"), str):
+        return error_response(400, "you must provide a model parameter", param="model")
+    b = behaviour_for(model_from_path or body["model"], request.headers)
+    await sleep_if(b.first_byte + request.app[PROFILE].first_byte_delay(request.app[RNG]))
+    if b.hang:
+        await asyncio.Event().wait()
+    if b.status is not None:
+        return error_response(b.status, f"emulated error {b.status}", retry_after=b.retry_after)
+    if b.context_length:
+        return error_response(400, CONTEXT_MESSAGE, code="context_length_exceeded", param="messages")
+    return body, b
+
+
+def _malformed() -> web.Response:
+    return web.Response(body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
+
+
+async def chat(request: web.Request, model_from_path: str | None = None) -> web.StreamResponse:
+    got = await _read(request, model_from_path)
+    if isinstance(got, web.Response):
+        return got
+    body, b = got
+    bad = _check_messages(body.get("messages"))
+    if bad is not None:
+        return bad
+    msgs = body["messages"]
+    last_user = next((_text_of(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
+    reply = Reply(body, b, "".join(_text_of(m.get("content")) for m in msgs), last_user)
+    envelope = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
+                "system_fingerprint": "fp_emulated"}
+    if body.get("stream"):
+        usage = _include_usage(body)
+        if usage:
+            envelope["usage"] = None
+        events = [{"role": "assistant", "content": ""}] + reply.deltas(b.chunks)
+        choices = [{"choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]} for d in events]
+        tail = [{"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reply.finish}]}]
+        if usage:
+            tail.append({"choices": [], "usage": reply.usage()})
+        return await _stream(request, b, envelope, choices, tail)
+    if b.malformed:
+        return _malformed()
+    n = body.get("n") or 1
+    choice = {"message": reply.message(), "logprobs": None, "finish_reason": reply.finish}
+    return web.json_response({**envelope, "object": "chat.completion",
+                              "choices": [{"index": i, **choice} for i in range(n)], "usage": reply.usage()})
+
+
+async def completions(request: web.Request, model_from_path: str | None = None) -> web.StreamResponse:
+    got = await _read(request, model_from_path)
+    if isinstance(got, web.Response):
+        return got
+    body, b = got
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        return error_response(400, "'prompt' must be a string or an array of strings", param="prompt")
+    b.tools = b.reasoning = False  # no slot for them in text completions
+    reply = Reply(body, b, prompt, prompt)
+    envelope = {"id": _id("cmpl-"), "object": "text_completion", "created": reply.created, "model": reply.model}
+    if body.get("stream"):
+        events = [{"choices": [{"index": 0, "text": p, "logprobs": None, "finish_reason": None}]}
+                  for p in [""] + split_text(reply.text, b.chunks)]
+        tail = [{"choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": reply.finish}]}]
+        if _include_usage(body):
+            tail.append({"choices": [], "usage": reply.usage()})
+        return await _stream(request, b, envelope, events, tail)
+    if b.malformed:
+        return _malformed()
+    choice = {"index": 0, "text": reply.text, "logprobs": None, "finish_reason": reply.finish}
+    return web.json_response({**envelope, "choices": [choice], "usage": reply.usage()})
+
+
+def embedding_for(text: str, dim: int) -> list[float]:
+    """A deterministic unit-ish vector from the text's hash."""
+    digest = hashlib.sha256(text.encode()).digest()
+    while len(digest) < dim:
+        digest += hashlib.sha256(digest).digest()
+    return [round(byte / 255.0 - 0.5, 6) for byte in digest[:dim]]
+
+
+async def embeddings(request: web.Request, model_from_path: str | None = None) -> web.StreamResponse:
+    got = await _read(request, model_from_path)
+    if isinstance(got, web.Response):
+        return got
+    body, _ = got
+    inp = body.get("input")
+    inputs = [inp] if isinstance(inp, str) else inp
+    if not isinstance(inputs, list) or not inputs:
+        return error_response(400, "'input' must be a non-empty string or array", param="input")
+    dim = body.get("dimensions") or EMBEDDING_DIM
+    b64 = body.get("encoding_format") == "base64"
+    data = []
+    for i, item in enumerate(inputs):
+        vec = embedding_for(json.dumps(item), dim)
+        emb: Any = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode() if b64 else vec
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    tokens = sum(count_tokens(json.dumps(x)) for x in inputs)
+    return web.json_response({"object": "list", "model": body["model"], "data": data,
+                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _model(mid: str) -> dict[str, Any]:
+    return {"id": mid, "object": "model", "created": 1700000000, "owned_by": "emulator"}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [_model(m) for m in MODELS]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    return web.json_response(_model(request.match_info["model"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Azure
+
+
+_AZURE_OPS = {"chat/completions": chat, "completions": completions, "embeddings": embeddings}
+
+
+def _azure_check(request: web.Request, need_version: bool) -> web.Response | None:
+    auth = request.headers.get("authorization", "")
+    if not request.headers.get("api-key") and not auth.lower().startswith("bearer "):
+        return web.json_response({"error": {"code": "401", "message": "Access denied due to invalid subscription key "
+                                            "or wrong API endpoint."}}, status=401)
+    if need_version and not request.query.get("api-version"):
+        return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+    return None
+
+
+def _azure(style: str) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        op = _AZURE_OPS.get(request.match_info["op"])
+        if op is None:
+            return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+        bad = _azure_check(request, need_version=style != "v1")
+        if bad is not None:
+            return bad
+        request[AZURE] = style
+        return await op(request, request.match_info.get("deployment"))
+
+    return handler
+
+
+def create_app(profile: LatencyProfile | None = None) -> web.Application:
+    app = web.Application()
+    app[PROFILE] = profile or LatencyProfile()
+    app[RNG] = random.Random(0)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
+    app.router.add_post("/openai/deployments/{deployment}/{op:.+}", _azure("deployments"))
+    app.router.add_post("/openai/v1/{op:.+}", _azure("v1"))
+    app.router.add_post("/models/{op:.+}", _azure("models"))
+    return app

@@ -1,0 +1,253 @@
+"""The OpenAI-compatible emulator, checked with the official openai client (async)."""
+
+import asyncio
+import base64
+import json
+import struct
+
+import openai
+import pytest
+
+from loadtest.emulators.openai import create_app
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}},
+    },
+}
+
+
+@pytest.fixture
+async def base(aiohttp_server):
+    server = await aiohttp_server(create_app(), host="127.0.0.1")
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def client(base):
+    c = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-test", max_retries=0, timeout=10)
+    yield c
+    await c.close()
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+async def test_chat_echoes_last_user_text_with_usage(client):
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("hello there"))
+    assert r.choices[0].message.content == "echo: hello there"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens > 0
+
+
+async def test_chat_n_choices(client):
+    r = await client.chat.completions.create(model="m", messages=user("x"), n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+
+
+async def test_stream_text_and_usage_chunk(client):
+    stream = await client.chat.completions.create(
+        model="m::chunks=5", messages=user("abcdefghij"), stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo: abcdefghij"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert len({c.id for c in chunks}) == 1
+
+
+async def test_stream_without_include_usage_has_no_usage_chunk(client):
+    stream = await client.chat.completions.create(model="m", messages=user("x"), stream=True)
+    chunks = [c async for c in stream]
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+
+
+async def test_tools_streamed_and_assembled_by_the_sdk(client):
+    plain = await client.chat.completions.create(model="m::tools", messages=user("x"), tools=[WEATHER_TOOL])
+    call = plain.choices[0].message.tool_calls[0]
+    assert call.function.name == "lookup"
+    assert json.loads(call.function.arguments) == {"city": "city-value", "days": 1}
+    assert plain.choices[0].finish_reason == "tool_calls"
+    async with client.chat.completions.stream(
+        model="m::tools,chunks=6", messages=user("x"), tools=[WEATHER_TOOL]
+    ) as stream:
+        fragments = 0
+        async for event in stream:
+            fragments += event.type == "tool_calls.function.arguments.delta"
+        final = await stream.get_final_completion()
+    assert fragments >= 3
+    streamed = final.choices[0].message.tool_calls[0]
+    assert streamed.function.arguments == call.function.arguments
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+async def test_reasoning_content(client):
+    r = await client.chat.completions.create(model="m::reasoning", messages=user("q"))
+    assert r.choices[0].message.model_extra["reasoning_content"] == "Thinking about: q"
+    stream = await client.chat.completions.create(model="m::reasoning", messages=user("q"), stream=True)
+    thought = "".join([(c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" async for c in stream])
+    assert thought == "Thinking about: q"
+
+
+async def test_max_tokens_finish_length(client):
+    r = await client.chat.completions.create(model="m::max_tokens", messages=user("q"))
+    assert r.choices[0].finish_reason == "length"
+
+
+async def test_usage_override(client):
+    r = await client.chat.completions.create(model="m::usage_in=11,usage_out=7", messages=user("q"))
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (11, 7)
+
+
+async def test_completions(client):
+    r = await client.completions.create(model="m", prompt="say hi")
+    assert r.choices[0].text == "echo: say hi" and r.object == "text_completion"
+    stream = await client.completions.create(model="m::chunks=3", prompt="say hi", stream=True)
+    assert "".join([c.choices[0].text async for c in stream]) == "echo: say hi"
+
+
+async def test_embeddings_float_and_base64(client):
+    f = await client.embeddings.create(model="emulated-embedding", input=["a", "b"], encoding_format="float")
+    assert [d.index for d in f.data] == [0, 1] and len(f.data[0].embedding) == 8
+    again = await client.embeddings.create(model="emulated-embedding", input=["a"], encoding_format="float")
+    assert again.data[0].embedding == f.data[0].embedding
+    raw = await client.embeddings.with_raw_response.create(model="e", input="a", encoding_format="base64")
+    packed = json.loads(raw.http_response.content)["data"][0]["embedding"]
+    decoded = struct.unpack("<8f", base64.b64decode(packed))
+    assert decoded == pytest.approx(f.data[0].embedding, abs=1e-6)
+
+
+async def test_models(client):
+    page = await client.models.list()
+    assert "emulated-gpt" in [m.id for m in page.data]
+    assert (await client.models.retrieve("anything")).id == "anything"
+
+
+@pytest.mark.parametrize(
+    "status,exc",
+    [
+        (400, openai.BadRequestError),
+        (401, openai.AuthenticationError),
+        (403, openai.PermissionDeniedError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+        (503, openai.InternalServerError),
+    ],
+)
+async def test_status_errors_raise_sdk_exceptions(client, status, exc):
+    with pytest.raises(exc) as info:
+        await client.chat.completions.create(model=f"m::status={status}", messages=user("x"))
+    assert info.value.status_code == status
+    assert info.value.body["message"] == f"emulated error {status}"
+
+
+async def test_retry_after_header(base):
+    c = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as info:
+        await c.chat.completions.create(model="m::status=429,retry_after=2", messages=user("x"))
+    assert info.value.response.headers["retry-after"] == "2"
+    await c.close()
+
+
+async def test_context_length(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(model="m::context_length", messages=user("x"))
+    assert info.value.code == "context_length_exceeded"
+    assert "maximum context length" in info.value.message
+
+
+async def test_invalid_request_is_400(client):
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="m", messages=[])
+
+
+async def test_mid_stream_error_raises_api_error(client):
+    stream = await client.chat.completions.create(model="m::error_after=2,chunks=5", messages=user("x"), stream=True)
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+
+
+async def test_reset_after_breaks_the_connection(client):
+    stream = await client.chat.completions.create(model="m::reset_after=2,chunks=5", messages=user("x"), stream=True)
+    with pytest.raises(Exception):
+        async for _ in stream:
+            pass
+
+
+async def test_truncate_after_ends_without_finish(base):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base}/v1/chat/completions", json={"model": "m::truncate_after=2", "stream": True,
+                                                                "messages": user("x")}) as r:
+            body = await r.read()
+    assert body.count(b"data: ") == 2 and b"[DONE]" not in body and b"finish_reason\": \"stop" not in body
+
+
+async def test_malformed(client):
+    with pytest.raises(ValueError):  # the SDK lets json's decode error through
+        await client.chat.completions.create(model="m::malformed", messages=user("x"))
+
+
+async def test_first_byte_delay(client):
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await client.chat.completions.create(model="m::first_byte=0.2", messages=user("x"))
+    assert loop.time() - t0 >= 0.2
+
+
+async def test_hang_times_out(base):
+    c = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0, timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        await c.chat.completions.create(model="m::hang", messages=user("x"))
+    await c.close()
+
+
+@pytest.mark.parametrize("style", ["deployments", "v1"])
+async def test_azure_client(base, style):
+    if style == "deployments":
+        c = openai.AsyncAzureOpenAI(azure_endpoint=base, api_key="k", api_version="2024-10-21", max_retries=0)
+    else:
+        c = openai.AsyncOpenAI(base_url=f"{base}/openai/v1/", api_key="k", max_retries=0,
+                               default_headers={"api-key": "k"})
+    r = await c.chat.completions.create(model="my-deployment", messages=user("azure"))
+    assert r.choices[0].message.content == "echo: azure"
+    stream = await c.chat.completions.create(model="my-deployment", messages=user("azure"), stream=True)
+    chunks = [ch async for ch in stream]
+    assert chunks[0].choices == []  # Azure's prompt_filter_results chunk
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "echo: azure"
+    e = await c.embeddings.create(model="my-deployment", input="x")
+    assert len(e.data[0].embedding) == 8
+    await c.close()
+
+
+async def test_azure_models_style_and_auth(base):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        url = f"{base}/models/chat/completions"
+        payload = {"model": "mistral-large", "messages": user("hi")}
+        async with s.post(url, json=payload, params={"api-version": "2024-05-01-preview"}) as r:
+            assert r.status == 401
+        async with s.post(url, json=payload, headers={"api-key": "k"}) as r:
+            assert r.status == 404  # api-version is required
+        async with s.post(url, json=payload, params={"api-version": "2024-05-01-preview"},
+                          headers={"authorization": "Bearer t"}) as r:
+            assert (await r.json())["choices"][0]["message"]["content"] == "echo: hi"
+
+
+async def test_azure_deployment_without_key_is_401(base):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base}/openai/deployments/d/chat/completions?api-version=2024-10-21",
+                          json={"messages": user("x")}) as r:
+            assert r.status == 401
