@@ -36,8 +36,7 @@ import msgspec
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
 from .errors import ProxyError, from_upstream, parse_retry_after
-from .ollama import json_headers, merge_params, synth_id
-from .sse import NDJSONParser
+from .ollama import LineStreamDecoder, json_headers, merge_params, synth_id
 
 _SAMPLING = (  # IR field -> /completion field
     ("temperature", "temperature"),
@@ -132,39 +131,25 @@ def _finish(ev: _Event, client_stops: list[str]) -> ir.Finish:
     return ir.Finish(_FINISH.get(ev.stop_type or "", "stop"), raw=ev.stop_type, stop_sequence=word)
 
 
-class LlamaCppStream:
+class LlamaCppStream(LineStreamDecoder):
     """llama-server `/completion` SSE -> IR events.
 
     How this works: every llama-server event is a single line (`data: <json>`, or `error: <json>` on
-    older builds), so complete lines are taken from the shared line splitter and their field name is
-    checked here; comments (`: ping`) and blank lines are skipped.  Content opens one text block; the
-    `"stop": true` event closes it and carries finish and usage.  Anything after it is ignored;
-    `close()` raises if it never came.
+    older builds), so complete lines come from the shared line framing and their field name is
+    checked here; comments (`: ping`) are skipped.  Content opens one text block; the `"stop": true`
+    event closes it and carries finish and usage.  Anything after it is ignored; `close()` raises if
+    it never came.
     """
 
-    __slots__ = ("_lines", "_stops", "_started", "_open", "done", "id")
+    __slots__ = ("_stops", "_started", "_open", "id")
+    truncated = "llama.cpp stream ended before its final (stop) event"
 
     def __init__(self, client_stops: list[str]) -> None:
-        self._lines = NDJSONParser()
+        super().__init__()
         self._stops = client_stops
         self._started = False
         self._open = False
-        self.done = False
         self.id = synth_id("cmpl-")
-
-    def feed(self, chunk: bytes) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for line in self._lines.feed(chunk):
-            self._line(line, out)
-        return out
-
-    def close(self) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for line in self._lines.close():
-            self._line(line, out)
-        if not self.done:
-            raise ProxyError("upstream_protocol", "llama.cpp stream ended before its final (stop) event")
-        return out
 
     def _line(self, line: bytes, out: list[ir.Event]) -> None:
         name, sep, value = line.partition(b":")

@@ -180,7 +180,8 @@ def _message(msg: ir.Message, names: dict[str, str]) -> list[dict[str, Any]]:
         elif isinstance(p, ir.Image):
             images.append(_image_base64(p))
         elif isinstance(p, ir.ToolCall):
-            call: dict[str, Any] = {"function": {"name": p.name, "arguments": parse_tool_arguments(p.arguments, p.name)}}
+            args = parse_tool_arguments(p.arguments, p.name)
+            call: dict[str, Any] = {"function": {"name": p.name, "arguments": args}}
             if p.id:
                 call["id"] = p.id
             calls.append(call)
@@ -283,7 +284,55 @@ def _created(created_at: str | None) -> int:
     return int(time.time())
 
 
-class OllamaStream:
+class LineStreamDecoder:
+    """Base of stream decoders whose upstream sends one event per line (NDJSON, one-line SSE events).
+
+    How this works: `adapters.sse.NDJSONParser` frames complete non-empty lines and `_line` (the
+    subclass) turns each into events and sets `done` at the terminal event.  An in-band error raised
+    while a chunk also completed earlier events is held back, so those events are delivered first and
+    the error is raised by the next `feed`/`close`.  `close()` raises `upstream_protocol` with
+    `truncated` when the body ended before the terminal event.
+    """
+
+    __slots__ = ("_lines", "_pending", "done")
+    truncated: ClassVar[str] = "stream ended before its final event"
+
+    def __init__(self) -> None:
+        self._lines = NDJSONParser()
+        self._pending: ProxyError | None = None
+        self.done = False
+
+    def _line(self, line: bytes, out: list[ir.Event]) -> None:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[ir.Event]:
+        self._raise_pending()
+        out: list[ir.Event] = []
+        try:
+            for line in self._lines.feed(chunk):
+                self._line(line, out)
+        except ProxyError as err:
+            if not out:
+                raise
+            self._pending = err
+        return out
+
+    def close(self) -> list[ir.Event]:
+        self._raise_pending()
+        out: list[ir.Event] = []
+        for line in self._lines.close():
+            self._line(line, out)
+        if not self.done:
+            raise ProxyError("upstream_protocol", self.truncated)
+        return out
+
+    def _raise_pending(self) -> None:
+        if self._pending is not None:
+            err, self._pending = self._pending, None
+            raise err
+
+
+class OllamaStream(LineStreamDecoder):
     """Ollama NDJSON lines -> IR events.
 
     How this works: every line is decoded on its own.  Ollama sends thinking first, then content, and
@@ -292,31 +341,20 @@ class OllamaStream:
     is the stream complete (`done`), and `close()` raises if it never came.
     """
 
-    __slots__ = ("_lines", "_next", "_open", "_open_kind", "_started", "_saw_tool_call", "done", "id")
+    __slots__ = ("_next", "_open", "_open_kind", "_started", "_saw_tool_call", "id")
+    truncated = "ollama stream ended before its final (done) line"
 
     def __init__(self) -> None:
-        self._lines = NDJSONParser()
+        super().__init__()
         self._next = 0  # index of the next block
         self._open: int | None = None
         self._open_kind: str | None = None
         self._started = False
         self._saw_tool_call = False
-        self.done = False
         self.id = synth_id("chatcmpl-")
 
-    def feed(self, chunk: bytes) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for line in self._lines.feed(chunk):
-            self.apply(_decode_line(line), out)
-        return out
-
-    def close(self) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for line in self._lines.close():
-            self.apply(_decode_line(line), out)
-        if not self.done:
-            raise ProxyError("upstream_protocol", "ollama stream ended before its final (done) line")
-        return out
+    def _line(self, line: bytes, out: list[ir.Event]) -> None:
+        self.apply(_decode_line(line), out)
 
     def apply(self, line: _Line, out: list[ir.Event]) -> None:
         if line.error:

@@ -188,7 +188,7 @@ class OllamaEmulator:
         if body.get("stream", True) is not False:
             return await self._stream(request, b, self._lines(model, reply, chat, b.chunks))
         if b.malformed:
-            return web.Response(body=b'{"model": "' + model.encode() + b'", "message": {"ro', content_type="application/json")
+            return web.Response(body=b'{"model": "m", "message": {"ro', content_type="application/json")
         return web.json_response(self._whole(model, reply, chat))
 
     @staticmethod

@@ -311,3 +311,13 @@ def test_parse_error_rows(status, body, kind):
         assert "nginx" not in err.message  # raw bodies never reach the client
     else:
         assert err.message == jsonio.loads(body)["error"]["message"]
+
+
+def test_events_before_an_error_in_the_same_chunk_are_delivered_first():
+    d = decoder()
+    error = event(error={"code": 500, "message": "x", "type": "server_error"})
+    events = d.feed(event(content="part", stop=False) + error)
+    assert ir.TextDelta(0, "part") in events
+    with pytest.raises(ProxyError) as exc:
+        d.feed(b"")
+    assert exc.value.kind == "server"

@@ -252,7 +252,11 @@ TOOLS = [
 OLLAMA_TOOLS = [
     {
         "type": "function",
-        "function": {"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {}}},
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {"type": "object", "properties": {}},
+        },
     },
     {"type": "function", "function": {"name": "nodesc", "parameters": {"type": "object", "properties": {}}}},
 ]
@@ -569,3 +573,12 @@ def test_embeddings_token_input_and_bad_body():
     with pytest.raises(ProxyError) as exc:
         backend().embeddings_response(b'{"embedding":[1]}', ir.EmbeddingRequest(model="e", input=["a"]))
     assert exc.value.kind == "upstream_protocol"
+
+
+def test_events_before_an_error_in_the_same_chunk_are_delivered_first():
+    d = backend().stream_decoder(chat(stream=True), TARGET)
+    events = d.feed(text_line("partial") + jsonio.dumps({"error": "runner died"}) + b"\n")
+    assert ir.TextDelta(0, "partial") in events
+    with pytest.raises(ProxyError) as exc:
+        d.close()
+    assert exc.value.kind == "server" and exc.value.message == "runner died"
