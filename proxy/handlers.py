@@ -45,7 +45,7 @@ class Gateway:
         self.cfg = cfg
         self.backends: dict[str, BackendRuntime] = build_backends(cfg)
         self.router = Router(cfg, self.backends)
-        self.dispatcher = Dispatcher(self.router)
+        self.dispatcher = Dispatcher(self.router, cfg.routing, list(self.backends))
         self.recorder = Recorder()
         self.keys = tuple(k.encode() for k in cfg.auth.keys) if cfg.auth else ()
         self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
@@ -194,7 +194,11 @@ class Gateway:
         return web.json_response({"status": "ok"})
 
     async def ready_check(self, request: web.Request) -> web.Response:
-        backends = {name: {"pool": "open" if b.session is not None else "closed"} for name, b in self.backends.items()}
+        health = self.dispatcher.health()  # circuit-breaker state per backend and deployment
+        backends = {
+            name: {"pool": "open" if b.session is not None else "closed", **health.get(name, {})}
+            for name, b in self.backends.items()
+        }
         ok = self.ready and all(b.session is not None for b in self.backends.values())
         return web.json_response({"status": "ready" if ok else "not ready", "backends": backends}, status=200 if ok else 503)
 
