@@ -14,7 +14,7 @@ Stream order as the API sends it: message_start (input usage, output_tokens 1), 
 content_block_start / content_block_delta... / content_block_stop, a `ping` after the first block
 start, message_delta (stop_reason, cumulative usage), message_stop.  Blocks: thinking (thinking_delta
 pieces + one signature_delta) with `reasoning`, text (text_delta pieces), tool_use (input_json_delta
-fragments, the first one empty as the API does) with `tools`.
+fragments, the first one empty as the API does) with `tools` or a forced `tool_choice` (any / tool).
 
 Scenario keys (behaviour.py): status/retry_after (the status's Anthropic error type, 529
 overloaded_error included), context_length ("prompt is too long: ..."), chunks, text, tools,
@@ -135,12 +135,15 @@ class Reply:
         if b.reasoning:
             self.blocks.append({"type": "thinking", "thinking": THINKING, "signature": "EmuSig" + uuid.uuid4().hex})
         text = reply_text(b, last_user_text(body))
-        if b.tools:
+        # A forced tool_choice ("any" / "tool") makes the real model call a tool, scenario or not.
+        forced = isinstance(body.get("tool_choice"), dict) and body["tool_choice"].get("type") in ("any", "tool")
+        uses_tool = b.tools or (forced and bool(body.get("tools")))
+        if uses_tool:
             name, args = _tool_call(body)
             self.blocks.append({"type": "tool_use", "id": _id("toolu_"), "name": name, "input": args})
         else:
             self.blocks.append({"type": "text", "text": text})
-        self.stop_reason = "max_tokens" if b.max_tokens else ("tool_use" if b.tools else "end_turn")
+        self.stop_reason = "max_tokens" if b.max_tokens else ("tool_use" if uses_tool else "end_turn")
         self.input_tokens = b.usage_in if b.usage_in is not None else prompt_tokens(body)
         out_text = "".join(json.dumps(x) for x in self.blocks)
         self.output_tokens = b.usage_out if b.usage_out is not None else count_tokens(out_text)

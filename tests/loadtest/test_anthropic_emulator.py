@@ -57,6 +57,14 @@ async def test_stream_helper_assembles_tool_input(client):
     assert final.stop_reason == "tool_use"
 
 
+async def test_forced_tool_choice_calls_the_named_tool(client):
+    tools = TOOLS + [{"name": "answer", "input_schema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}]
+    msg = await client.messages.create(model="m", max_tokens=50, messages=USER, tools=tools,
+                                       tool_choice={"type": "tool", "name": "answer"})
+    assert [(b.type, b.name, b.input) for b in msg.content] == [("tool_use", "answer", {"ok": True})]
+    assert msg.stop_reason == "tool_use"
+
+
 async def test_usage_and_max_tokens_scenario(client):
     msg = await client.messages.create(model="m::max_tokens,usage_in=11,usage_out=22,text=a_b", max_tokens=5,
                                        messages=USER)
