@@ -232,7 +232,7 @@ class ChatStreamDecoder:
             raise ProxyError("upstream_protocol", "the upstream sent a stream event that is not a valid chunk") from None
         if chunk.error is not None:
             raise in_stream_error(chunk.error)
-        if not self.started:
+        if not self.started and (chunk.id or chunk.choices):  # not Azure's blank filter-results chunk
             self.started = True
             out.append(ir.Start(id=chunk.id or None, model=chunk.model or None, created=chunk.created or None))
         if chunk.usage is not None:
