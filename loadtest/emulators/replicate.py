@@ -13,8 +13,9 @@ Routes (token auth: `Authorization: Bearer <token>` or `Token <token>`, else 401
 `Prefer: wait[=N]` finishes the prediction inline unless the first-byte delay exceeds N seconds, in
 which case it answers `starting` after N seconds, as Replicate does.  The stream sends one `logs`
 event, `output` events of plain text (a piece containing "\\n" goes out as several `data:` lines),
-then `done` with `{}`.  Default reply: `echo: <prompt>` (the prompt as sent, template and all),
-cut at the first of the comma-separated `stop_sequences`.
+then `done` with `{}`.  Default reply: `echo: <prompt>`, or `echo: <last user turn>` when the caller
+sent `prompt_template: "{prompt}"` (a prompt rendered with a chat template), cut at the first of the
+comma-separated `stop_sequences`.
 
 Scenario keys (behaviour.py): status/retry_after -> RFC 7807 problem body; context_length -> a failed
 prediction (stream: an `error` event and `done {"reason":"error"}`) with vLLM's wording; chunks, text,
@@ -38,6 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+from .tgi import last_user_text
 
 MAX_KEPT = 10_000  # predictions remembered for polling; the oldest are forgotten first
 CONTEXT_MESSAGE = (
@@ -141,7 +143,9 @@ def _prefer_wait(request: web.Request) -> float | None:
 
 def _make_job(model: str, version: str | None, inp: dict[str, Any], b: Behaviour) -> Job:
     prompt = inp.get("prompt") if isinstance(inp.get("prompt"), str) else ""
-    text = reply_text(b, prompt)
+    # `prompt_template: "{prompt}"` means the caller rendered the chat template itself: echo the last
+    # user turn found by the usual template markers, as the TGI emulator does.
+    text = reply_text(b, last_user_text(prompt) if inp.get("prompt_template") == "{prompt}" else prompt)
     stops = inp.get("stop_sequences")
     for stop in (stops.split(",") if isinstance(stops, str) else []):
         if stop and stop in text:

@@ -313,3 +313,12 @@ async def test_adapter_errors_against_emulator(root, scenario, stream, kind):
 async def test_adapter_length_against_emulator(root):
     resp = await bounded(drive(root, user("a long prompt", max_tokens=7), "meta/llama::max_tokens"))
     assert resp.choices[0].finish_reason == "length"
+
+
+async def test_templated_prompt_echoes_last_user_turn(make_client):
+    prompt = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+              "<|start_header_id|>user<|end_header_id|>\n\nhello world<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    out = await bounded(make_client().async_run("meta/llama", input={
+        "prompt": prompt, "prompt_template": "{prompt}", "stop_sequences": "<|eot_id|>"}))
+    assert "".join(out) == "echo: hello world"
