@@ -18,6 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 DEFAULT_DASHBOARD = Path(__file__).parent / "grafana" / "dashboards" / "llm-proxy.json"
@@ -107,30 +108,27 @@ def plot(prom: str, panels: list[Panel], variables: dict[str, str], minutes: flo
         scale, ylabel = _UNITS.get(panel.unit, (1.0, panel.unit))
         for expr, fmt in panel.targets:
             for labels, ts, vs in query_range(prom, expand(expr, variables), start, end, step):
-                times = [matplotlib.dates.date2num(_utc(t)) for t in ts]
+                times = [datetime.fromtimestamp(t, tz=timezone.utc) for t in ts]
                 ax.plot(times, [v * scale for v in vs], linewidth=1.2, label=legend(fmt, labels))
                 drawn += 1
         for value, colour in panel.thresholds:
             ax.axhline(value * scale, linestyle="--", linewidth=1, color=_colour(colour))
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_xticks([])
         ax.set_title(panel.title, fontsize=10)
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
+        ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
         ax.grid(alpha=0.3)
         if ax.lines and any(not lbl.startswith("_") for lbl in ax.get_legend_handles_labels()[1]):
             ax.legend(fontsize=7, loc="upper left")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"{title} — last {minutes:g} min", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the title
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return drawn
-
-
-def _utc(t: float):
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(t, tz=timezone.utc)
 
 
 def _colour(name: str) -> str:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import socket
+import sys
 from pathlib import Path
 
 import yaml
@@ -145,6 +146,7 @@ def load_deploy_module(name: str):
     """Import deploy/<name>.py (deploy/ is not a package: its scripts run standalone)."""
     spec = importlib.util.spec_from_file_location(f"deploy_{name}", DEPLOY / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
