@@ -251,3 +251,39 @@ async def test_azure_deployment_without_key_is_401(base):
         async with s.post(f"{base}/openai/deployments/d/chat/completions?api-version=2024-10-21",
                           json={"messages": user("x")}) as r:
             assert r.status == 401
+
+
+@pytest.mark.parametrize("style", [None, "deployments", "v1", "models"])
+async def test_backend_adapters_against_the_emulator(base, style):
+    """The adapters' requests are accepted by the emulator and its stream decodes to the plain answer."""
+    import aiohttp
+
+    from adapters import ir
+    from adapters.azure import AzureBackend
+    from adapters.base import Target
+    from adapters.openai import OpenAIBackend
+
+    if style is None:
+        b = OpenAIBackend(f"{base}/v1", "k", {}, OpenAIBackend.Options(preset="vllm"))
+    else:
+        b = AzureBackend(base, "k", {}, AzureBackend.Options(api_style=style))
+    target = Target(model="dep::tools,reasoning")
+    req = ir.ChatRequest(model="c", messages=[ir.Message("user", [ir.Text("q")])],
+                         tools=[ir.ToolDef("lookup", parameters=WEATHER_TOOL["function"]["parameters"])])
+    async with aiohttp.ClientSession() as s:
+        plain_http = b.chat_request(req, target)
+        async with s.post(plain_http.url, data=plain_http.body, headers=plain_http.headers) as r:
+            plain = b.chat_response(await r.read(), req, target)
+        req.stream = True
+        http = b.chat_request(req, target)
+        decoder = b.stream_decoder(req, target)
+        events = []
+        async with s.post(http.url, data=http.body, headers=http.headers) as r:
+            async for piece in r.content.iter_any():
+                events += decoder.feed(piece)
+        events += decoder.close()
+    folded = ir.fold_events(events, model="m", id="i", created=0)
+    assert [type(p) for p in folded.choices[0].parts] == [ir.Reasoning, ir.ToolCall]
+    assert folded.choices[0].parts[1].arguments == plain.choices[0].parts[1].arguments
+    assert folded.choices[0].finish_reason == plain.choices[0].finish_reason == "tool_calls"
+    assert isinstance(events[-2], ir.UsageEvent) and events[-2].usage.input_tokens > 0
