@@ -32,7 +32,10 @@ from .openai_backend import COMMON_PARAMS, LOGPROB_PARAMS, OPENAI, OpenAIBackend
 # Azure OpenAI (deployments and v1) supports what OpenAI does; `max_completion_tokens` since 2024-09.
 AZURE_OPENAI = Preset(name="azure", supported=OPENAI.supported, max_tokens_field="max_completion_tokens")
 # Azure AI model inference (`/models`): the common parameters, `max_tokens`, no logit_bias / n.
-AZURE_MODELS = Preset(name="azure-models", supported=(COMMON_PARAMS - {"parallel_tool_calls", "user"}) | (LOGPROB_PARAMS - {"logit_bias"}))
+AZURE_MODELS = Preset(
+    name="azure-models",
+    supported=(COMMON_PARAMS - {"parallel_tool_calls", "user"}) | (LOGPROB_PARAMS - {"logit_bias"}),
+)
 
 DEFAULT_API_VERSION = "2024-10-21"  # latest GA data-plane version of Azure OpenAI
 DEFAULT_MODELS_API_VERSION = "2024-05-01-preview"  # the Azure AI model inference API version
@@ -69,7 +72,8 @@ class AzureBackend(OpenAIBackend):
             return f"{self.base_url}/openai/v1/{_OPS[op]}"
         if style == "models":
             return f"{self.base_url}/models/{_OPS[op]}?api-version={self.api_version}"
-        return f"{self.base_url}/openai/deployments/{quote(target.model, safe='')}/{_OPS[op]}?api-version={self.api_version}"
+        deployment = quote(target.model, safe="")
+        return f"{self.base_url}/openai/deployments/{deployment}/{_OPS[op]}?api-version={self.api_version}"
 
     def _auth_headers(self) -> dict[str, str]:
         if not self.api_key:

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from . import ir, jsonio
 from .errors import ProxyError
+from .sse import SSEEvent
 from .openai_backend import PRESET_PROVIDERS, PRESETS, OpenAIBackend, Preset
 from .openai_request import parse_chat, parse_completion, parse_embeddings
 from .openai_stream import ChatStreamEncoder, CompletionStreamEncoder
@@ -67,9 +68,7 @@ class OpenAIFrontend:
 
     # -- responses -----------------------------------------------------------------------------------
     def _envelope(self, resp: ir.ChatResponse, model: str, obj: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": resp.id, "object": obj, "created": resp.created or int(time.time()),
-                               "model": model}
-        return out
+        return {"id": resp.id, "object": obj, "created": resp.created or int(time.time()), "model": model}
 
     def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes:
         out = self._envelope(resp, model, "chat.completion")
@@ -132,3 +131,24 @@ class OpenAIFrontend:
         if data.startswith(b"[DONE]"):
             return None
         return usage_only(data)
+
+    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
+        """Streams: ask the backend for the usage chunk even when the client did not (token metrics
+        need it); the relay then hides that chunk from the client."""
+        if not stream:
+            return False
+        opts = raw.get("stream_options")
+        current = jsonio.loads(opts) if opts is not None else None
+        if current is None:
+            current = {}
+        elif not isinstance(current, dict) or current.get("include_usage"):
+            return False
+        raw["stream_options"] = {**current, "include_usage": True}
+        return True
+
+    def is_stream_end(self, event: SSEEvent) -> bool:
+        data = event.data
+        return data.startswith(b"[DONE]") or data.startswith(b'{"error"')
+
+    def is_usage_only(self, data: bytes) -> bool:
+        return b'"choices":[]' in data

@@ -353,7 +353,8 @@ def _messages(msgs: list[Msg]) -> tuple[list[ir.Text], list[ir.Message]]:
         else:
             call_id = fn_ids.get(m.name, f"call_fn_{i}")
             content = [ir.Text(text=m.content)] if m.content else []
-            out.append(ir.Message(role="tool", parts=[ir.ToolResult(tool_call_id=call_id, content=content, name=m.name)]))
+            result = ir.ToolResult(tool_call_id=call_id, content=content, name=m.name)
+            out.append(ir.Message(role="tool", parts=[result]))
     return system, out
 
 
@@ -400,7 +401,9 @@ def _response_format(rf: Any) -> ir.ResponseFormat | None:
         return None
     if isinstance(rf, JsonSchemaFormat):
         s = rf.json_schema
-        return ir.ResponseFormat("json_schema", name=s.name, schema=s.schema, strict=s.strict, description=s.description)
+        return ir.ResponseFormat(
+            "json_schema", name=s.name, schema=s.schema, strict=s.strict, description=s.description
+        )
     return ir.ResponseFormat("json_object" if isinstance(rf, JsonObjectFormat) else "text")
 
 
@@ -441,7 +444,8 @@ def parse_chat(body: bytes) -> ir.ChatRequest:
     tool_choice, tools = _tool_choice(r, _tools(r))
     reasoning = None
     if r.reasoning_effort is not None:
-        reasoning = ir.ReasoningConfig(effort=r.reasoning_effort, enabled=False if r.reasoning_effort == "none" else None)
+        off = r.reasoning_effort == "none"
+        reasoning = ir.ReasoningConfig(effort=r.reasoning_effort, enabled=False if off else None)
     return ir.ChatRequest(
         **_common(r),
         messages=messages,

@@ -229,7 +229,7 @@ class ChatStreamDecoder:
         try:
             chunk: ResponseWire = response_decoder.decode(data)
         except (jsonio.DecodeError, jsonio.ValidationError):
-            raise ProxyError("upstream_protocol", "the upstream sent a stream event that is not a valid chunk") from None
+            raise ProxyError("upstream_protocol", "the upstream sent a stream event that is not a chunk") from None
         if chunk.error is not None:
             raise in_stream_error(chunk.error)
         if not self.started and (chunk.id or chunk.choices):  # not Azure's blank filter-results chunk

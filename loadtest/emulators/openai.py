@@ -94,7 +94,7 @@ def _example(schema: Any, name: str) -> Any:
     kind = schema.get("type") if isinstance(schema, dict) else None
     if kind == "object":
         return {k: _example(v, k) for k, v in (schema.get("properties") or {}).items()}
-    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, f"{name}-value")  # type: ignore[arg-type]
+    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(str(kind), f"{name}-value")
 
 
 def _tool_call(body: dict[str, Any]) -> tuple[str, str]:
@@ -206,7 +206,9 @@ def _include_usage(body: dict[str, Any]) -> bool:
 # Handlers
 
 
-async def _read(request: web.Request, model_from_path: str | None = None) -> tuple[dict[str, Any], Behaviour] | web.Response:
+async def _read(
+    request: web.Request, model_from_path: str | None = None
+) -> tuple[dict[str, Any], Behaviour] | web.Response:
     """Parse the body and apply the scenario's delay / hang / error replies."""
     try:
         body = json.loads(await request.read())
