@@ -68,16 +68,16 @@ class Preset(Struct, frozen=True, kw_only=True):
     required_choice: str = "required"
 
 
-_COMMON = frozenset({
+COMMON_PARAMS = frozenset({
     "temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "response_format",
     "tools", "tool_choice", "parallel_tool_calls", "user",
 })
-_SAMPLERS = frozenset({"top_k", "min_p", "repetition_penalty"})
-_LOGPROBS = frozenset({"logprobs", "top_logprobs", "logit_bias"})
+SAMPLER_PARAMS = frozenset({"top_k", "min_p", "repetition_penalty"})
+LOGPROB_PARAMS = frozenset({"logprobs", "top_logprobs", "logit_bias"})
 
 OPENAI = Preset(
     name="openai",
-    supported=_COMMON | _LOGPROBS | {"reasoning", "metadata", "n"},
+    supported=COMMON_PARAMS | LOGPROB_PARAMS | {"reasoning", "metadata", "n"},
     default_base_url="https://api.openai.com/v1",
     max_tokens_field="max_completion_tokens",  # o-series models reject max_tokens
 )
@@ -85,28 +85,28 @@ OPENAI = Preset(
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset(name="vllm", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning", "n"},
+        Preset(name="vllm", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning", "n"},
                default_base_url="http://localhost:8000/v1", reasoning_field="reasoning",
                structured_outputs=True),
-        Preset(name="together", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning", "n"},
+        Preset(name="together", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning", "n"},
                default_base_url="https://api.together.xyz/v1", reasoning_field="reasoning"),
-        Preset(name="groq", supported=_COMMON | {"reasoning"},
+        Preset(name="groq", supported=COMMON_PARAMS | {"reasoning"},
                default_base_url="https://api.groq.com/openai/v1", reasoning_field="reasoning"),
-        Preset(name="fireworks", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning", "n"},
+        Preset(name="fireworks", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning", "n"},
                default_base_url="https://api.fireworks.ai/inference/v1", reasoning_field="reasoning_content"),
         Preset(name="deepseek",
-               supported=(_COMMON - {"seed", "parallel_tool_calls", "user"}) | {"logprobs", "top_logprobs"},
+               supported=(COMMON_PARAMS - {"seed", "parallel_tool_calls", "user"}) | {"logprobs", "top_logprobs"},
                default_base_url="https://api.deepseek.com/v1", reasoning_field="reasoning_content"),
-        Preset(name="mistral", supported=(_COMMON - {"user"}) | {"n"},
+        Preset(name="mistral", supported=(COMMON_PARAMS - {"user"}) | {"n"},
                default_base_url="https://api.mistral.ai/v1", renames={"seed": "random_seed"},
                tool_ids="mistral", required_choice="any"),
-        Preset(name="openrouter", supported=_COMMON | _SAMPLERS | _LOGPROBS | {"reasoning"},
+        Preset(name="openrouter", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning"},
                default_base_url="https://openrouter.ai/api/v1", reasoning_field="reasoning"),
-        Preset(name="lmstudio", supported=_COMMON | _SAMPLERS | {"logit_bias"},
+        Preset(name="lmstudio", supported=COMMON_PARAMS | SAMPLER_PARAMS | {"logit_bias"},
                default_base_url="http://localhost:1234/v1", renames={"repetition_penalty": "repeat_penalty"}),
-        Preset(name="llamacpp", supported=_COMMON | _SAMPLERS | _LOGPROBS,
+        Preset(name="llamacpp", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS,
                default_base_url="http://localhost:8080/v1", renames={"repetition_penalty": "repeat_penalty"}),
-        Preset(name="tgi", supported=(_COMMON - {"parallel_tool_calls", "user"}) | _LOGPROBS,
+        Preset(name="tgi", supported=(COMMON_PARAMS - {"parallel_tool_calls", "user"}) | LOGPROB_PARAMS,
                default_base_url="http://localhost:8080/v1", response_format="tgi"),
     )
 }
