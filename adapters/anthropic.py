@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -40,6 +40,7 @@ from .anthropic_response import WireUsage, error_body, parse_error_body, render_
 from .anthropic_stream import AnthropicStreamDecoder, AnthropicStreamEncoder
 from .base import Backend, HttpRequest, Target
 from .errors import ProxyError, bad_request
+from .sse import SSEEvent
 
 DEFAULT_VERSION = "2023-06-01"
 
@@ -137,6 +138,16 @@ class AnthropicFrontend:
         if ev.type == "message_delta":
             return _usage_from(ev.usage)
         return None
+
+    # Anthropic streams always carry usage, so the pass-through body is never changed.
+    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
+        return False
+
+    def is_stream_end(self, event: SSEEvent) -> bool:
+        return event.event in ("message_stop", "error")
+
+    def is_usage_only(self, data: bytes) -> bool:
+        return False
 
 
 def _part_size(p: ir.Part) -> tuple[int, int]:

@@ -104,6 +104,17 @@ class Frontend(Protocol):
 
     def usage_from_event(self, data: bytes) -> ir.Usage | None: ...
 
+    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
+        """Adjust the top-level fields of a pass-through body (values are `msgspec.Raw`); return True
+        when the client must not see usage-only events it did not ask for (`is_usage_only`)."""
+        ...
+
+    def is_stream_end(self, event: Any) -> bool:
+        """Whether this upstream SSE event ends the stream (a terminator or an in-band error)."""
+        ...
+
+    def is_usage_only(self, data: bytes) -> bool: ...
+
 
 class Backend:
     """Base class of provider adapters.  Subclasses set the class attributes and override methods.
@@ -142,6 +153,11 @@ class Backend:
 
     def stream_decoder(self, req: ir.ChatRequest, target: Target) -> StreamDecoder:
         raise NotImplementedError
+
+    def prompt_tokens_from_headers(self, headers: Mapping[str, str]) -> int | None:
+        """For backends that report the prompt token count only in a response header (TGI's
+        `x-prompt-tokens`): the relay fills a missing `usage.input_tokens` from it."""
+        return None
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
         raise NotImplementedError

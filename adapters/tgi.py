@@ -20,8 +20,8 @@ Quirks handled here:
   the last event has the *full* `generated_text` (never appended again) and `details`
   (`finish_reason`, `generated_tokens`, `input_length`).  A stream ending before it is truncation.
 - Usage: stream from `details.input_length` / `generated_tokens`.  The non-stream body has no prompt
-  count (TGI puts it in the `x-prompt-tokens` header, which `chat_response` does not receive): it is
-  taken from `details.prefill` when `Options.prefill_usage` asks TGI for it (costly for long prompts).
+  count: TGI puts it in the `x-prompt-tokens` response header (`prompt_tokens_from_headers`), and
+  in `details.prefill` when `Options.prefill_usage` asks TGI for it (costly for long prompts).
 - The chat template's BOS is stripped from the prompt (TGI's tokenizer adds its own) unless
   `Options.send_bos`.
 - Errors are `{"error", "error_type"}` (also in-band in a stream): validation -> invalid_request or
@@ -409,6 +409,10 @@ class TGIBackend(Backend):
 
     def chat_response(self, body: bytes, req: ir.ChatRequest, target: Target) -> ir.ChatResponse:
         return generation_response(body, req, target, self._stops(req, target))
+
+    def prompt_tokens_from_headers(self, headers: Mapping[str, str]) -> int | None:
+        value = headers.get("x-prompt-tokens")
+        return int(value) if value and value.isdigit() else None
 
     def stream_decoder(self, req: ir.ChatRequest, target: Target) -> TGIStreamDecoder:
         return TGIStreamDecoder(target.model, self._stops(req, target), req.stop)

@@ -176,6 +176,8 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
         data = await _read_all(ex, ctx)
         result = adapter.chat_response(data, req, target)
         if not isinstance(result, FollowUp):
+            if result.usage is not None and not result.usage.input_tokens:
+                result.usage.input_tokens = adapter.prompt_tokens_from_headers(ex.response.headers) or 0
             break
         if result.delay > 0:
             await asyncio.sleep(result.delay)
