@@ -1,0 +1,1 @@
+"""`llm-proxy bench`: the latency benchmarking harness (see docs/PERFORMANCE.md)."""

@@ -1,0 +1,93 @@
+"""`llm-proxy bench`: run a preset, write report.md, report.json and latency.png, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from dataclasses import replace
+
+from . import plot, report, runner
+from .plan import PRESETS
+from .scenario import PATHS
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="llm-proxy bench", description="Measure the latency the proxy adds.")
+    # `llm-proxy bench` hands over argparse.REMAINDER, which only captures when the first word is not
+    # an option: hence the positional preset (`llm-proxy bench smoke --out DIR`).
+    p.add_argument("preset_name", nargs="?", choices=sorted(PRESETS), help="preset (same as --smoke / --full)")
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--smoke", action="store_const", const="smoke", dest="preset", help="< 1 minute (CI)")
+    preset.add_argument("--full", action="store_const", const="full", dest="preset", help="the published run (default)")
+    p.add_argument("--out", help="output directory (default bench-results/<preset>-<time>)")
+    p.add_argument("--profiles", help="comma-separated latency profiles to keep (default: all of the preset)")
+    p.add_argument("--paths", help=f"comma-separated paths to keep, from: {', '.join(PATHS)}")
+    p.add_argument("--open-streams", type=int, help="concurrent streams for the memory test (0 = skip)")
+    p.add_argument("--soak-seconds", type=float, help="constant-load duration for the RSS growth check (0 = skip)")
+    p.add_argument("--compare", metavar="URL", help="another OpenAI-compatible proxy to run through the same harness")
+    p.add_argument("--compare-cmd", metavar="CMD",
+                   help="start command for the other proxy; {port} and {openai_url} (the emulator) are filled in")
+    p.add_argument("--compare-model", help="model name to send to the other proxy (default: the emulator's)")
+    p.add_argument("--compare-profile", default="zero", help="latency profile the other proxy's backend uses")
+    p.add_argument("--log-level", default="info", help="proxy log level (info = one access line per request)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def build_plan(args: argparse.Namespace):
+    plan = PRESETS[args.preset or args.preset_name or "full"]()
+    points = plan.points
+    if args.profiles:
+        keep = set(args.profiles.split(","))
+        points = [lp for lp in points if lp.profile in keep]
+    if args.paths:
+        keep = set(args.paths.split(","))
+        points = [lp for lp in points if lp.path in keep]
+    plan = replace(plan, points=points)
+    if args.open_streams is not None:
+        plan.open_streams = args.open_streams
+    if args.soak_seconds is not None:
+        plan.soak_seconds = args.soak_seconds
+    return plan
+
+
+def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str]:
+    files = {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json")}
+    with open(files["markdown"], "w") as f:
+        f.write(report.markdown(results))
+    with open(files["json"], "w") as f:
+        json.dump(results, f, indent=1)
+    if make_plot:
+        png = plot.plot(results, os.path.join(out_dir, "latency.png"))
+        if png:
+            files["plot"] = png
+    return files
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv[1:] if argv[:1] == ["--"] else argv)
+    plan = build_plan(args)
+    out_dir = args.out or os.path.join("bench-results", f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    opts = runner.Options(
+        out_dir=out_dir, log_level=args.log_level, compare_url=args.compare, compare_cmd=args.compare_cmd,
+        compare_model=args.compare_model, compare_profile=args.compare_profile, seed=args.seed,
+    )  # fmt: skip
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    started = time.monotonic()
+    results = asyncio.run(runner.run(plan, opts, progress=lambda m: print(m, flush=True)))
+    results["seconds"] = round(time.monotonic() - started, 1)
+    results["machine"] = {"cpus": os.cpu_count(), "uname": " ".join(os.uname())}
+    files = write_outputs(results, out_dir, not args.no_plot)
+    print(report.markdown(results))
+    print("wrote " + ", ".join(files.values()))
+    errors = sum(t["errors"] for p in results["points"] for t in p["targets"].values())
+    return 1 if errors else 0

@@ -1,0 +1,93 @@
+"""Load points and presets: what a benchmark run measures, bounded in requests and time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .scenario import PATHS
+
+DELAY_PROFILES = ("vllm-llama3-8b", "mistral-medium", "together-qwen2.5-32b")
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    profile: str
+    path: str
+    stream: bool
+    mode: str = "closed"  # "closed": fixed concurrency | "open": Poisson arrivals at `rate`
+    concurrency: int = 1
+    rate: float = 0.0  # open loop, req/s; 0 = half the proxied max measured earlier in the run
+    requests: int = 100  # per target per round
+    rounds: int = 2  # A B A B ...: each round runs every target once
+    deadline: float = 30.0  # seconds per batch
+    workers: tuple[int, ...] = ()  # non-empty: compare proxies with these worker counts (throughput)
+
+    @property
+    def label(self) -> str:
+        load = f"c={self.concurrency}" if self.mode == "closed" else (f"{self.rate:g} req/s" if self.rate else "½ max rate")
+        kind = "stream" if self.stream else "non-stream"
+        extra = f", workers {'/'.join(map(str, self.workers))}" if self.workers else ""
+        return f"{self.mode} {load}, {kind}{extra}"
+
+
+@dataclass
+class Plan:
+    name: str
+    points: list[LoadPoint]
+    open_streams: int = 0  # concurrent streams held open through the proxy (memory)
+    soak_seconds: float = 0.0  # constant load, RSS at start / middle / end
+    warmup: int = 50  # untimed requests per target before each load point
+    extras: dict = field(default_factory=dict)
+
+    def profiles(self) -> list[str]:
+        names = {p.profile for p in self.points}
+        if self.open_streams:
+            names.add("fixed-50ms")
+        if self.soak_seconds:
+            names.add("zero")
+        return sorted(names)
+
+    def max_workers(self) -> int:
+        return max((max(p.workers) for p in self.points if p.workers), default=1)
+
+
+def _latency_points(requests: int, rounds: int, stream_requests: int) -> list[LoadPoint]:
+    """The zero-delay profile on every path at concurrency 1: the proxy's own added latency."""
+    return [
+        LoadPoint("zero", path, stream, requests=stream_requests if stream else requests, rounds=rounds)
+        for path in PATHS
+        for stream in (False, True)
+    ]
+
+
+def full() -> Plan:
+    points = _latency_points(500, 4, 250)
+    for path in PATHS:
+        points.append(LoadPoint("zero", path, False, concurrency=32, requests=3000, rounds=2))
+    for path in ("openai->openai", "openai->anthropic"):
+        points.append(LoadPoint("zero", path, True, concurrency=32, requests=1000, rounds=2))
+    for path in PATHS:
+        points.append(LoadPoint("zero", path, False, mode="open", requests=3000, rounds=2, deadline=15))
+    points.append(LoadPoint("zero", "openai->openai", True, mode="open", requests=1000, rounds=2, deadline=15))
+    for profile in DELAY_PROFILES:
+        for path in ("openai->openai", "openai->anthropic"):
+            for stream in (False, True):
+                points.append(LoadPoint(profile, path, stream, concurrency=32, requests=128, rounds=2, deadline=60))
+    for path in ("openai->openai", "openai->anthropic"):
+        points.append(LoadPoint("zero", path, False, concurrency=64, requests=4000, rounds=2, workers=(1, 2)))
+    return Plan("full", points, open_streams=1000, soak_seconds=30.0, warmup=100)
+
+
+def smoke() -> Plan:
+    """Every code path of the harness in well under a minute (the CI test runs this)."""
+    points = [replace(p, deadline=5) for p in _latency_points(20, 2, 10)]
+    points += [
+        LoadPoint("zero", "openai->openai", False, concurrency=8, requests=100, rounds=1, deadline=5),
+        LoadPoint("zero", "openai->openai", False, mode="open", requests=60, rounds=1, deadline=3),
+        LoadPoint("vllm-llama3-8b", "openai->openai", False, concurrency=4, requests=8, rounds=1, deadline=5),
+        LoadPoint("zero", "openai->anthropic", False, concurrency=8, requests=60, rounds=1, deadline=5, workers=(1, 2)),
+    ]
+    return Plan("smoke", points, open_streams=20, soak_seconds=1.0, warmup=5)
+
+
+PRESETS = {"full": full, "smoke": smoke}

@@ -1,0 +1,236 @@
+"""Runs a plan: starts the emulator host, the proxy (and its multi-worker variants), the bare hop and
+an optional comparison proxy as separate processes, then drives every load point with this process as
+the load generator.
+
+How this works.  For each load point every target (native = the emulator directly, proxy, bare hop,
+compare, proxy with N workers) gets the same request in its own format.  Targets run in turns --
+round 1: A B C, round 2: A B C, ... -- so slow drift of the machine (thermal, other tenants) lands on
+all of them alike and cancels in the differences.  Around each turn of a process-backed target its CPU
+time and memory are read from /proc; around the whole load point the proxy's /metrics are scraped for
+its self-reported added latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shlex
+from dataclasses import dataclass, field
+from time import perf_counter
+
+import aiohttp
+
+from loadtest.profiles import PROFILES
+
+from . import promscrape, report, scenario
+from .loadgen import Batch, Endpoint, closed_loop, new_session, open_loop, request_once
+from .plan import LoadPoint, Plan
+from .procs import Service, free_port, python_module
+from .scenario import PATHS
+
+FORMATS = ("openai", "anthropic", "ollama")
+
+
+@dataclass
+class Options:
+    out_dir: str
+    log_level: str = "info"
+    compare_url: str | None = None
+    compare_cmd: str | None = None  # may use {port} and {openai_url}
+    compare_model: str | None = None
+    compare_profile: str = "zero"
+    seed: int = 1
+
+
+@dataclass
+class Target:
+    name: str
+    endpoint: Endpoint
+    service: Service | None = None
+
+
+@dataclass
+class Measured:
+    """One target's numbers over all rounds of a load point."""
+
+    batch: Batch = field(default_factory=Batch)
+    cpu: float | None = None  # seconds; None for targets that are not our processes (native)
+    rss_mib: float = 0.0
+    peak_mib: float = 0.0
+
+
+def schedule(names: list[str], rounds: int) -> list[str]:
+    """The interleaved order: every target once per round, A B C A B C ..."""
+    return [name for _ in range(rounds) for name in names]
+
+
+class Harness:
+    def __init__(self, plan: Plan, opts: Options) -> None:
+        self.plan = plan
+        self.opts = opts
+        self.services: list[Service] = []
+        self.emulators: dict[str, str] = {}
+        self.proxies: dict[int, Service] = {}  # worker count -> proxy
+        self.hop: Service | None = None
+        self.compare_url = opts.compare_url
+        self.max_rate: dict[tuple[str, str, bool], float] = {}
+        self.rng = random.Random(opts.seed)
+        self.session: aiohttp.ClientSession | None = None
+
+    # -- processes ------------------------------------------------------------------------------------
+    def _log(self, name: str) -> str:
+        return os.path.join(self.opts.out_dir, f"{name}.log")
+
+    async def start(self) -> None:
+        os.makedirs(self.opts.out_dir, exist_ok=True)
+        self.session = new_session()
+        await self._start_emulators()
+        config_path = os.path.join(self.opts.out_dir, "proxy-config.yaml")
+        chunks = {name: p.chunks for name, p in PROFILES.items()}
+        with open(config_path, "w") as f:
+            json.dump(scenario.proxy_config(self.emulators, chunks, self.opts.log_level), f, indent=1)  # JSON is YAML
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        for n in sorted({1, self.plan.max_workers()}):
+            port = free_port()
+            argv = python_module("proxy.cli", "serve", "--config", config_path, "--port", str(port), "--workers", str(n))
+            svc = self._spawn(f"proxy-{n}w", argv, port, env=env)
+            self.proxies[n] = svc
+        routes = [f"--route={k.replace(':', '-')}={url}" for k, url in self.emulators.items()]
+        port = free_port()
+        self.hop = self._spawn("bare-hop", python_module("loadtest.bench.bare_hop", "--port", str(port), *routes), port)
+        if self.opts.compare_cmd:
+            port = free_port()
+            openai_url = self.emulators[scenario.emulator_key("openai", self.opts.compare_profile)] + "/v1"
+            argv = shlex.split(self.opts.compare_cmd.format(port=port, openai_url=openai_url))
+            self.compare_url = self._spawn("compare", argv, port).url
+        for svc in self.services[1:]:  # the emulator host already said where it listens
+            await svc.wait_ready("/health/live" if svc.name.startswith("proxy") else "/health")
+
+    def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> Service:
+        svc = Service(name, argv, port, self._log(name), env=env)
+        self.services.append(svc)
+        return svc
+
+    async def _start_emulators(self) -> None:
+        specs = [scenario.emulator_key(fmt, p) for p in self.plan.profiles() for fmt in FORMATS]
+        host = Service("emulators", python_module("loadtest.bench.backends", *specs), 0, self._log("emulators"))
+        self.services.append(host)
+        line = await asyncio.wait_for(asyncio.to_thread(host.proc.stdout.readline), 30)
+        if not line:
+            raise RuntimeError(f"the emulator host did not start; see {host.log.name}")
+        self.emulators = json.loads(line)
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        for svc in reversed(self.services):
+            await asyncio.to_thread(svc.stop)
+
+    # -- one load point -------------------------------------------------------------------------------
+    def targets(self, lp: LoadPoint) -> list[Target]:
+        path, chunks = PATHS[lp.path], PROFILES[lp.profile].chunks
+        emulator = self.emulators[scenario.emulator_key(path.backend, lp.profile)]
+        out = [Target("native", scenario.native(emulator, path, chunks, lp.stream))]
+        for n in lp.workers or (1,):
+            proxy = self.proxies[n]
+            name = f"proxy-{n}w" if lp.workers else "proxy"
+            out.append(Target(name, scenario.proxied(proxy.url, path, lp.profile, lp.stream), proxy))
+        if path.passthrough and not lp.workers and self.hop is not None:
+            route = f"{path.backend}-{lp.profile}"
+            out.append(Target("bare-hop", scenario.bare(self.hop.url, route, path, chunks, lp.stream), self.hop))
+        if self.compare_url and path.name == "openai->openai" and lp.profile == self.opts.compare_profile:
+            svc = next((s for s in self.services if s.name == "compare"), None)
+            out.append(Target("compare", scenario.compare(self.compare_url, self.opts.compare_model, chunks, lp.stream), svc))
+        return out
+
+    def rate_for(self, lp: LoadPoint) -> float:
+        if lp.mode != "open" or lp.rate:
+            return lp.rate
+        # Half the highest proxied throughput measured so far for this profile/path/stream (or any).
+        best = self.max_rate.get((lp.profile, lp.path, lp.stream)) or max(self.max_rate.values(), default=200.0)
+        return round(best / 2, 1)
+
+    async def drive(self, lp: LoadPoint, ep: Endpoint, rate: float, requests: int | None = None) -> Batch:
+        n = lp.requests if requests is None else requests
+        if lp.mode == "open":
+            return await open_loop(self.session, ep, rate, n, lp.deadline, self.rng)
+        return await closed_loop(self.session, ep, lp.concurrency, n, lp.deadline)
+
+    async def run_point(self, lp: LoadPoint) -> dict:
+        targets = {t.name: t for t in self.targets(lp)}
+        rate = self.rate_for(lp)
+        for t in targets.values():
+            await closed_loop(self.session, t.endpoint, min(lp.concurrency, 8), self.plan.warmup, lp.deadline)
+        proxy_url = self.proxies[1].url
+        model = scenario.proxy_model(lp.profile, PATHS[lp.path].backend)
+        before = await promscrape.scrape(self.session, proxy_url, model, lp.stream)
+        measured = {name: Measured() for name in targets}
+        for name in schedule(list(targets), lp.rounds):
+            t, m = targets[name], measured[name]
+            u0 = t.service.usage() if t.service else None
+            m.batch.extend(await self.drive(lp, t.endpoint, rate))
+            if t.service is not None and u0 is not None:
+                u1 = t.service.usage()
+                m.cpu = (m.cpu or 0.0) + u1.cpu - u0.cpu
+                m.rss_mib, m.peak_mib = u1.rss_mib, max(m.peak_mib, u1.peak_mib)
+        after = await promscrape.scrape(self.session, proxy_url, model, lp.stream)
+        result = report.point_result(lp, rate, measured, after.minus(before) if not lp.workers else None)
+        if lp.mode == "closed" and lp.concurrency > 1:
+            for name in ("proxy", "proxy-1w"):
+                if name in result["targets"]:
+                    self.max_rate[(lp.profile, lp.path, lp.stream)] = result["targets"][name]["throughput_rps"]
+        return result
+
+    # -- memory ---------------------------------------------------------------------------------------
+    async def open_streams(self, n: int) -> dict:
+        """Hold `n` streams open through the proxy at once (slow token rate) and watch its memory."""
+        proxy = self.proxies[1]
+        path = PATHS["openai->openai"]
+        ep = scenario.proxied(proxy.url, path, "fixed-50ms", True)
+        await closed_loop(self.session, ep, 4, 8, 30)
+        base = proxy.usage()
+        batch, samples = Batch(), []
+        tasks = [asyncio.create_task(request_once(self.session, ep, perf_counter(), batch)) for _ in range(n)]
+        while not all(t.done() for t in tasks):
+            samples.append(proxy.usage().rss_mib)
+            await asyncio.sleep(0.1)
+        end = proxy.usage()
+        return report.open_streams_result(n, batch, base.rss_mib, max(samples, default=end.rss_mib), end)
+
+    async def soak(self, seconds: float) -> dict:
+        """Constant closed-loop load on the pass-through path; RSS at start, middle and end."""
+        proxy = self.proxies[1]
+        ep = scenario.proxied(proxy.url, PATHS["openai->openai"], "zero", False)
+        await closed_loop(self.session, ep, 8, self.plan.warmup, 30)
+        samples: list[tuple[float, float]] = []
+        batch, elapsed = Batch(), 0.0
+        step = max(0.5, min(5.0, seconds / 10))
+        while elapsed < seconds:
+            samples.append((elapsed, proxy.usage().rss_mib))
+            b = await closed_loop(self.session, ep, 8, 1 << 30, min(step, seconds - elapsed))
+            batch.extend(b)
+            elapsed += b.wall
+        samples.append((elapsed, proxy.usage().rss_mib))
+        return report.soak_result(seconds, batch, samples)
+
+
+async def run(plan: Plan, opts: Options, progress=print) -> dict:
+    h = Harness(plan, opts)
+    results: dict = {"plan": plan.name, "points": [], "processes": {}}
+    try:
+        await h.start()
+        results["processes"] = {s.name: {"pid": s.pid, "argv": s.argv} for s in h.services}
+        for i, lp in enumerate(plan.points, 1):
+            progress(f"[{i}/{len(plan.points)}] {lp.profile} {lp.path} {lp.label}")
+            results["points"].append(await h.run_point(lp))
+        if plan.open_streams:
+            progress(f"open streams: {plan.open_streams}")
+            results["open_streams"] = await h.open_streams(plan.open_streams)
+        if plan.soak_seconds:
+            progress(f"soak: {plan.soak_seconds:g} s")
+            results["soak"] = await h.soak(plan.soak_seconds)
+    finally:
+        await h.stop()
+    return results
