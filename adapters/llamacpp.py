@@ -107,7 +107,9 @@ def _error(err: Any, status: int | None, headers: Mapping[str, str] | None) -> P
     code = err.get("code") if isinstance(err.get("code"), int) else None
     upstream = status if status is not None else code
     kind = _ERROR_KINDS.get(err.get("type"))  # type: ignore[arg-type]
-    if kind is None:
+    # The server labels anything it does not classify "invalid_request_error"; the HTTP status is
+    # then the better witness (a 429 or 503 from a fronting proxy is not the client's fault).
+    if kind is None or (kind == "invalid_request" and upstream not in (None, 400, 422)):
         return from_upstream(upstream or 500, message, headers)
     return ProxyError(
         kind,

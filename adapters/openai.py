@@ -151,4 +151,4 @@ class OpenAIFrontend:
         return data.startswith(b"[DONE]") or data.startswith(b'{"error"')
 
     def is_usage_only(self, data: bytes) -> bool:
-        return b'"choices":[]' in data
+        return b'"choices":[]' in data or b'"choices": []' in data

@@ -28,11 +28,18 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+# `provider: together` == `provider: openai, preset: together` (the preset table lives in the adapter).
+PRESET_ALIASES = ("vllm", "together", "groq", "fireworks", "deepseek", "mistral", "openrouter", "lmstudio")
+
+
 def provider_class(provider: str) -> Any:
+    if provider in PRESET_ALIASES:
+        return _load(PROVIDERS["openai"]).for_preset(provider)
     try:
         return _load(PROVIDERS[provider])
     except KeyError:
-        raise KeyError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+        known = ", ".join(sorted([*PROVIDERS, *PRESET_ALIASES]))
+        raise KeyError(f"unknown provider {provider!r}; known: {known}") from None
 
 
 def frontend(name: str) -> Any:
