@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
 from .config import Config
 from .handlers import API_ROUTES, Gateway
-from .pools import pools_ctx
+from .reload import GatewaySwitch
 
-GATEWAY = web.AppKey("gateway", Gateway)
+GATEWAY = web.AppKey("gateway", Gateway)  # the gateway built at start-up
+SWITCH = web.AppKey("gateway_switch", GatewaySwitch)  # `.current`: the live one (changes on reload)
 
 
 def create_app(cfg: Config) -> web.Application:
@@ -19,22 +18,14 @@ def create_app(cfg: Config) -> web.Application:
     # caller's format.
     app = web.Application(client_max_size=cfg.server.max_body_bytes)
     app[GATEWAY] = gw
-    app.cleanup_ctx.append(pools_ctx(gw.backends))
-    app.cleanup_ctx.append(_readiness(gw))
+    # Routes go through the switch so that a SIGHUP reload can swap the gateway under them.
+    switch = app[SWITCH] = GatewaySwitch(gw)
+    app.cleanup_ctx.append(switch.lifetime)  # opens pools + readiness; closes every gateway's pools
     for path in API_ROUTES:
-        app.router.add_post(path, gw.api_handler(path))
-    app.router.add_get("/v1/models", gw.models)
-    app.router.add_get("/v1/models/{model:.+}", gw.model)
-    app.router.add_get("/metrics", gw.metrics)
-    app.router.add_get("/health/live", gw.live)
-    app.router.add_get("/health/ready", gw.ready_check)
+        app.router.add_post(path, switch.api(path))
+    app.router.add_get("/v1/models", switch.forward("models"))
+    app.router.add_get("/v1/models/{model:.+}", switch.forward("model"))
+    app.router.add_get("/metrics", switch.forward("metrics"))
+    app.router.add_get("/health/live", switch.forward("live"))
+    app.router.add_get("/health/ready", switch.forward("ready_check"))
     return app
-
-
-def _readiness(gw: Gateway):
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        gw.ready = True
-        yield
-        gw.ready = False
-
-    return ctx

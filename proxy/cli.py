@@ -41,11 +41,15 @@ def run_worker(config_path: str, host: str | None, port: int | None, reuse_port:
     from aiohttp import web
 
     from .accesslog import setup_logging
-    from .app import create_app
+    from .app import SWITCH, create_app
+    from .reload import sighup_reload
 
     cfg = _load_or_exit(config_path)
     setup_logging(cfg.server.log_level)
     app = create_app(cfg)
+    app.on_startup.append(sighup_reload(app[SWITCH], lambda: load_config(config_path)))
+    # SIGTERM (run_app's GracefulExit): stop listening, close idle keep-alive connections, let running
+    # requests and streams finish for up to drain_timeout, cancel what is left, then close the pools.
     web.run_app(
         app,
         host=host or cfg.server.host,

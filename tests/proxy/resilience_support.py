@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.emulators import openai as openai_emulator
-from proxy.app import GATEWAY
+from proxy.app import SWITCH
 
 PROXY_DIR = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "proxy"))
 
@@ -125,7 +125,7 @@ def _in_proxy(task: asyncio.Task) -> bool:
 async def assert_no_leaks(server, upstreams: dict[str, Upstream] | None = None, wait: float = 2.0) -> None:
     """Once the requests are over: no backend connection checked out of any gateway pool, no task
     suspended in proxy code, and no request still being handled at any emulator."""
-    gw = server.app[GATEWAY]
+    gw = server.app[SWITCH].current
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:

@@ -1,0 +1,134 @@
+"""Config reload on SIGHUP without dropping in-flight requests.
+
+How this works.  The app's routes call through a `GatewaySwitch`, which holds the Gateway that new
+requests use.  A reload builds a complete new Gateway from the file (config, backends, routes); if
+any step fails the error is logged and the old Gateway stays.  Otherwise the new one's pools are
+opened and it becomes current in one assignment: requests already running keep the Gateway (and
+Route objects) they started with, new ones get the new state.  The old Gateway's pools are closed
+once its last request has finished.  Breaker, latency and concurrency state starts afresh with the
+new Gateway; `server.*` settings (address, workers, drain timeout) need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from .config import Config
+from .handlers import API_ROUTES, Gateway
+
+log = logging.getLogger("llm_proxy")
+
+Handler = Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]
+
+
+class GatewaySwitch:
+    def __init__(self, gw: Gateway) -> None:
+        self.current = gw
+        self._handlers: dict[int, dict[str, Handler]] = {id(gw): _api_handlers(gw)}
+        self._active: dict[int, int] = {id(gw): 0}
+        self._idle: dict[int, asyncio.Event] = {}
+        self._retiring: dict[asyncio.Task, Gateway] = {}
+
+    # -- routing through the current gateway ------------------------------------------------------
+    def api(self, path: str) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            gw = self.current
+            key = id(gw)
+            self._active[key] += 1
+            try:
+                return await self._handlers[key][path](request)
+            finally:
+                self._active[key] -= 1
+                if not self._active[key] and key in self._idle:
+                    self._idle[key].set()
+
+        return handler
+
+    def forward(self, method: str) -> Handler:
+        """A non-API endpoint (models, metrics, health) of whichever gateway is current."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await getattr(self.current, method)(request)
+
+        return handler
+
+    # -- lifetime -------------------------------------------------------------------------------------
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        """`cleanup_ctx`: open the pools at start-up, close every gateway's pools at shutdown."""
+        _open(self.current)
+        try:
+            yield
+        finally:
+            self.current.ready = False
+            for task in self._retiring:
+                task.cancel()
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+            await _close(self.current)
+
+    async def reload(self, load: Callable[[], Config]) -> bool:
+        """Build a gateway from `load()` and switch to it; False (old one kept) if anything fails."""
+        try:
+            new = Gateway(load())
+        except Exception as exc:  # any failure keeps the old config: a reload must not kill the server
+            log.error("config reload refused, keeping the running config: %s", exc)
+            return False
+        self._handlers[id(new)] = _api_handlers(new)
+        self._active[id(new)] = 0
+        _open(new)
+        old, self.current = self.current, new
+        old.ready = False
+        task = asyncio.ensure_future(self._retire(old))
+        self._retiring[task] = old
+        task.add_done_callback(self._retiring.pop)
+        log.info("config reloaded: %d backends, %d models", len(new.backends), len(new.cfg.models))
+        return True
+
+    async def _retire(self, old: Gateway) -> None:
+        key = id(old)
+        try:
+            if self._active[key]:
+                event = self._idle[key] = asyncio.Event()
+                await event.wait()
+        finally:
+            await _close(old)
+            self._idle.pop(key, None)
+            self._handlers.pop(key, None)
+            self._active.pop(key, None)
+
+
+def _api_handlers(gw: Gateway) -> dict[str, Handler]:
+    return {path: gw.api_handler(path) for path in API_ROUTES}
+
+
+def _open(gw: Gateway) -> None:
+    for b in gw.backends.values():
+        b.open()
+    gw.ready = True
+
+
+async def _close(gw: Gateway) -> None:
+    gw.ready = False
+    for b in gw.backends.values():
+        await b.close()
+
+
+def sighup_reload(switch: GatewaySwitch, load: Callable[[], Config]):
+    """An `on_startup` hook that reloads the config from `load()` on every SIGHUP."""
+
+    async def install(app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task] = set()
+
+        def on_hup() -> None:
+            task = asyncio.ensure_future(switch.reload(load))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    return install
