@@ -106,6 +106,7 @@ def plot(prom: str, panels: list[Panel], variables: dict[str, str], minutes: flo
     drawn = 0
     for ax, panel in zip(axes.flat, panels):
         scale, ylabel = _UNITS.get(panel.unit, (1.0, panel.unit))
+        before = drawn
         for expr, fmt in panel.targets:
             for labels, ts, vs in query_range(prom, expand(expr, variables), start, end, step):
                 times = [datetime.fromtimestamp(t, tz=timezone.utc) for t in ts]
@@ -113,14 +114,14 @@ def plot(prom: str, panels: list[Panel], variables: dict[str, str], minutes: flo
                 drawn += 1
         for value, colour in panel.thresholds:
             ax.axhline(value * scale, linestyle="--", linewidth=1, color=_colour(colour))
-        if not ax.lines:
+        if drawn == before:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
             ax.set_xticks([])
         ax.set_title(panel.title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_formatter(DateFormatter("%H:%M:%S"))
         ax.grid(alpha=0.3)
-        if ax.lines and any(not lbl.startswith("_") for lbl in ax.get_legend_handles_labels()[1]):
+        if drawn > before:
             ax.legend(fontsize=7, loc="upper left")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)

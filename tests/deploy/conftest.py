@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import free_port, load_deploy_module
+from deploy_support import LIVE_ROUTES, free_port, load_deploy_module
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 KEY = "sk-deploy-test"
-ROUTES = ("/v1/chat/completions", "/v1/messages")
 LOAD_SECONDS = 6.0
 STACK_BUDGET = 45.0  # start-up + load + scrapes; the tests' own queries stay under the 60 s bound
 
@@ -141,7 +140,7 @@ def live_stack() -> Iterator[LiveStack]:
         stack = LiveStack(prom_url, proxy_url, dict(counts))
         # Two scrapes after the load, so rate() over the load window sees it whole.
         per_route = "count by (route) (llm_proxy_added_latency_seconds_count)"
-        _wait_for(lambda: len(stack.query(per_route)) == len(ROUTES), deadline, "the proxy's series in Prometheus")
+        _wait_for(lambda: len(stack.query(per_route)) == len(LIVE_ROUTES), deadline, "the proxy's series in Prometheus")
         time.sleep(2.5)
         yield stack
     finally:

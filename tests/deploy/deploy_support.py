@@ -35,6 +35,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
 # Labels Prometheus itself attaches to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance"})
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Routes the live stack's traffic uses (conftest.live_stack).
+LIVE_ROUTES = ("/v1/chat/completions", "/v1/messages")
 # The proxy's HTTP endpoints (probe paths must be among them).
 ENDPOINTS = frozenset({
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/messages",
