@@ -7,6 +7,7 @@ import asyncio
 import collections
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,12 +29,14 @@ class Upstream:
     `requests[model]` counts requests by the backend model name; `in_flight` is the number of
     requests being handled right now (aiohttp_server cancels handlers whose client went away, so it
     drops to 0 once the gateway has closed its connections); `fail_status`, when set, makes every
-    request fail with that status before the emulator sees it (a backend going down and coming back)."""
+    request fail with that status before the emulator sees it (a backend going down and coming back);
+    `chaos`, when set, is awaited first and may answer (or break) the request itself."""
 
     def __init__(self) -> None:
         self.requests: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
         self.fail_status: int | None = None
+        self.chaos: Callable[[web.Request], Awaitable[web.StreamResponse | None]] | None = None
         self.url = ""
 
     @property
@@ -49,6 +52,10 @@ class Upstream:
             self.requests[body.get("model", "")] += 1
             self.in_flight += 1
             try:
+                if self.chaos is not None:
+                    answer = await self.chaos(request)
+                    if answer is not None:
+                        return answer
                 if self.fail_status is not None:
                     return web.json_response({"error": {"message": "injected failure", "type": "server_error",
                                                         "param": None, "code": None}}, status=self.fail_status)
