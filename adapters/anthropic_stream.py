@@ -38,9 +38,10 @@ def _sse(name: str, obj: dict[str, Any]) -> bytes:
 
 
 class _Reasoning:
-    __slots__ = ("text", "signature", "redacted")
+    __slots__ = ("provider", "text", "signature", "redacted")
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str | None = None) -> None:
+        self.provider = provider  # only an Anthropic signature may reach an Anthropic client
         self.text: list[str] = []
         self.signature: str | None = None
         self.redacted: str | None = None
@@ -135,7 +136,7 @@ class AnthropicStreamEncoder:
                 self._start_block(i, {"type": "tool_use", "id": call_id, "name": ev.tool_name or "", "input": {}}, out)
                 self._open_tool = self._saw_tool = True
             elif ev.kind == "reasoning":
-                self._reasoning[i] = _Reasoning()
+                self._reasoning[i] = _Reasoning(ev.provider)
         elif isinstance(ev, ir.ToolArgsDelta):
             # Fragments for a block that is not open cannot be placed (it is closed for good, or was
             # never started): only a decoder breaking the event contract produces them.
@@ -162,8 +163,8 @@ class AnthropicStreamEncoder:
             self._handle(ev, out)
 
     def _emit_reasoning(self, r: _Reasoning, out: list[bytes]) -> None:
-        if r.redacted is None and not r.signature:
-            return  # unsigned reasoning: dropped (see the class docstring)
+        if r.redacted is None and not (r.signature and r.provider == "anthropic"):
+            return  # unsigned, or signed by another provider: dropped (see the class docstring)
         self._close(out)
         if r.redacted is not None:
             self._start_block(-1, {"type": "redacted_thinking", "data": r.redacted}, out)
@@ -352,7 +353,7 @@ class AnthropicStreamDecoder:
                 self._args_seen.add(i)
                 out.append(ir.ToolArgsDelta(i, jsonio.dumps_str(b.input)))
         else:
-            out.append(ir.BlockStart(i, "reasoning"))
+            out.append(ir.BlockStart(i, "reasoning", provider="anthropic"))
             if b.type == "redacted_thinking":
                 out.append(ir.RedactedReasoning(i, b.data or ""))
             elif b.thinking:

@@ -231,6 +231,7 @@ class BlockStart(Struct, tag="block_start", omit_defaults=True):
     kind: Literal["text", "reasoning", "tool_call"]
     tool_call_id: str | None = None
     tool_name: str | None = None
+    provider: str | None = None  # reasoning blocks: whose signature may follow (see Reasoning)
 
 
 class TextDelta(Struct, tag="text_delta"):
@@ -311,7 +312,7 @@ def fold_events(events: list[Event], *, model: str, id: str, created: int) -> Ch
             if ev.kind == "text":
                 parts[ev.index] = Text(text="")
             elif ev.kind == "reasoning":
-                parts[ev.index] = Reasoning(text="")
+                parts[ev.index] = Reasoning(text="", provider=ev.provider)
             else:
                 parts[ev.index] = ToolCall(id=ev.tool_call_id or "", name=ev.tool_name or "", arguments="")
         elif isinstance(ev, TextDelta):
@@ -355,7 +356,7 @@ def response_events(resp: ChatResponse) -> list[Event]:
         if isinstance(part, Text):
             events += [BlockStart(i, "text"), TextDelta(i, part.text), BlockEnd(i)]
         elif isinstance(part, Reasoning):
-            events.append(BlockStart(i, "reasoning"))
+            events.append(BlockStart(i, "reasoning", provider=part.provider))
             if part.redacted_data is not None:
                 events.append(RedactedReasoning(i, part.redacted_data))
             else:

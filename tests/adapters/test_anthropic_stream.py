@@ -72,7 +72,7 @@ FIXTURE = b"".join([
 
 EXPECTED = [
     ir.Start(id="msg_1", model="claude-x"),
-    ir.BlockStart(0, "reasoning"),
+    ir.BlockStart(0, "reasoning", provider="anthropic"),
     ir.ReasoningDelta(0, "I think "),
     ir.ReasoningDelta(0, "\u00e9\u2028 so"),
     ir.ReasoningSignature(0, "SIG=="),
@@ -81,7 +81,7 @@ EXPECTED = [
     ir.TextDelta(1, "Hel"),
     ir.TextDelta(1, "lo \U0001f600"),
     ir.BlockEnd(1),
-    ir.BlockStart(2, "reasoning"),
+    ir.BlockStart(2, "reasoning", provider="anthropic"),
     ir.RedactedReasoning(2, "OPAQUE"),
     ir.BlockEnd(2),
     ir.BlockStart(3, "tool_call", tool_call_id="toolu_9", tool_name="get_weather"),
