@@ -40,7 +40,6 @@ class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
     log_prompts: bool = False  # debug aid: never on in production (prompts are user data)
-    stream_keepalive: float = 0.0  # seconds of upstream silence before an SSE comment is sent; 0 = off
 
 
 class AuthConfig(Struct, forbid_unknown_fields=True, kw_only=True):

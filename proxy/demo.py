@@ -20,7 +20,7 @@ from .config import load_config_dict
 # demo model name -> (emulator module, provider, base-url suffix, backend model, extra backend keys)
 DEMO_MODELS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "demo-openai": ("openai", "openai", "/v1", "llama-3.1-8b-instruct", {}),
-    "demo-anthropic": ("anthropic", "anthropic", "", "claude-sonnet-4-5", {}),
+    "demo-anthropic": ("anthropic", "anthropic", "", "claude-sonnet-4-5", {"api_key": "demo"}),
     "demo-ollama": ("ollama", "ollama", "", "llama3.1:8b", {}),
     "demo-tgi": ("tgi", "tgi", "", "meta-llama/Llama-3.1-8B-Instruct", {}),
     "demo-llamacpp": ("llamacpp", "llamacpp", "", "llama-3.1-8b", {}),

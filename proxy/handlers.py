@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 from typing import Any
 
 from aiohttp import web
@@ -191,7 +192,8 @@ class Gateway:
         return resp
 
     async def live(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        # The pid tells multi-worker deployments (and their tests) which process answered.
+        return web.json_response({"status": "ok", "pid": os.getpid()})
 
     async def ready_check(self, request: web.Request) -> web.Response:
         health = self.dispatcher.health()  # circuit-breaker state per backend and deployment
