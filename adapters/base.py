@@ -135,11 +135,13 @@ class Backend:
     # Prompt-only backends (TGI, llama.cpp /completion, Replicate prompt models) render chat messages
     # with the model's chat template; the config loader then fills `Target.chat_template`.
     uses_chat_template: ClassVar[bool] = False
+    # Where the provider's public API lives, for configs that give no `base_url`.
+    default_base_url: ClassVar[str | None] = None
 
     def __init__(
         self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: msgspec.Struct
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url or self.default_base_url or "").rstrip("/")
         self.api_key = api_key or None
         self.extra_headers = dict(headers)
         self.options = options

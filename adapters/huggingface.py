@@ -72,8 +72,7 @@ class HuggingFaceBackend(TGIBackend):
 
     options: HuggingFaceOptions  # type: ignore[assignment]
 
-    def __init__(self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: msgspec.Struct) -> None:
-        super().__init__(base_url or SERVERLESS_URL, api_key, headers, options)
+    default_base_url = SERVERLESS_URL
 
     def url(self, target: Target) -> str:
         if self.options.endpoint_style == "serverless":

@@ -188,8 +188,10 @@ class ReplicateBackend(Backend):
     supported_params = frozenset(("stop",) + _SAMPLING)
     renamed_params = {"max_tokens": DEFAULT_INPUT_NAMES["max_tokens"], "stop": DEFAULT_INPUT_NAMES["stop"]}
 
+    default_base_url = "https://api.replicate.com"
+
     def __init__(self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: Options) -> None:
-        super().__init__(base_url or "https://api.replicate.com", api_key, headers, options)
+        super().__init__(base_url, api_key, headers, options)
         self._names: dict[str, str] = {**DEFAULT_INPUT_NAMES, **options.input_names}
 
     def _headers(self, **extra: str) -> dict[str, str]:

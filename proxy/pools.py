@@ -15,7 +15,7 @@ from aiohttp import web
 from adapters import registry
 from adapters.base import Backend
 
-from .config import BackendConfig, Config
+from .config import BackendConfig, Config, ConfigError
 
 
 class BackendRuntime:
@@ -25,11 +25,13 @@ class BackendRuntime:
 
     def __init__(self, name: str, config: BackendConfig, options) -> None:
         cls = registry.provider_class(config.provider)
-        base_url = config.base_url or getattr(cls, "default_base_url", "")
         self.name = name
         self.config = config
         self.provider = config.provider
-        self.adapter: Backend = cls(base_url, config.api_key, config.headers, options)
+        try:
+            self.adapter: Backend = cls(config.base_url or "", config.api_key, config.headers, options)
+        except ValueError as exc:  # an adapter refusing its options (e.g. an unknown preset)
+            raise ConfigError(f"backends.{name}: {exc}") from None
         self.family: str | None = getattr(self.adapter, "family", None)
         self.session: aiohttp.ClientSession | None = None
 

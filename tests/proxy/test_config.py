@@ -104,3 +104,18 @@ def test_check_config_reports_errors(tmp_path, capsys):
     path.write_text("server: {port: x}\n")
     assert check_config(str(path)) == 2
     assert "server.port" in capsys.readouterr().err
+
+
+def test_adapter_refusing_its_options_names_the_backend():
+    from proxy.pools import build_backends
+
+    cfg = load_config_text('backends: {v: {provider: openai, preset: nosuch, base_url: "http://x/v1"}}\nmodels: []\n', env={})
+    with pytest.raises(ConfigError, match=r"^backends\.v: unknown preset 'nosuch'"):
+        build_backends(cfg)
+
+
+def test_provider_default_base_url():
+    from proxy.pools import build_backends
+
+    cfg = load_config_text("backends: {r: {provider: replicate, api_key: k}}\nmodels: []\n", env={})
+    assert build_backends(cfg)["r"].adapter.base_url == "https://api.replicate.com"
