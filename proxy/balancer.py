@@ -39,7 +39,7 @@ _RR_MAX_ROUTES = 4096  # bound on per-route round-robin state (wildcard routes a
 class Limiter:
     """In-flight count of one deployment, with an optional cap and a bounded FIFO wait queue."""
 
-    __slots__ = ("limit", "max_queue", "active", "waiters")
+    __slots__ = ("active", "limit", "max_queue", "waiters")
 
     def __init__(self, limit: int | None, max_queue: int) -> None:
         self.limit = limit
@@ -92,9 +92,9 @@ class Slot:
     `close()` is idempotent, so a caller can always close every slot it took in a `finally`, even for
     attempt tasks that were cancelled before they ever ran."""
 
-    __slots__ = ("dep", "state", "open")
+    __slots__ = ("dep", "open", "state")
 
-    def __init__(self, dep: Deployment, state: "DeploymentState") -> None:
+    def __init__(self, dep: Deployment, state: DeploymentState) -> None:
         self.dep = dep
         self.state = state
         self.open = True
@@ -112,7 +112,7 @@ class Slot:
 
 
 class DeploymentState:
-    __slots__ = ("breaker", "limiter", "ewma")
+    __slots__ = ("breaker", "ewma", "limiter")
 
     def __init__(self, breaker: Breaker, limiter: Limiter) -> None:
         self.breaker = breaker

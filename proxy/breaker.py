@@ -31,9 +31,9 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 
 
 class Breaker:
-    __slots__ = ("backend", "threshold", "cooldown", "failures", "opened_at", "probing", "_board")
+    __slots__ = ("_board", "backend", "cooldown", "failures", "opened_at", "probing", "threshold")
 
-    def __init__(self, backend: str, threshold: int, cooldown: float, board: "BreakerBoard") -> None:
+    def __init__(self, backend: str, threshold: int, cooldown: float, board: BreakerBoard) -> None:
         self.backend = backend
         self.threshold = max(1, threshold)
         self.cooldown = cooldown

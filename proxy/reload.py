@@ -74,7 +74,7 @@ class GatewaySwitch:
         """Build a gateway from `load()` and switch to it; False (old one kept) if anything fails."""
         try:
             new = Gateway(load())
-        except Exception as exc:  # any failure keeps the old config: a reload must not kill the server
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old config: a reload must not kill the server
             log.error("config reload refused, keeping the running config: %s", exc)
             return False
         self._handlers[id(new)] = _api_handlers(new)

@@ -370,7 +370,7 @@ async def test_hedging_is_off_for_streams(gateway):
 async def test_client_disconnect_cancels_every_upstream_attempt(gateway, stream):
     model = {"name": "m", "strategy": "ordered", "hedge_after": 0.05, "deployments": [
         {"backend": "a", "model": "llama::hang"}, {"backend": "b", "model": "llama::hang"}]}
-    client, server, ups = await gateway([model], timeouts={"connect": 1, "first_byte": 30, "idle": 30, "total": 60})
+    client, _, ups = await gateway([model], timeouts={"connect": 1, "first_byte": 30, "idle": 30, "total": 60})
     task = asyncio.ensure_future(client.post("/v1/chat/completions", json=chat_body("m", stream=stream)))
     want = 1 if stream else 2  # streams are never hedged
     for _ in range(100):

@@ -86,18 +86,18 @@ async def test_sigterm_drains_in_flight_streams_then_exits(aiohttp_server, serve
     config = tmp_path / "config.yaml"
     write_config(config, port, {"a": ups["a"].url}, [{"name": "m", "backend": "a", "model": "llama::chunks=6,chunk_delay=0.15"}])
     p = await serve(config, port)
-    async with aiohttp.ClientSession() as s:
-        async with s.post(p.url + "/v1/chat/completions", json=chat_body("m", stream=True)) as resp:
-            first = asyncio.Event()
-            reading = asyncio.ensure_future(read_stream(resp, first))
-            await asyncio.wait_for(first.wait(), 5)
-            p.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.2)
-            # No longer accepting: a new connection is refused while the stream goes on.
-            async with aiohttp.ClientSession() as fresh:
-                with pytest.raises(aiohttp.ClientConnectionError):
-                    await fresh.get(p.url + "/health/live")
-            body = await asyncio.wait_for(reading, 10)
+    async with aiohttp.ClientSession() as s, s.post(p.url + "/v1/chat/completions",
+                                                    json=chat_body("m", stream=True)) as resp:
+        first = asyncio.Event()
+        reading = asyncio.ensure_future(read_stream(resp, first))
+        await asyncio.wait_for(first.wait(), 5)
+        p.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        # No longer accepting: a new connection is refused while the stream goes on.
+        async with aiohttp.ClientSession() as fresh:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await fresh.get(p.url + "/health/live")
+        body = await asyncio.wait_for(reading, 10)
     assert resp.status == 200
     assert body.rstrip().endswith(b"data: [DONE]")  # the stream finished completely
     assert await asyncio.wait_for(p.proc.wait(), 10) == 0
@@ -110,19 +110,19 @@ async def test_sigterm_cuts_streams_longer_than_the_drain_timeout(aiohttp_server
     write_config(config, port, {"a": ups["a"].url},
                  [{"name": "m", "backend": "a", "model": "llama::chunks=40,chunk_delay=0.2"}], drain=0.5)
     p = await serve(config, port)
-    async with aiohttp.ClientSession() as s:
-        async with s.post(p.url + "/v1/chat/completions", json=chat_body("m", stream=True)) as resp:
-            first = asyncio.Event()
-            reading = asyncio.ensure_future(read_stream(resp, first))
-            await asyncio.wait_for(first.wait(), 5)
-            t0 = asyncio.get_running_loop().time()
-            p.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(p.proc.wait(), 10) == 0
-            took = asyncio.get_running_loop().time() - t0
-            try:
-                body = await asyncio.wait_for(reading, 5)
-            except aiohttp.ClientPayloadError:
-                body = b""
+    async with aiohttp.ClientSession() as s, s.post(p.url + "/v1/chat/completions",
+                                                    json=chat_body("m", stream=True)) as resp:
+        first = asyncio.Event()
+        reading = asyncio.ensure_future(read_stream(resp, first))
+        await asyncio.wait_for(first.wait(), 5)
+        t0 = asyncio.get_running_loop().time()
+        p.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(p.proc.wait(), 10) == 0
+        took = asyncio.get_running_loop().time() - t0
+        try:
+            body = await asyncio.wait_for(reading, 5)
+        except aiohttp.ClientPayloadError:
+            body = b""
     assert took < 3.0  # drain_timeout (0.5 s) + cancellation, not the stream's 8 s
     assert not body.rstrip().endswith(b"data: [DONE]")
     # The cancelled stream's upstream connection was closed with the pools.
