@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from dataclasses import dataclass, fields
 
 SEPARATOR = "::"
@@ -98,10 +99,32 @@ def split_text(text: str, n: int) -> list[str]:
     return out
 
 
-def reply_text(b: Behaviour, last_user_text: str) -> str:
+def reply_text(b: Behaviour, user_text: str) -> str:
     if b.text is not None:
         return b.text
-    return f"echo: {last_user_text}" if last_user_text else "Hello from the emulator."
+    return f"echo: {user_text}" if user_text else "Hello from the emulator."
+
+
+_LAST_USER = [
+    re.compile(p, re.S)
+    for p in (
+        r"<\|start_header_id\|>user<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
+        r"<\|im_start\|>user\n(.*?)<\|im_end\|>",
+        r"\[INST\]\s?(.*?)\[/INST\]",
+        r"<start_of_turn>user\n(.*?)<end_of_turn>",
+        r"<\|user\|>\n(.*?)<\|end\|>",
+    )
+]
+
+
+def last_user_text(prompt: str) -> str:
+    """The last user turn of a prompt rendered with a chat template (Llama 3, ChatML, [INST], Gemma,
+    Phi-3), else the whole prompt: what prompt-only emulators echo."""
+    for pattern in _LAST_USER:
+        found = pattern.findall(prompt)
+        if found:
+            return found[-1].strip()
+    return prompt.strip()
 
 
 def count_tokens(text: str) -> int:
@@ -134,3 +157,4 @@ class LatencyProfile:
 async def sleep_if(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
+

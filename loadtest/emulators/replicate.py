@@ -38,8 +38,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
-from .tgi import last_user_text
+from .behaviour import (
+    Behaviour,
+    LatencyProfile,
+    behaviour_for,
+    count_tokens,
+    last_user_text,
+    reply_text,
+    sleep_if,
+    split_text,
+)
 
 MAX_KEPT = 10_000  # predictions remembered for polling; the oldest are forgotten first
 CONTEXT_MESSAGE = (

@@ -39,7 +39,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+from .behaviour import (
+    Behaviour,
+    LatencyProfile,
+    behaviour_for,
+    count_tokens,
+    last_user_text,
+    reply_text,
+    sleep_if,
+    split_text,
+)
 
 MODEL_ID = "emulated/tgi-model"
 MAX_TOTAL_TOKENS = 4096
@@ -47,26 +56,6 @@ EMBEDDING_DIM = 8
 EOS = "</s>"
 ERROR_TYPES = {400: "validation", 422: "validation", 424: "generation", 429: "overloaded", 500: "incomplete_generation"}
 GENERATION_ERROR = "Request failed during generation: Server error: emulated generation failure"
-
-_LAST_USER = [
-    re.compile(p, re.S)
-    for p in (
-        r"<\|start_header_id\|>user<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
-        r"<\|im_start\|>user\n(.*?)<\|im_end\|>",
-        r"\[INST\]\s?(.*?)\[/INST\]",
-        r"<start_of_turn>user\n(.*?)<end_of_turn>",
-        r"<\|user\|>\n(.*?)<\|end\|>",
-    )
-]
-
-
-def last_user_text(prompt: str) -> str:
-    for pattern in _LAST_USER:
-        found = pattern.findall(prompt)
-        if found:
-            return found[-1].strip()
-    return prompt.strip()
-
 
 def _tool_name(prompt: str) -> str:
     m = re.search(r'"function":\s*\{\s*"name":\s*"([^"]+)"', prompt)

@@ -16,11 +16,9 @@ from huggingface_hub.errors import (
     ValidationError,
 )
 
-from loadtest.emulators.tgi import create_app, last_user_text
+from loadtest.emulators.tgi import create_app
 
 CHATML = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
-
-
 
 
 @pytest.fixture
@@ -32,21 +30,6 @@ async def url(aiohttp_server):
 def client(url: str, scenario: str | None = None) -> AsyncInferenceClient:
     headers = {"x-emulate": scenario} if scenario else None
     return AsyncInferenceClient(model=url, headers=headers, timeout=10)
-
-
-@pytest.mark.parametrize(
-    "prompt, expected",
-    [
-        (CHATML, "hello there"),
-        ("<|start_header_id|>user<|end_header_id|>\n\nhi llama<|eot_id|><|start_header_id|>assistant", "hi llama"),
-        ("<s>[INST] first[/INST] a</s>[INST] second[/INST]", "second"),
-        ("<start_of_turn>user\ngemma q<end_of_turn>\n<start_of_turn>model\n", "gemma q"),
-        ("<|user|>\nphi q<|end|>\n<|assistant|>\n", "phi q"),
-        ("plain prompt", "plain prompt"),
-    ],
-)
-def test_last_user_text_per_template(prompt, expected):
-    assert last_user_text(prompt) == expected
 
 
 async def test_text_generation_details(url):
