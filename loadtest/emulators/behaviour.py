@@ -31,6 +31,10 @@ import asyncio
 import random
 import re
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 SEPARATOR = "::"
 HEADER = "x-emulate"
@@ -158,3 +162,42 @@ async def sleep_if(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
 
+
+async def write_stream(
+    request: web.Request,
+    resp: web.StreamResponse,
+    b: Behaviour,
+    frames: list[bytes],
+    gap: float,
+    error_frame: bytes,
+    malformed_frame: bytes,
+) -> bool:
+    """Write `frames` to a prepared stream response, `gap` seconds apart, with the scenario's stream
+    faults, then end the body.  Faults count frames from 0 and strike before frame N:
+
+        reset_after=N     the connection is aborted (no clean end)
+        truncate_after=N  the body ends cleanly
+        error_after=N     `error_frame` is written and the body ends
+        malformed         `malformed_frame` is written in place of the last frame
+
+    Whatever a format sends before its first counted frame (or inside one, like Anthropic's block
+    events around a delta) is the caller's to write or to group.  Returns False when a fault cut the
+    stream short (reset, truncate, error), True when it ran to its last frame.
+    """
+    for n, frame in enumerate(frames):
+        if n:
+            await sleep_if(gap)
+        if b.reset_after is not None and n >= b.reset_after:
+            if request.transport is not None:
+                request.transport.abort()
+            return False
+        if b.truncate_after is not None and n >= b.truncate_after:
+            await resp.write_eof()
+            return False
+        if b.error_after is not None and n >= b.error_after:
+            await resp.write(error_frame)
+            await resp.write_eof()
+            return False
+        await resp.write(malformed_frame if b.malformed and n == len(frames) - 1 else frame)
+    await resp.write_eof()
+    return True

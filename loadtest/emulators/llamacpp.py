@@ -37,7 +37,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+from .behaviour import (
+    Behaviour,
+    LatencyProfile,
+    behaviour_for,
+    count_tokens,
+    reply_text,
+    sleep_if,
+    split_text,
+    write_stream,
+)
 
 MODEL_PATH = "/models/emulated-7b-q4_k_m.gguf"
 N_CTX = 4096
@@ -52,6 +61,7 @@ ERROR_TYPES = {
     503: "unavailable_error",
 }
 STREAM_ERROR = "emulated failure while decoding"
+MALFORMED_EVENT = b'data: {"content":"","stop":tr\n\n'
 
 
 def last_user_text(prompt: str) -> str:
@@ -193,23 +203,8 @@ class LlamaCppEmulator:
         ]
         events.append(done.final(body, ""))
         gap = b.chunk_delay + self.profile.chunk_gap()
-        for n, ev in enumerate(events):
-            if n:
-                await sleep_if(gap)
-            if b.reset_after is not None and n >= b.reset_after:
-                if request.transport is not None:
-                    request.transport.abort()
-                return resp
-            if b.truncate_after is not None and n >= b.truncate_after:
-                break
-            if b.error_after is not None and n >= b.error_after:
-                await resp.write(_sse(_error_body(500, STREAM_ERROR, "server_error")))
-                break
-            if b.malformed and n == len(events) - 1:
-                await resp.write(b'data: {"content":"","stop":tr\n\n')
-                break
-            await resp.write(_sse(ev))
-        await resp.write_eof()
+        error = _sse(_error_body(500, STREAM_ERROR, "server_error"))
+        await write_stream(request, resp, b, [_sse(ev) for ev in events], gap, error, MALFORMED_EVENT)
         return resp
 
     async def health(self, request: web.Request) -> web.Response:

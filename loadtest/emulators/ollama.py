@@ -38,11 +38,21 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+from .behaviour import (
+    Behaviour,
+    LatencyProfile,
+    behaviour_for,
+    count_tokens,
+    reply_text,
+    sleep_if,
+    split_text,
+    write_stream,
+)
 
 VERSION = "0.12.6"
 CONTEXT_MESSAGE = "the input length exceeds the context length"
 STREAM_ERROR = "an error was encountered while running the model: emulated failure"
+MALFORMED_LINE = b'{"model":"x","message":{"role":"assist\n'
 DEFAULT_DIMENSIONS = 16
 MODELS = [
     ("llama3.2:latest", "llama", "3.2B", ["completion", "tools"]),
@@ -228,23 +238,8 @@ class OllamaEmulator:
         resp = web.StreamResponse(headers={"content-type": "application/x-ndjson"})
         await resp.prepare(request)
         gap = b.chunk_delay + self.profile.chunk_gap()
-        for n, line in enumerate(lines):
-            if n:
-                await sleep_if(gap)
-            if b.reset_after is not None and n >= b.reset_after:
-                if request.transport is not None:
-                    request.transport.abort()
-                return resp
-            if b.truncate_after is not None and n >= b.truncate_after:
-                break
-            if b.error_after is not None and n >= b.error_after:
-                await resp.write(_ndjson({"error": STREAM_ERROR}))
-                break
-            if b.malformed and n == len(lines) - 1:
-                await resp.write(b'{"model":"x","message":{"role":"assist\n')
-                break
-            await resp.write(_ndjson(line))
-        await resp.write_eof()
+        frames = [_ndjson(line) for line in lines]
+        await write_stream(request, resp, b, frames, gap, _ndjson({"error": STREAM_ERROR}), MALFORMED_LINE)
         return resp
 
     # -- embeddings ------------------------------------------------------------------------------

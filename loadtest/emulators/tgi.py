@@ -48,6 +48,7 @@ from .behaviour import (
     reply_text,
     sleep_if,
     split_text,
+    write_stream,
 )
 
 MODEL_ID = "emulated/tgi-model"
@@ -56,6 +57,7 @@ EMBEDDING_DIM = 8
 EOS = "</s>"
 ERROR_TYPES = {400: "validation", 422: "validation", 424: "generation", 429: "overloaded", 500: "incomplete_generation"}
 GENERATION_ERROR = "Request failed during generation: Server error: emulated generation failure"
+MALFORMED_EVENT = b'data:{"index":1,"token":{"id"\n\n'
 
 def _tool_name(prompt: str) -> str:
     m = re.search(r'"function":\s*\{\s*"name":\s*"([^"]+)"', prompt)
@@ -184,23 +186,8 @@ class TGIEmulator:
                 "input_length": gen.prompt_tokens,
             }
         gap = b.chunk_delay + self.profile.chunk_gap()
-        for n, ev in enumerate(events):
-            if n:
-                await sleep_if(gap)
-            if b.reset_after is not None and n >= b.reset_after:
-                if request.transport is not None:
-                    request.transport.abort()
-                return resp
-            if b.truncate_after is not None and n >= b.truncate_after:
-                break
-            if b.error_after is not None and n >= b.error_after:
-                await resp.write(_sse({"error": GENERATION_ERROR, "error_type": "generation"}))
-                break
-            if b.malformed and n == len(events) - 1:
-                await resp.write(b'data:{"index":1,"token":{"id"\n\n')
-                break
-            await resp.write(_sse(ev))
-        await resp.write_eof()
+        error = _sse({"error": GENERATION_ERROR, "error_type": "generation"})
+        await write_stream(request, resp, b, [_sse(ev) for ev in events], gap, error, MALFORMED_EVENT)
         return resp
 
     # -- feature extraction ----------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from loadtest.emulators.behaviour import last_user_text
+from loadtest.emulators.behaviour import Behaviour, last_user_text, write_stream
 
 CHATML = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhello there<|im_end|>\n<|im_start|>assistant\n"
 
@@ -22,3 +24,65 @@ CHATML = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhello there<|im_end
 )
 def test_last_user_text_per_template(prompt, expected):
     assert last_user_text(prompt) == expected
+
+
+class _Transport:
+    aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+
+class _Response:
+    """What write_stream does to a prepared StreamResponse: writes, then maybe write_eof."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.eof = False
+
+    async def write(self, data: bytes) -> None:
+        assert not self.eof
+        self.body += data
+
+    async def write_eof(self) -> None:
+        self.eof = True
+
+
+FRAMES = [b"a;", b"b;", b"c;", b"d;"]
+
+
+async def _write(spec: str, gap: float = 0.0) -> tuple[bool, _Request, _Response]:
+    request, resp = _Request(), _Response()
+    complete = await write_stream(request, resp, Behaviour.parse(spec), FRAMES, gap, b"ERR;", b"BAD;")
+    return complete, request, resp
+
+
+@pytest.mark.parametrize(
+    "spec, complete, body, eof",
+    [
+        ("", True, b"a;b;c;d;", True),
+        ("truncate_after=2", False, b"a;b;", True),
+        ("truncate_after=0", False, b"", True),
+        ("error_after=1", False, b"a;ERR;", True),
+        ("error_after=4", True, b"a;b;c;d;", True),  # past the last frame: no fault
+        ("malformed", True, b"a;b;c;BAD;", True),
+        ("malformed,truncate_after=3", False, b"a;b;c;", True),
+        ("reset_after=2", False, b"a;b;", False),
+    ],
+)
+async def test_write_stream_faults_count_frames(spec, complete, body, eof):
+    got, request, resp = await _write(spec)
+    assert (got, resp.body, resp.eof) == (complete, body, eof)
+    assert request.transport.aborted == spec.startswith("reset_after")
+
+
+async def test_write_stream_waits_the_gap_between_frames_only():
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await _write("", gap=0.1)
+    assert 3 * 0.1 - 0.01 <= loop.time() - t0 < 4 * 0.1
