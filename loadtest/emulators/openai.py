@@ -18,8 +18,9 @@ with arguments built from its schema's properties, streamed in several fragments
 (behaviour.py): status/retry_after, context_length (OpenAI's wording and code), chunks, text, tools,
 reasoning (`reasoning_content` deltas), first_byte, chunk_delay, hang, reset_after (transport aborted),
 truncate_after (clean EOF, no finish, no [DONE]), error_after (`data: {"error": ...}`, no [DONE]),
-malformed, max_tokens (finish `length`), usage_in/usage_out.  The N of reset/truncate/error_after
-counts the chunks written, the role chunk included.
+malformed (a truncated body; in a stream, an event that is not JSON where [DONE] belongs), max_tokens
+(finish `length`), usage_in/usage_out.  The N of reset/truncate/error_after counts the events
+written, the role chunk included and Azure's filter-results chunk not.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+from .behaviour import (
+    Behaviour,
+    LatencyProfile,
+    behaviour_for,
+    count_tokens,
+    reply_text,
+    sleep_if,
+    split_text,
+    write_stream,
+)
 
 PROFILE = web.AppKey("profile", LatencyProfile)
 RNG = web.AppKey("rng", random.Random)
@@ -47,6 +57,8 @@ CONTEXT_MESSAGE = (
     "This model's maximum context length is 4096 tokens. However, your messages resulted in 5000 tokens. "
     "Please reduce the length of the messages."
 )
+STREAM_ERROR = {"error": {"message": "The server had an error while processing your request.", "type": "server_error",
+                           "param": None, "code": None}}
 STATUS_ERRORS = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
@@ -163,9 +175,9 @@ def _data(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
-async def _stream(request: web.Request, b: Behaviour, envelope: dict[str, Any], events: list[dict[str, Any]],
-                  tail: list[dict[str, Any]]) -> web.StreamResponse:
-    """Write `events` (counted for the chunk-based scenarios), then `tail` and [DONE]."""
+async def _stream(request: web.Request, b: Behaviour, envelope: dict[str, Any],
+                  chunks: list[dict[str, Any]]) -> web.StreamResponse:
+    """Write `chunks` in the envelope, then [DONE]; all are counted for the chunk-based scenarios."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "x-request-id": _id("req_")})
     await resp.prepare(request)
@@ -173,27 +185,8 @@ async def _stream(request: web.Request, b: Behaviour, envelope: dict[str, Any], 
     if request.get(AZURE):
         await resp.write(_data({"id": "", "object": "", "created": 0, "model": "", "choices": [],
                                 "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}))
-    for n, choices in enumerate(events):
-        if n and n == b.reset_after and request.transport is not None:
-            request.transport.abort()
-            return resp
-        if n and n == b.truncate_after:
-            await resp.write_eof()
-            return resp
-        if n and n == b.error_after:
-            await resp.write(_data({"error": {"message": "The server had an error while processing your request.",
-                                              "type": "server_error", "param": None, "code": None}}))
-            await resp.write_eof()
-            return resp
-        if b.malformed and n == 1:
-            await resp.write(b"data: {not json\n\n")
-        if n:
-            await sleep_if(gap)
-        await resp.write(_data({**envelope, **choices}))
-    for obj in tail:
-        await resp.write(_data({**envelope, **obj}))
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
+    frames = [_data({**envelope, **chunk}) for chunk in chunks] + [b"data: [DONE]\n\n"]
+    await write_stream(request, resp, b, frames, gap, _data(STREAM_ERROR), b"data: {not json\n\n")
     return resp
 
 
@@ -257,7 +250,7 @@ async def chat(request: web.Request, model_from_path: str | None = None) -> web.
         tail = [{"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reply.finish}]}]
         if usage:
             tail.append({"choices": [], "usage": reply.usage()})
-        return await _stream(request, b, envelope, choices, tail)
+        return await _stream(request, b, envelope, choices + tail)
     if b.malformed:
         return _malformed()
     n = body.get("n") or 1
@@ -285,7 +278,7 @@ async def completions(request: web.Request, model_from_path: str | None = None) 
         tail = [{"choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": reply.finish}]}]
         if _include_usage(body):
             tail.append({"choices": [], "usage": reply.usage()})
-        return await _stream(request, b, envelope, events, tail)
+        return await _stream(request, b, envelope, events + tail)
     if b.malformed:
         return _malformed()
     choice = {"index": 0, "text": reply.text, "logprobs": None, "finish_reason": reply.finish}
