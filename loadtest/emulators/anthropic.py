@@ -19,8 +19,9 @@ fragments, the first one empty as the API does) with `tools` or a forced `tool_c
 Scenario keys (behaviour.py): status/retry_after (the status's Anthropic error type, 529
 overloaded_error included), context_length ("prompt is too long: ..."), chunks, text, tools,
 reasoning, first_byte, chunk_delay, hang, reset_after / truncate_after / error_after (counted in
-content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body or
-an event that is not JSON), max_tokens (stop_reason max_tokens), usage_in / usage_out.
+content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body that
+is not JSON; in a stream, an event that is not JSON in place of the last delta and what follows it),
+max_tokens (stop_reason max_tokens), usage_in / usage_out.
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text
+from .behaviour import (
+    Behaviour,
+    LatencyProfile,
+    behaviour_for,
+    count_tokens,
+    reply_text,
+    sleep_if,
+    split_text,
+    write_stream,
+)
 
 PROFILE = web.AppKey("anthropic_profile", LatencyProfile)
 RNG = web.AppKey("anthropic_rng", random.Random)
@@ -53,6 +63,8 @@ ERROR_TYPES = {
 CONTEXT_MESSAGE = "prompt is too long: 208310 tokens > 200000 maximum"
 THINKING = "Let me think about what the user asked."
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+STREAM_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+MALFORMED_EVENT = b"event: content_block_delta\ndata: {not json\n\n"
 
 
 def error_response(status: int, message: str, retry_after: float | None = None) -> web.Response:
@@ -197,26 +209,14 @@ async def _stream(request: web.Request, reply: Reply, b: Behaviour) -> web.Strea
                                      "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
                                      "usage": {"output_tokens": reply.output_tokens}}))
     events.append(("message_stop", {"type": "message_stop"}))
-    deltas = 0
+    # The scenarios count content_block_delta events: each frame is one delta and the events after it.
+    frames = [b""]
     for name, data in events:
         if name == "content_block_delta":
-            if deltas == b.reset_after and request.transport is not None:
-                request.transport.abort()
-                return resp
-            if deltas == b.truncate_after:
-                await resp.write_eof()
-                return resp
-            if deltas == b.error_after:
-                await resp.write(_sse("error", {"type": "error", "error": {"type": "overloaded_error",
-                                                                         "message": "Overloaded"}}))
-                await resp.write_eof()
-                return resp
-            if b.malformed and deltas == 0:
-                await resp.write(b"event: content_block_delta\ndata: {not json\n\n")
-            deltas += 1
-            await sleep_if(gap)
-        await resp.write(_sse(name, data))
-    await resp.write_eof()
+            frames.append(b"")
+        frames[-1] += _sse(name, data)
+    await resp.write(frames[0])  # message_start .. the first block's start and ping
+    await write_stream(request, resp, b, frames[1:], gap, _sse("error", STREAM_ERROR), MALFORMED_EVENT)
     return resp
 
 
