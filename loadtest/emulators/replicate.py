@@ -47,6 +47,7 @@ from .behaviour import (
     reply_text,
     sleep_if,
     split_text,
+    write_stream,
 )
 
 MAX_KEPT = 10_000  # predictions remembered for polling; the oldest are forgotten first
@@ -306,26 +307,16 @@ async def stream_prediction(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream_output(request: web.Request, resp: web.StreamResponse, job: Job) -> web.StreamResponse:
-    b = job.behaviour
+    """The `output` events, then `done`; the scenario's faults count them all (ids follow the count)."""
+    b, done_id = job.behaviour, len(job.pieces) + 1
+    frames = [sse_event("output", i + 1, piece) for i, piece in enumerate(job.pieces)]
+    frames.append(sse_event("done", done_id, "{}"))
+    failed_at = b.error_after or 0  # the error strikes before frame `error_after`
+    error = sse_event("error", failed_at + 1, json.dumps({"detail": ERROR_MESSAGE}))
+    error += sse_event("done", failed_at + 2, '{"reason":"error"}')
     gap = b.chunk_delay or request.app[PROFILE].chunk_gap()
-    for sent in range(len(job.pieces) + 1):
-        if sent == b.reset_after:
-            assert request.transport is not None
-            request.transport.abort()  # a dropped connection, not a clean end
-            return resp
-        if sent == b.truncate_after:
-            return resp
-        if sent == b.error_after:
-            await resp.write(sse_event("error", sent + 1, json.dumps({"detail": ERROR_MESSAGE})))
-            await resp.write(sse_event("done", sent + 2, '{"reason":"error"}'))
-            return resp
-        if sent == len(job.pieces):
-            break
-        if sent:
-            await sleep_if(gap)
-        await resp.write(sse_event("output", sent + 1, job.pieces[sent]))
-    job.finish()
-    await resp.write(sse_event("done", len(job.pieces) + 1, "{not json" if b.malformed else "{}"))
+    if await write_stream(request, resp, b, frames, gap, error, sse_event("done", done_id, "{not json")):
+        job.finish()
     return resp
 
 
