@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import replace
 
-from . import plot, report, runner
+from . import hotpath, plot, report, runner
 from .plan import PRESETS
 from .scenario import PATHS
 
@@ -33,6 +33,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compare-model", help="model name to send to the other proxy (default: the emulator's)")
     p.add_argument("--compare-profile", default="zero", help="latency profile the other proxy's backend uses")
     p.add_argument("--log-level", default="info", help="proxy log level (info = one access line per request)")
+    p.add_argument("--hot-path", type=int, default=0, metavar="N",
+                   help="also profile a proxy under pyinstrument with N requests per path (0 = skip)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
@@ -59,6 +61,8 @@ def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str
     files = {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json")}
     with open(files["markdown"], "w") as f:
         f.write(report.markdown(results))
+        if results.get("hot_path"):
+            f.write("\n" + hotpath.markdown(results["hot_path"]))
     with open(files["json"], "w") as f:
         json.dump(results, f, indent=1)
     if make_plot:
@@ -74,7 +78,7 @@ def main(argv: list[str]) -> int:
     out_dir = args.out or os.path.join("bench-results", f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     opts = runner.Options(
         out_dir=out_dir, log_level=args.log_level, compare_url=args.compare, compare_cmd=args.compare_cmd,
-        compare_model=args.compare_model, compare_profile=args.compare_profile, seed=args.seed,
+        compare_model=args.compare_model, compare_profile=args.compare_profile, seed=args.seed, hot_path=args.hot_path,
     )  # fmt: skip
     try:
         import uvloop

@@ -40,11 +40,9 @@ class Plan:
     extras: dict = field(default_factory=dict)
 
     def profiles(self) -> list[str]:
-        names = {p.profile for p in self.points}
+        names = {p.profile for p in self.points} | {"zero"}  # zero: soak and the hot-path profile
         if self.open_streams:
             names.add("fixed-50ms")
-        if self.soak_seconds:
-            names.add("zero")
         return sorted(names)
 
     def max_workers(self) -> int:

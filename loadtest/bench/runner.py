@@ -24,7 +24,7 @@ import aiohttp
 
 from loadtest.profiles import PROFILES
 
-from . import promscrape, report, scenario
+from . import hotpath, promscrape, report, scenario
 from .loadgen import Batch, Endpoint, closed_loop, new_session, open_loop, request_once
 from .plan import LoadPoint, Plan
 from .procs import Service, free_port, python_module
@@ -42,6 +42,7 @@ class Options:
     compare_model: str | None = None
     compare_profile: str = "zero"
     seed: int = 1
+    hot_path: int = 0  # requests per path for the pyinstrument profile (0 = skip)
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Harness:
         self.max_rate: dict[tuple[str, str, bool], float] = {}
         self.rng = random.Random(opts.seed)
         self.session: aiohttp.ClientSession | None = None
+        self.config_path = ""
+        self.proxy_env: dict[str, str] = {}
 
     # -- processes ------------------------------------------------------------------------------------
     def _log(self, name: str) -> str:
@@ -87,11 +90,11 @@ class Harness:
         os.makedirs(self.opts.out_dir, exist_ok=True)
         self.session = new_session()
         await self._start_emulators()
-        config_path = os.path.join(self.opts.out_dir, "proxy-config.yaml")
+        self.config_path = config_path = os.path.join(self.opts.out_dir, "proxy-config.yaml")
         chunks = {name: p.chunks for name, p in PROFILES.items()}
         with open(config_path, "w") as f:
             json.dump(scenario.proxy_config(self.emulators, chunks, self.opts.log_level), f, indent=1)  # JSON is YAML
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env = self.proxy_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         for n in sorted({1, self.plan.max_workers()}):
             port = free_port()
             argv = python_module("proxy.cli", "serve", "--config", config_path, "--port", str(port), "--workers", str(n))
@@ -215,6 +218,22 @@ class Harness:
         samples.append((elapsed, proxy.usage().rss_mib))
         return report.soak_result(seconds, batch, samples)
 
+    # -- profile ----------------------------------------------------------------------------------------
+    async def hot_path(self, requests: int) -> dict:
+        """A separate proxy under pyinstrument, driven on the pass-through and a translated path
+        (non-stream and stream); returns where its busy time went."""
+        out_json = os.path.join(self.opts.out_dir, "hotpath.json")
+        port = free_port()
+        argv = hotpath.profiler_argv(out_json, "proxy.cli", "serve", "--config", self.config_path, "--port", str(port))
+        svc = self._spawn("proxy-profiled", argv, port, env=self.proxy_env)
+        await svc.wait_ready("/health/live")
+        for path, stream in (("openai->openai", False), ("openai->openai", True), ("openai->anthropic", False),
+                             ("openai->anthropic", True)):  # fmt: skip
+            ep = scenario.proxied(svc.url, PATHS[path], "zero", stream)
+            await closed_loop(self.session, ep, 8, requests // (4 if stream else 1), 120)
+        await asyncio.to_thread(svc.stop, 60)
+        return hotpath.summary(out_json)
+
 
 async def run(plan: Plan, opts: Options, progress=print) -> dict:
     h = Harness(plan, opts)
@@ -231,6 +250,9 @@ async def run(plan: Plan, opts: Options, progress=print) -> dict:
         if plan.soak_seconds:
             progress(f"soak: {plan.soak_seconds:g} s")
             results["soak"] = await h.soak(plan.soak_seconds)
+        if opts.hot_path:
+            progress(f"hot path profile: {opts.hot_path} requests per path")
+            results["hot_path"] = await h.hot_path(opts.hot_path)
     finally:
         await h.stop()
     return results

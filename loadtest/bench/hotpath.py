@@ -1,0 +1,91 @@
+"""Where the proxy's time goes: the proxy run under pyinstrument (a sampling profiler; `--hot-path`),
+its JSON tree folded into self time and inclusive time per function and self time per package.
+
+Idle time -- the event loop waiting in epoll, seen as the self time of the frame that entered the
+loop -- is taken out, so shares are of the time the worker was busy."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import defaultdict
+from typing import Any
+
+IDLE_FUNCTIONS = frozenset({"run_until_complete", "run_forever", "run_app", "select", "_run_once"})
+
+
+def profiler_argv(out_json: str, module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pyinstrument", "-r", "json", "-o", out_json, "--show-all", "-m", module, *args]
+
+
+def _package(path: str) -> str:
+    """A short owner for a file: `proxy`, `adapters`, `aiohttp`, `asyncio`, `logging`, ..."""
+    parts = path.replace("\\", "/").split("/")
+    for anchor in ("site-packages", "main"):
+        if anchor in parts:
+            i = parts.index(anchor)
+            if i + 1 < len(parts):
+                return parts[i + 1].removesuffix(".py")
+    for lib in ("asyncio", "logging", "json", "email", "http", "concurrent"):
+        if lib in parts:
+            return lib
+    return os.path.basename(path).removesuffix(".py") or "<builtin>"
+
+
+def fold(tree: dict[str, Any]) -> dict[str, Any]:
+    """Busy self seconds per `package/file:function` and per package, and inclusive busy seconds (the
+    non-idle self time of a function and everything it called; recursion counted once)."""
+    self_t: dict[str, float] = defaultdict(float)
+    incl: dict[str, float] = defaultdict(float)
+    pkg: dict[str, float] = defaultdict(float)
+    idle = 0.0
+    stack: list[tuple[dict, str, frozenset]] = [(tree["root_frame"], "?:?", frozenset())]
+    while stack:
+        node, key, seen = stack.pop()
+        children = node.get("children", [])
+        if node["function"] != "[self]":
+            path = node["file_path"]
+            package, stem = _package(path), os.path.basename(path).removesuffix(".py")
+            key = f"{package}/{stem}:{node['function']}" if stem != package else f"{package}:{node['function']}"
+            seen = seen | {key}
+        own = node["time"] - sum(c["time"] for c in children)
+        if own > 0:
+            if key.split(":")[-1] in IDLE_FUNCTIONS:
+                idle += own
+            else:
+                self_t[key] += own
+                pkg[key.split("/")[0].split(":")[0]] += own
+                for k in seen:
+                    incl[k] += own
+        stack += [(c, key, seen) for c in children]
+    return {"busy_s": sum(self_t.values()), "idle_s": idle, "self": dict(self_t), "inclusive": dict(incl),
+            "packages": dict(pkg)}  # fmt: skip
+
+
+def summary(path: str, top: int = 20) -> dict[str, Any]:
+    with open(path) as f:
+        folded = fold(json.load(f))
+    busy = folded["busy_s"] or 1.0
+
+    def ranked(d: dict[str, float], keep=lambda k: True) -> list[tuple[str, float]]:
+        rows = sorted(((k, v / busy * 100) for k, v in d.items() if keep(k)), key=lambda kv: -kv[1])
+        return [(k, round(v, 1)) for k, v in rows[:top]]
+
+    ours = lambda k: k.startswith(("proxy/", "adapters/"))  # noqa: E731
+    return {
+        "busy_s": round(folded["busy_s"], 3),
+        "idle_s": round(folded["idle_s"], 3),
+        "packages_pct": ranked(folded["packages"]),
+        "self_pct": ranked(folded["self"]),
+        "inclusive_pct_ours": ranked({k: v for k, v in folded["inclusive"].items() if ours(k)}),
+    }
+
+
+def markdown(s: dict[str, Any]) -> str:
+    out = [f"Busy {s['busy_s']} s (idle {s['idle_s']} s excluded).", "", "| Package | Self time (% of busy) |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in s["packages_pct"]]
+    out += ["", "| Function (self) | % of busy |", "|---|---|"] + [f"| {k} | {v} |" for k, v in s["self_pct"]]
+    out += ["", "| Gateway function (inclusive) | % of busy |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in s["inclusive_pct_ours"]]
+    return "\n".join(out) + "\n"
