@@ -37,16 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (
-    Behaviour,
-    LatencyProfile,
-    behaviour_for,
-    count_tokens,
-    reply_text,
-    sleep_if,
-    split_text,
-    write_stream,
-)
+from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
+                        write_stream)
 
 MODEL_PATH = "/models/emulated-7b-q4_k_m.gguf"
 N_CTX = 4096

@@ -38,16 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (
-    Behaviour,
-    LatencyProfile,
-    behaviour_for,
-    count_tokens,
-    reply_text,
-    sleep_if,
-    split_text,
-    write_stream,
-)
+from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
+                        write_stream)
 
 VERSION = "0.12.6"
 CONTEXT_MESSAGE = "the input length exceeds the context length"

@@ -36,16 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (
-    Behaviour,
-    LatencyProfile,
-    behaviour_for,
-    count_tokens,
-    reply_text,
-    sleep_if,
-    split_text,
-    write_stream,
-)
+from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
+                        write_stream)
 
 PROFILE = web.AppKey("profile", LatencyProfile)
 RNG = web.AppKey("rng", random.Random)

@@ -39,17 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (
-    Behaviour,
-    LatencyProfile,
-    behaviour_for,
-    count_tokens,
-    last_user_text,
-    reply_text,
-    sleep_if,
-    split_text,
-    write_stream,
-)
+from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, last_user_text, reply_text, sleep_if,
+                        split_text, write_stream)
 
 MODEL_ID = "emulated/tgi-model"
 MAX_TOTAL_TOKENS = 4096
