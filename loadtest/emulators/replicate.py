@@ -38,17 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (
-    Behaviour,
-    LatencyProfile,
-    behaviour_for,
-    count_tokens,
-    last_user_text,
-    reply_text,
-    sleep_if,
-    split_text,
-    write_stream,
-)
+from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, last_user_text, reply_text, sleep_if,
+                        split_text, write_stream)
 
 MAX_KEPT = 10_000  # predictions remembered for polling; the oldest are forgotten first
 CONTEXT_MESSAGE = (
@@ -137,6 +128,14 @@ def _authorized(request: web.Request) -> bool:
     return scheme in ("Bearer", "Token") and bool(token.strip())
 
 
+@web.middleware
+async def _token_auth(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every `/v1` route needs a token; the stream URL does not (it is a capability URL)."""
+    if request.path.startswith("/v1/") and not _authorized(request):
+        return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+    return await handler(request)
+
+
 def _root(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
@@ -220,8 +219,6 @@ async def _create(
 
 
 async def create_for_model(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     body = await _body(request)
     if body is None:
         return problem(400, "Bad request", "the request body is not a JSON object")
@@ -230,8 +227,6 @@ async def create_for_model(request: web.Request) -> web.StreamResponse:
 
 
 async def create_for_version(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     body = await _body(request)
     if body is None:
         return problem(400, "Bad request", "the request body is not a JSON object")
@@ -248,8 +243,6 @@ def _job(request: web.Request) -> Job | None:
 
 
 async def get_prediction(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     job = _job(request)
     if job is None:
         return problem(404, "Not found", "The requested resource could not be found.")
@@ -258,8 +251,6 @@ async def get_prediction(request: web.Request) -> web.StreamResponse:
 
 
 async def cancel_prediction(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     job = _job(request)
     if job is None:
         return problem(404, "Not found", "The requested resource could not be found.")
@@ -269,8 +260,6 @@ async def cancel_prediction(request: web.Request) -> web.StreamResponse:
 
 
 async def get_version(request: web.Request) -> web.StreamResponse:
-    if not _authorized(request):
-        return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
     schema = {"openapi": "3.0.2", "components": {"schemas": {
         "Input": {"type": "object", "properties": {"prompt": {"type": "string"}}},
         "Output": OUTPUT_SCHEMA}}}
@@ -321,7 +310,7 @@ async def _stream_output(request: web.Request, resp: web.StreamResponse, job: Jo
 
 
 def create_app(profile: LatencyProfile | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_token_auth])
     app[JOBS] = OrderedDict()
     app[PROFILE] = profile or LatencyProfile()
     app[RNG] = random.Random(0)
