@@ -122,8 +122,10 @@ class AnthropicFrontend:
     def usage_from_body(self, body: bytes) -> ir.Usage | None:
         try:
             return _usage_from(_body_usage.decode(body).usage)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except msgspec.ValidationError:
             return None
+        except msgspec.DecodeError:
+            raise ProxyError("upstream_protocol", "the backend answered with invalid JSON") from None
 
     def usage_from_event(self, data: bytes) -> ir.Usage | None:
         """Usage an SSE event carries: message_start has the input side (output is a placeholder),

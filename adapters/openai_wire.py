@@ -77,10 +77,14 @@ _usage_only = jsonio.decoder(_UsageOnly)
 
 
 def usage_only(data: bytes) -> ir.Usage | None:
+    """The usage in a body or chunk; the skip-scan also validates the JSON (pass-through relays
+    nothing it could not parse)."""
     try:
         u = _usage_only.decode(data).usage
-    except (jsonio.DecodeError, jsonio.ValidationError):
+    except jsonio.ValidationError:
         return None
+    except jsonio.DecodeError:
+        raise ProxyError("upstream_protocol", "the backend answered with invalid JSON") from None
     return usage_to_ir(u) if u is not None else None
 
 

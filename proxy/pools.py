@@ -7,10 +7,7 @@ saturated backend cannot starve another's connections.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
-from aiohttp import web
 
 from adapters import registry
 from adapters.base import Backend
@@ -61,18 +58,3 @@ class BackendRuntime:
 
 def build_backends(cfg: Config) -> dict[str, BackendRuntime]:
     return {name: BackendRuntime(name, bc, cfg.backend_options.get(name)) for name, bc in cfg.backends.items()}
-
-
-def pools_ctx(backends: dict[str, BackendRuntime]):
-    """`cleanup_ctx` entry: open every pool at start-up, close them all at shutdown."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        for b in backends.values():
-            b.open()
-        try:
-            yield
-        finally:
-            for b in backends.values():
-                await b.close()
-
-    return ctx

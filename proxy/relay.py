@@ -111,8 +111,7 @@ async def _passthrough(call: Call, dep: Deployment) -> web.StreamResponse:
     ex = await _open(dep, http, call)
     if not ctx.stream:
         data = await _read_all(ex, ctx)
-        if b'"usage"' in data:
-            ctx.usage = frontend.usage_from_body(data)
+        ctx.usage = frontend.usage_from_body(data)  # also refuses a body that is not valid JSON
         return web.Response(body=data, status=ex.status, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
     return await _relay_sse(call, dep, ex, hide_usage)
 

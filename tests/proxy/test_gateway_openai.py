@@ -30,6 +30,7 @@ def config(emu: str, **server) -> dict:
             {"name": "hang", "backend": "emu", "model": "llama::hang"},
             {"name": "reset", "backend": "emu", "model": "llama::chunks=8,reset_after=3"},
             {"name": "unreachable", "backend": "dead"},
+            {"name": "garbled", "backend": "emu", "model": "llama::malformed"},
             {"name": "together/*", "backend": "emu"},
         ],
     }
@@ -147,6 +148,7 @@ async def test_legacy_completions(gateway):
         ("slow", openai.APIStatusError, 504),
         ("hang", openai.APIStatusError, 504),
         ("unreachable", openai.APIStatusError, 502),
+        ("garbled", openai.APIStatusError, 502),
     ],
 )
 async def test_errors_in_openai_shape(gateway, model, exc, status):

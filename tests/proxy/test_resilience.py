@@ -14,6 +14,8 @@ import pytest
 
 from adapters.anthropic_response import KIND_TO_ERROR
 from adapters.errors import KINDS
+from proxy import balancer as balancer_module
+from proxy import breaker as breaker_module
 from proxy.relay import DEPLOYMENT_HEADER
 from tests.proxy.resilience_support import (
     assert_no_leaks,
@@ -265,7 +267,11 @@ async def ready_state(client) -> dict:
     return (await resp.json())["backends"]
 
 
-async def test_breaker_ejects_probes_and_readmits(gateway):
+async def test_breaker_ejects_probes_and_readmits(gateway, monkeypatch):
+    # The breaker's clock is driven by the test, so a slow machine cannot end a cooldown early.
+    now = [1000.0]
+    monkeypatch.setattr(breaker_module, "monotonic", lambda: now[0])
+    monkeypatch.setattr(balancer_module, "monotonic", lambda: now[0])
     model = {"name": "m", "deployments": [{"backend": "a", "model": "llama"}, {"backend": "b", "model": "llama"}],
              "strategy": "ordered", "retries": 1}
     client, _, ups = await gateway([model], routing={"breaker_failures": 2, "breaker_cooldown": 0.4})
@@ -288,7 +294,7 @@ async def test_breaker_ejects_probes_and_readmits(gateway):
     assert resp.headers[DEPLOYMENT_HEADER] == "b/llama" and ups["a"].total == 2
 
     # After the cooldown one probe reaches a; it fails, so a is out for another cooldown.
-    await asyncio.sleep(0.45)
+    now[0] += 0.45
     assert (await ready_state(client))["a"]["state"] == "half-open"
     resp = await client.post("/v1/chat/completions", json=chat_body("m"))
     assert resp.headers[DEPLOYMENT_HEADER] == "b/llama" and ups["a"].total == 3
@@ -296,7 +302,7 @@ async def test_breaker_ejects_probes_and_readmits(gateway):
 
     # a recovers: the next probe succeeds and a takes traffic again.
     ups["a"].fail_status = None
-    await asyncio.sleep(0.45)
+    now[0] += 0.45
     resp = await client.post("/v1/chat/completions", json=chat_body("m"))
     assert resp.headers[DEPLOYMENT_HEADER] == "a/llama" and ups["a"].total == 4
     assert (await ready_state(client))["a"]["state"] == "closed"
