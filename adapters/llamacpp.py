@@ -35,8 +35,8 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
+from .common import LineStreamDecoder, json_headers, merge_params, synth_id
 from .errors import ProxyError, from_upstream, parse_retry_after
-from .ollama import LineStreamDecoder, json_headers, merge_params, synth_id
 
 _SAMPLING = (  # IR field -> /completion field
     ("temperature", "temperature"),

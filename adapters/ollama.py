@@ -34,8 +34,6 @@ Quirks of the backend, and what this adapter does about them:
 
 from __future__ import annotations
 
-import random
-import string
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -45,55 +43,8 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
+from .common import LineStreamDecoder, json_headers, merge_params, parse_tool_arguments, synth_id, tool_names_by_id
 from .errors import ProxyError, bad_request, from_upstream, looks_like_context_length, unsupported
-from .sse import NDJSONParser
-
-# --------------------------------------------------------------------------------------------------
-# Generic helpers (usable by any native adapter)
-
-_ALNUM = string.ascii_letters + string.digits
-
-
-def synth_id(prefix: str = "call_", length: int = 24) -> str:
-    """An id for something the backend did not name (`call_<24 alnum>` for tool calls)."""
-    return prefix + "".join(random.choices(_ALNUM, k=length))
-
-
-def json_headers(api_key: str | None, extra: Mapping[str, str]) -> dict[str, str]:
-    """JSON content type, optional bearer auth, then the backend's configured headers."""
-    headers = {"content-type": "application/json"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
-    headers.update(extra)
-    return headers
-
-
-def merge_params(body: dict[str, Any], params: Mapping[str, Any], nested: str | None = None) -> None:
-    """Apply a model's fixed backend fields (`Target.params`); `nested` names one dict merged key by key."""
-    for key, value in params.items():
-        if key == nested and isinstance(value, Mapping):
-            body[key] = {**body.get(key, {}), **value}
-        else:
-            body[key] = value
-
-
-def parse_tool_arguments(raw: str, name: str) -> dict[str, Any]:
-    """The IR's raw argument string as the JSON object object-based formats need (400 if it is not one)."""
-    if not raw.strip():
-        return {}  # OpenAI clients send "" for a call without arguments
-    try:
-        value = jsonio.loads(raw)
-    except jsonio.DecodeError:
-        raise bad_request(f"arguments of tool call {name!r} are not valid JSON", param="messages") from None
-    if not isinstance(value, dict):
-        raise bad_request(f"arguments of tool call {name!r} must be a JSON object", param="messages")
-    return value
-
-
-def tool_names_by_id(messages: list[ir.Message]) -> dict[str, str]:
-    """id -> function name from the assistant tool calls in the history (for formats keyed by name)."""
-    return {p.id: p.name for m in messages for p in m.parts if isinstance(p, ir.ToolCall)}
-
 
 # --------------------------------------------------------------------------------------------------
 # Request
@@ -282,54 +233,6 @@ def _created(created_at: str | None) -> int:
         except ValueError:
             pass
     return int(time.time())
-
-
-class LineStreamDecoder:
-    """Base of stream decoders whose upstream sends one event per line (NDJSON, one-line SSE events).
-
-    How this works: `adapters.sse.NDJSONParser` frames complete non-empty lines and `_line` (the
-    subclass) turns each into events and sets `done` at the terminal event.  An in-band error raised
-    while a chunk also completed earlier events is held back, so those events are delivered first and
-    the error is raised by the next `feed`/`close`.  `close()` raises `upstream_protocol` with
-    `truncated` when the body ended before the terminal event.
-    """
-
-    __slots__ = ("_lines", "_pending", "done")
-    truncated: ClassVar[str] = "stream ended before its final event"
-
-    def __init__(self) -> None:
-        self._lines = NDJSONParser()
-        self._pending: ProxyError | None = None
-        self.done = False
-
-    def _line(self, line: bytes, out: list[ir.Event]) -> None:
-        raise NotImplementedError
-
-    def feed(self, chunk: bytes) -> list[ir.Event]:
-        self._raise_pending()
-        out: list[ir.Event] = []
-        try:
-            for line in self._lines.feed(chunk):
-                self._line(line, out)
-        except ProxyError as err:
-            if not out:
-                raise
-            self._pending = err
-        return out
-
-    def close(self) -> list[ir.Event]:
-        self._raise_pending()
-        out: list[ir.Event] = []
-        for line in self._lines.close():
-            self._line(line, out)
-        if not self.done:
-            raise ProxyError("upstream_protocol", self.truncated)
-        return out
-
-    def _raise_pending(self) -> None:
-        if self._pending is not None:
-            err, self._pending = self._pending, None
-            raise err
 
 
 class OllamaStream(LineStreamDecoder):
