@@ -32,7 +32,6 @@ Quirks handled here:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +39,7 @@ import msgspec
 
 from . import chat_templates, ir, jsonio
 from .base import Backend, HttpRequest, Target
+from .common import json_headers, synth_id
 from .errors import ProxyError, from_upstream, looks_like_context_length, parse_retry_after
 from .sse import SSEParser
 
@@ -181,11 +181,7 @@ def prompt_and_stops(req: ir.ChatRequest, target: Target, options: TGIOptions) -
 
 
 def bearer_headers(api_key: str | None, extra: Mapping[str, str], stream: bool) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
-    headers.update(extra)
-    return headers
+    return json_headers(api_key, {"accept": "text/event-stream" if stream else "application/json", **extra})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,10 +219,6 @@ def _finish(details: _Details | None, text: str, stops: list[str], client_stops:
     return text, ir.Finish(reason, raw, matched if matched in client_stops else None)
 
 
-def new_id() -> str:
-    return f"tgi-{uuid.uuid4().hex}"
-
-
 def generation_response(
     body: bytes, req: ir.ChatRequest, target: Target, stops: list[str]
 ) -> ir.ChatResponse:
@@ -246,7 +238,7 @@ def generation_response(
             input_tokens=len(data.details.prefill or ()), output_tokens=data.details.generated_tokens or 0
         )
     return ir.ChatResponse(
-        id=new_id(),
+        id=synth_id("tgi-", 32),
         model=target.model,
         created=int(time.time()),
         choices=[
@@ -308,7 +300,7 @@ class TGIStreamDecoder:
             raise tgi_error(None, msg.error, msg.error_type)
         if not self._started:
             self._started = True
-            out.append(ir.Start(id=new_id(), model=self._model, created=int(time.time())))
+            out.append(ir.Start(id=synth_id("tgi-", 32), model=self._model, created=int(time.time())))
         if msg.token is not None and not msg.token.special:
             self._pending += msg.token.text
         if msg.generated_text is None:
