@@ -200,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--profile", help="latency profile name (see loadtest/profiles.py)")
 
-    p = sub.add_parser("bench", help="benchmark added latency against direct calls")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="benchmark added latency against direct calls (see `llm-proxy bench --help`)",
+                   add_help=False)
 
-    args = parser.parse_args(argv)
+    # Everything after `bench` belongs to the harness's own parser, flags included.
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "serve":
         serve(args.config, args.host, args.port, args.workers)
     elif args.command == "check-config":
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "bench":
         from loadtest.bench.cli import main as bench_main
 
-        return bench_main(args.args)
+        return bench_main(rest)
     return 0
 
 

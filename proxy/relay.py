@@ -284,13 +284,7 @@ async def _read_all(ex: Exchange, ctx: RequestContext) -> bytes:
 
 
 def _finish_exchange(ex: Exchange, ctx: RequestContext) -> None:
-    if ex.response.closed:
-        return
-    ctx.upstream_time += perf_counter() - ex.t_sent
-    if ex.response.content.is_eof():
-        ex.release()
-    else:
-        ex.close()  # cancelled or failed mid-body: the connection cannot be reused
+    ctx.upstream_time += ex.finish()
 
 
 async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, data: bytes) -> web.StreamResponse:

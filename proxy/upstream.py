@@ -26,7 +26,7 @@ log = logging.getLogger("llm_proxy.upstream")
 class Exchange:
     """One open upstream response and its deadlines."""
 
-    __slots__ = ("backend", "response", "t_sent", "t_headers", "deadline", "idle")
+    __slots__ = ("backend", "response", "t_sent", "t_headers", "deadline", "idle", "finished")
 
     def __init__(self, backend: BackendRuntime, response: aiohttp.ClientResponse, t_sent: float, deadline: float):
         self.backend = backend
@@ -35,6 +35,7 @@ class Exchange:
         self.t_headers = perf_counter()
         self.deadline = deadline  # loop.time() by which the whole exchange must end
         self.idle = backend.config.timeouts.idle
+        self.finished = False
 
     @property
     def status(self) -> int:
@@ -71,12 +72,20 @@ class Exchange:
                 return
             yield chunk
 
-    def close(self) -> None:
-        """Drop the connection (a partially read body cannot go back to the pool)."""
-        self.response.close()
-
-    def release(self) -> None:
-        self.response.release()
+    def finish(self) -> float:
+        """End the exchange (once): return the connection to the pool when the body was read to the
+        end, else drop it (cancelled or failed mid-body).  Returns the seconds the upstream took."""
+        if self.finished:
+            return 0.0
+        self.finished = True
+        elapsed = perf_counter() - self.t_sent
+        response = self.response
+        if not response.closed:  # aiohttp has already released it when read() completed
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+        return elapsed
 
 
 def _timeout(backend: BackendRuntime, phase: str) -> ProxyError:

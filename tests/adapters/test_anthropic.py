@@ -265,7 +265,9 @@ def test_usage_from_body_and_events():
     delta = b'{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":42}}'
     assert FE.usage_from_event(delta) == ir.Usage(output_tokens=42)
     assert FE.usage_from_event(b'{"type":"ping"}') is None
-    assert FE.usage_from_body(b"not json") is None
+    with pytest.raises(ProxyError) as bad:  # pass-through relays nothing it could not parse
+        FE.usage_from_body(b"not json")
+    assert bad.value.kind == "upstream_protocol" and bad.value.status == 502
 
 
 def test_count_tokens_estimate():

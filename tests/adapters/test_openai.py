@@ -225,5 +225,7 @@ def test_usage_extraction_for_passthrough():
     assert F.usage_from_body(body) == ir.Usage(5, 2, cached_input_tokens=1)
     assert F.usage_from_event(b'{"choices":[],"usage":null}') is None
     assert F.usage_from_event(b"[DONE]") is None
-    assert F.usage_from_body(b"not json") is None
+    with pytest.raises(ProxyError) as bad:  # pass-through relays nothing it could not parse
+        F.usage_from_body(b"not json")
+    assert bad.value.kind == "upstream_protocol" and bad.value.status == 502
     assert F.usage_from_event(b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}') == ir.Usage(1, 1)

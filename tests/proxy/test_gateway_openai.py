@@ -31,6 +31,7 @@ def config(emu: str, **server) -> dict:
             {"name": "reset", "backend": "emu", "model": "llama::chunks=8,reset_after=3"},
             {"name": "unreachable", "backend": "dead"},
             {"name": "garbled", "backend": "emu", "model": "llama::malformed"},
+            {"name": "slowish", "backend": "emu", "model": "llama::first_byte=0.3,chunks=3,chunk_delay=0.05"},
             {"name": "together/*", "backend": "emu"},
         ],
     }
@@ -244,3 +245,22 @@ async def test_metrics_after_traffic(gateway):
     assert 'llm_proxy_requests_total{backend="emu",model="llama",route="/v1/chat/completions",status="200"}' in text
     assert 'llm_proxy_tokens_total{backend="emu",kind="prompt",model="llama"}' in text
     assert "llm_proxy_in_flight_requests" in text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_self_reported_added_latency_excludes_upstream_time(gateway, stream):
+    """The upstream takes >= 300 ms; the proxy's own share must land far below that."""
+    server, client = gateway
+    if stream:
+        s = await client.chat.completions.create(model="slowish", messages=[{"role": "user", "content": "x"}], stream=True)
+        [c async for c in s]
+    else:
+        await client.chat.completions.create(model="slowish", messages=[{"role": "user", "content": "x"}])
+    async with aiohttp.ClientSession() as session:
+        async with session.get(proxy_url(server, "/metrics")) as r:
+            text = await r.text()
+    flag = "true" if stream else "false"
+    rest = f'model="slowish",route="/v1/chat/completions",stream="{flag}"'  # labels print sorted
+    assert f'llm_proxy_added_latency_seconds_bucket{{backend="emu",le="0.1",{rest}}} 1.0' in text
+    assert f'llm_proxy_upstream_latency_seconds_bucket{{backend="emu",le="0.2",{rest}}} 0.0' in text
+    assert f'llm_proxy_upstream_latency_seconds_count{{backend="emu",{rest}}} 1.0' in text
