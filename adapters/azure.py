@@ -76,8 +76,6 @@ class AzureBackend(OpenAIBackend):
         return f"{self.base_url}/openai/deployments/{deployment}/{_OPS[op]}?api-version={self.api_version}"
 
     def _auth_headers(self) -> dict[str, str]:
-        if not self.api_key:
-            return {}
         if self.options.auth == "bearer":
-            return {"authorization": f"Bearer {self.api_key}"}
-        return {"api-key": self.api_key}
+            return super()._auth_headers()
+        return {"api-key": self.api_key} if self.api_key else {}

@@ -38,8 +38,9 @@ from msgspec import Struct
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
+from .common import bearer_auth, synth_id
 from .errors import ProxyError
-from .openai_stream import ChatStreamDecoder, message_parts, new_id
+from .openai_stream import ChatStreamDecoder, message_parts
 from .openai_wire import (
     ResponseWire,
     UsageWire,
@@ -360,7 +361,7 @@ def response_to_ir(resp: ResponseWire, fallback_model: str, reasoning_field: str
             raw_finish_reason=raw, stop_sequence=c.stop_reason if isinstance(c.stop_reason, str) else None,
         ))
     return ir.ChatResponse(
-        id=resp.id or new_id("chatcmpl-"),
+        id=resp.id or synth_id("chatcmpl-"),
         model=resp.model or fallback_model,
         created=resp.created or int(time.time()),
         choices=sorted(choices, key=lambda c: c.index),
@@ -422,7 +423,7 @@ class OpenAIBackend(Backend):
         return self.base_url + _PATHS[op]
 
     def _auth_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return bearer_auth(self.api_key)
 
     def _headers(self) -> dict[str, str]:
         h = {"content-type": "application/json", **self._auth_headers()}

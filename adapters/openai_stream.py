@@ -18,11 +18,11 @@ Azure's `choices: []` / filter-only chunks carry no delta and are skipped.
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 from . import ir, jsonio
+from .common import synth_id
 from .errors import ProxyError
 from .openai_wire import (
     FINISH_FROM_IR,
@@ -40,11 +40,6 @@ from .openai_wire import (
 from .sse import DONE, SSEParser, encode_data
 
 
-def new_id(prefix: str) -> str:
-    """`chatcmpl-...`, `cmpl-...`, `call_...`: OpenAI's id shapes."""
-    return prefix + secrets.token_hex(12)
-
-
 def error_event(err: ProxyError) -> bytes:
     return encode_data(jsonio.dumps({"error": error_object(err)}))
 
@@ -59,7 +54,7 @@ class _EncoderBase:
     object_name = ""
 
     def __init__(self, req: ir.ChatRequest, model: str) -> None:
-        self.id = new_id("chatcmpl-" if self.object_name.startswith("chat") else "cmpl-")
+        self.id = synth_id("chatcmpl-" if self.object_name.startswith("chat") else "cmpl-")
         self.created = int(time.time())
         self.model = model
         self.include_usage = req.include_usage
@@ -289,7 +284,7 @@ class ChatStreamDecoder:
         if block is None:
             name = fn.name if fn is not None else None
             block = self.tool_blocks[key] = self._open(
-                "tool_call", out, tool_call_id=call_id or new_id("call_"), tool_name=name or ""
+                "tool_call", out, tool_call_id=call_id or synth_id("call_"), tool_name=name or ""
             )
         args = arguments_text(fn.arguments) if fn is not None else ""
         if args:
@@ -320,9 +315,9 @@ def message_parts(m: MessageWire, reasoning_field: str) -> list[ir.Text | ir.Rea
     calls = list(m.tool_calls or ())
     for tc in calls:
         fn = tc.function
-        parts.append(ir.ToolCall(id=tc.id or new_id("call_"), name=(fn.name if fn else None) or "",
+        parts.append(ir.ToolCall(id=tc.id or synth_id("call_"), name=(fn.name if fn else None) or "",
                                  arguments=arguments_text(fn.arguments if fn else None)))
     if m.function_call is not None:
         fc = m.function_call
-        parts.append(ir.ToolCall(id=new_id("call_"), name=fc.name or "", arguments=arguments_text(fc.arguments)))
+        parts.append(ir.ToolCall(id=synth_id("call_"), name=fc.name or "", arguments=arguments_text(fc.arguments)))
     return parts
