@@ -17,7 +17,8 @@ import re
 from typing import Any
 
 from . import ir
-from .anthropic_request import bad_arguments, parse_arguments, tool_id
+from .anthropic_request import bad_arguments, tool_id
+from .common import arguments_object
 from .errors import bad_request
 
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
@@ -93,7 +94,7 @@ def _part_blocks(part: ir.Part, index: int) -> list[dict[str, Any]]:
     if isinstance(part, ir.Image):
         return [_image_block(part, index)]
     if isinstance(part, ir.ToolCall):
-        args = parse_arguments(part.arguments)
+        args = arguments_object(part.arguments)
         if args is None:
             raise bad_arguments(index)
         return [{"type": "tool_use", "id": tool_id(part.id, index), "name": part.name, "input": args}]

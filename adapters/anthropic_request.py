@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Union
 
-import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
@@ -392,17 +391,6 @@ def tool_id(raw: str | None, fallback_seed: int) -> str:
     if raw:
         return _BAD_ID_CHARS.sub("_", raw)
     return f"toolu_{fallback_seed:024d}"
-
-
-def parse_arguments(arguments: str) -> dict[str, Any] | None:
-    """Tool-call arguments (raw JSON text) as an object; None when they are not a JSON object."""
-    if not arguments.strip():
-        return {}
-    try:
-        value = jsonio.loads(arguments)
-    except msgspec.DecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def bad_arguments(index: int) -> ProxyError:

@@ -9,7 +9,6 @@ blocks and future block types are skipped instead of failing the response.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import msgspec
@@ -17,7 +16,8 @@ from msgspec import Struct
 
 from . import ir, jsonio
 from .anthropic_build import SchemaTool
-from .anthropic_request import parse_arguments, tool_id
+from .anthropic_request import tool_id
+from .common import arguments_object, synth_id
 from .errors import ProxyError, from_upstream, looks_like_context_length, parse_retry_after
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def message_id(raw: str | None) -> str:
     """`msg_...`: Anthropic ids pass unchanged; other backends' ids are prefixed (kept for tracing)."""
     if raw and raw.startswith("msg_"):
         return raw
-    return "msg_" + (_BAD_ID_CHARS.sub("_", raw) if raw else uuid.uuid4().hex)
+    return "msg_" + _BAD_ID_CHARS.sub("_", raw) if raw else synth_id("msg_")
 
 
 def part_to_block(part: ir.Text | ir.Reasoning | ir.ToolCall, seed: int) -> dict[str, Any] | None:
@@ -201,7 +201,7 @@ def part_to_block(part: ir.Text | ir.Reasoning | ir.ToolCall, seed: int) -> dict
         return {"type": "text", "text": part.text}
     if isinstance(part, ir.ToolCall):
         # Invalid JSON arguments (a model's mistake) become {} so the client still sees the call.
-        return {"type": "tool_use", "id": tool_id(part.id, seed), "name": part.name, "input": parse_arguments(part.arguments) or {}}
+        return {"type": "tool_use", "id": tool_id(part.id, seed), "name": part.name, "input": arguments_object(part.arguments) or {}}
     if part.provider != "anthropic":
         return None
     if part.redacted_data is not None:
