@@ -1,6 +1,6 @@
 """Helpers shared by several adapters: ids for what a backend leaves unnamed, JSON request headers, a
-model's fixed backend fields, tool-call arguments as a JSON object, and the base of line-per-event
-stream decoders.  Nothing here knows a provider."""
+model's fixed backend fields, tool-call arguments as a JSON object, and the base of stream decoders.
+Nothing here knows a provider."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from . import ir, jsonio
 from .errors import ProxyError, bad_request
-from .sse import NDJSONParser
+from .sse import NDJSONParser, SSEParser
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -64,49 +64,51 @@ def tool_names_by_id(messages: list[ir.Message]) -> dict[str, str]:
     return {p.id: p.name for m in messages for p in m.parts if isinstance(p, ir.ToolCall)}
 
 
-class LineStreamDecoder:
-    """Base of stream decoders whose upstream sends one event per line (NDJSON, one-line SSE events).
+class FramedStreamDecoder:
+    """Base of stream decoders: a sans-IO framer splits the body, the subclass's `_frame` decodes it.
 
-    How this works: `adapters.sse.NDJSONParser` frames complete non-empty lines and `_line` (the
-    subclass) turns each into events and sets `done` at the terminal event.  An in-band error raised
-    while a chunk also completed earlier events is held back, so those events are delivered first and
-    the error is raised by the next `feed`/`close`.  `close()` raises `upstream_protocol` with
-    `truncated` when the body ended before the terminal event.
+    How this works: the framer (`adapters.sse.SSEParser` for SSE events, `NDJSONParser` for
+    NDJSON or one-line-per-event bodies) returns complete frames; `_frame` turns each into events and
+    sets `done` at the terminal one (frames after it are the subclass's to ignore).  An in-band error
+    raised while a chunk also completed earlier events is held back, so those events are delivered
+    first and the error is raised by the next `feed`/`close`: a stream gives the same events whole or
+    split anywhere.  `close()` raises `upstream_protocol` with `truncated` when the body ended before
+    the terminal event.
     """
 
-    __slots__ = ("_lines", "_pending", "done")
+    __slots__ = ("_framer", "_held_error", "done")
     truncated: ClassVar[str] = "stream ended before its final event"
 
-    def __init__(self) -> None:
-        self._lines = NDJSONParser()
-        self._pending: ProxyError | None = None
+    def __init__(self, framer: SSEParser | NDJSONParser) -> None:
+        self._framer = framer
+        self._held_error: ProxyError | None = None
         self.done = False
 
-    def _line(self, line: bytes, out: list[ir.Event]) -> None:
+    def _frame(self, frame: Any, out: list[ir.Event]) -> None:
         raise NotImplementedError
 
     def feed(self, chunk: bytes) -> list[ir.Event]:
-        self._raise_pending()
+        self._raise_held()
         out: list[ir.Event] = []
         try:
-            for line in self._lines.feed(chunk):
-                self._line(line, out)
+            for frame in self._framer.feed(chunk):
+                self._frame(frame, out)
         except ProxyError as err:
             if not out:
                 raise
-            self._pending = err
+            self._held_error = err
         return out
 
     def close(self) -> list[ir.Event]:
-        self._raise_pending()
+        self._raise_held()
         out: list[ir.Event] = []
-        for line in self._lines.close():
-            self._line(line, out)
+        for frame in self._framer.close():
+            self._frame(frame, out)
         if not self.done:
             raise ProxyError("upstream_protocol", self.truncated)
         return out
 
-    def _raise_pending(self) -> None:
-        if self._pending is not None:
-            err, self._pending = self._pending, None
+    def _raise_held(self) -> None:
+        if self._held_error is not None:
+            err, self._held_error = self._held_error, None
             raise err

@@ -35,8 +35,9 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import LineStreamDecoder, json_headers, merge_params, synth_id
+from .common import FramedStreamDecoder, json_headers, merge_params, synth_id
 from .errors import ProxyError, from_upstream, parse_retry_after
+from .sse import NDJSONParser
 
 _SAMPLING = (  # IR field -> /completion field
     ("temperature", "temperature"),
@@ -133,11 +134,11 @@ def _finish(ev: _Event, client_stops: list[str]) -> ir.Finish:
     return ir.Finish(_FINISH.get(ev.stop_type or "", "stop"), raw=ev.stop_type, stop_sequence=word)
 
 
-class LlamaCppStream(LineStreamDecoder):
+class LlamaCppStream(FramedStreamDecoder):
     """llama-server `/completion` SSE -> IR events.
 
     How this works: every llama-server event is a single line (`data: <json>`, or `error: <json>` on
-    older builds), so complete lines come from the shared line framing and their field name is
+    older builds), so complete lines come from the NDJSON line framing and their field name is
     checked here; comments (`: ping`) are skipped.  Content opens one text block; the `"stop": true`
     event closes it and carries finish and usage.  Anything after it is ignored; `close()` raises if
     it never came.
@@ -147,13 +148,13 @@ class LlamaCppStream(LineStreamDecoder):
     truncated = "llama.cpp stream ended before its final (stop) event"
 
     def __init__(self, client_stops: list[str]) -> None:
-        super().__init__()
+        super().__init__(NDJSONParser())
         self._stops = client_stops
         self._started = False
         self._open = False
         self.id = synth_id("cmpl-")
 
-    def _line(self, line: bytes, out: list[ir.Event]) -> None:
+    def _frame(self, line: bytes, out: list[ir.Event]) -> None:
         name, sep, value = line.partition(b":")
         if not sep or not name:  # `: ping` comments, or nothing SSE at all
             return

@@ -43,8 +43,10 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import LineStreamDecoder, json_headers, merge_params, parse_tool_arguments, synth_id, tool_names_by_id
+from .common import (FramedStreamDecoder, json_headers, merge_params, parse_tool_arguments, synth_id,
+                     tool_names_by_id)
 from .errors import ProxyError, bad_request, from_upstream, looks_like_context_length, unsupported
+from .sse import NDJSONParser
 
 # --------------------------------------------------------------------------------------------------
 # Request
@@ -235,7 +237,7 @@ def _created(created_at: str | None) -> int:
     return int(time.time())
 
 
-class OllamaStream(LineStreamDecoder):
+class OllamaStream(FramedStreamDecoder):
     """Ollama NDJSON lines -> IR events.
 
     How this works: every line is decoded on its own.  Ollama sends thinking first, then content, and
@@ -248,7 +250,7 @@ class OllamaStream(LineStreamDecoder):
     truncated = "ollama stream ended before its final (done) line"
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(NDJSONParser())
         self._next = 0  # index of the next block
         self._open: int | None = None
         self._open_kind: str | None = None
@@ -256,7 +258,7 @@ class OllamaStream(LineStreamDecoder):
         self._saw_tool_call = False
         self.id = synth_id("chatcmpl-")
 
-    def _line(self, line: bytes, out: list[ir.Event]) -> None:
+    def _frame(self, line: bytes, out: list[ir.Event]) -> None:
         self.apply(_decode_line(line), out)
 
     def apply(self, line: _Line, out: list[ir.Event]) -> None:

@@ -7,9 +7,10 @@ import re
 import pytest
 
 from adapters import ir
-from adapters.common import (LineStreamDecoder, arguments_object, bearer_auth, json_headers, merge_params,
+from adapters.common import (FramedStreamDecoder, arguments_object, bearer_auth, json_headers, merge_params,
                              parse_tool_arguments, synth_id, tool_names_by_id)
 from adapters.errors import ProxyError
+from adapters.sse import NDJSONParser, SSEEvent, SSEParser
 
 
 def test_synth_id_shape():
@@ -58,19 +59,33 @@ def test_tool_names_by_id():
     assert tool_names_by_id(messages) == {"c1": "a", "c2": "b"}
 
 
-class _Lines(LineStreamDecoder):
-    """`ok` -> a text delta, `err` -> an in-band error, `end` -> the terminal event."""
+def _toy(data: bytes, d: FramedStreamDecoder, out: list[ir.Event]) -> None:
+    """A toy format: `err` is an in-band error, `end` the terminal event, anything else a text delta."""
+    if data == b"err":
+        raise ProxyError("server", "boom")
+    if data == b"end":
+        d.done = True
+        out.append(ir.End())
+    else:
+        out.append(ir.TextDelta(0, data.decode()))
 
+
+class _Lines(FramedStreamDecoder):
     truncated = "no end line"
 
-    def _line(self, line: bytes, out: list[ir.Event]) -> None:
-        if line == b"err":
-            raise ProxyError("server", "boom")
-        if line == b"end":
-            self.done = True
-            out.append(ir.End())
-        else:
-            out.append(ir.TextDelta(0, line.decode()))
+    def __init__(self) -> None:
+        super().__init__(NDJSONParser())
+
+    def _frame(self, line: bytes, out: list[ir.Event]) -> None:
+        _toy(line, self, out)
+
+
+class _Events(FramedStreamDecoder):
+    def __init__(self) -> None:
+        super().__init__(SSEParser())
+
+    def _frame(self, ev: SSEEvent, out: list[ir.Event]) -> None:
+        _toy(ev.data, self, out)
 
 
 def test_line_decoder_delivers_events_before_an_error_in_the_same_chunk():
@@ -92,3 +107,16 @@ def test_line_decoder_close_needs_the_terminal_event():
     with pytest.raises(ProxyError) as info:
         d.close()
     assert info.value.kind == "upstream_protocol" and info.value.message == "no end line"
+
+
+def test_sse_decoder_gives_the_same_events_whole_or_byte_by_byte():
+    body = b"data: a\n\ndata: b\n\ndata: err\n\n"
+    whole = _Events()
+    got = whole.feed(body)
+    with pytest.raises(ProxyError, match="boom"):
+        whole.close()
+    split, pieces = _Events(), []
+    with pytest.raises(ProxyError, match="boom"):
+        for i in range(len(body)):
+            pieces += split.feed(body[i : i + 1])
+    assert got == pieces == [ir.TextDelta(0, "a"), ir.TextDelta(0, "b")]
