@@ -70,14 +70,16 @@ class FramedStreamDecoder:
     How this works: the framer (`adapters.sse.SSEParser` for SSE events, `NDJSONParser` for
     NDJSON or one-line-per-event bodies) returns complete frames; `_frame` turns each into events and
     sets `done` at the terminal one (frames after it are the subclass's to ignore).  An in-band error
-    raised while a chunk also completed earlier events is held back, so those events are delivered
-    first and the error is raised by the next `feed`/`close`: a stream gives the same events whole or
-    split anywhere.  `close()` raises `upstream_protocol` with `truncated` when the body ended before
-    the terminal event.
+    (a ProxyError from `_frame`) is raised at once, dropping the events the same chunk completed
+    before it; with `hold_errors` it is held back instead, those events are delivered first and the
+    error is raised by the next `feed`/`close`, so a stream gives the same events whole or split
+    anywhere.  `close()` raises `upstream_protocol` with `truncated` when the body ended before the
+    terminal event.
     """
 
     __slots__ = ("_framer", "_held_error", "done")
     truncated: ClassVar[str] = "stream ended before its final event"
+    hold_errors: ClassVar[bool] = False
 
     def __init__(self, framer: SSEParser | NDJSONParser) -> None:
         self._framer = framer
@@ -94,7 +96,7 @@ class FramedStreamDecoder:
             for frame in self._framer.feed(chunk):
                 self._frame(frame, out)
         except ProxyError as err:
-            if not out:
+            if not (self.hold_errors and out):
                 raise
             self._held_error = err
         return out

@@ -146,6 +146,7 @@ class LlamaCppStream(FramedStreamDecoder):
 
     __slots__ = ("_stops", "_started", "_open", "id")
     truncated = "llama.cpp stream ended before its final (stop) event"
+    hold_errors = True
 
     def __init__(self, client_stops: list[str]) -> None:
         super().__init__(NDJSONParser())

@@ -248,6 +248,7 @@ class OllamaStream(FramedStreamDecoder):
 
     __slots__ = ("_next", "_open", "_open_kind", "_started", "_saw_tool_call", "id")
     truncated = "ollama stream ended before its final (done) line"
+    hold_errors = True
 
     def __init__(self) -> None:
         super().__init__(NDJSONParser())

@@ -72,6 +72,7 @@ def _toy(data: bytes, d: FramedStreamDecoder, out: list[ir.Event]) -> None:
 
 class _Lines(FramedStreamDecoder):
     truncated = "no end line"
+    hold_errors = True
 
     def __init__(self) -> None:
         super().__init__(NDJSONParser())
@@ -109,13 +110,23 @@ def test_line_decoder_close_needs_the_terminal_event():
     assert info.value.kind == "upstream_protocol" and info.value.message == "no end line"
 
 
-def test_sse_decoder_gives_the_same_events_whole_or_byte_by_byte():
+class _HoldingEvents(_Events):
+    hold_errors = True
+
+
+def test_sse_decoder_raises_an_inband_error_at_once_by_default():
+    d = _Events()
+    with pytest.raises(ProxyError, match="boom"):
+        d.feed(b"data: a\n\ndata: err\n\n")
+
+
+def test_holding_decoder_gives_the_same_events_whole_or_byte_by_byte():
     body = b"data: a\n\ndata: b\n\ndata: err\n\n"
-    whole = _Events()
+    whole = _HoldingEvents()
     got = whole.feed(body)
     with pytest.raises(ProxyError, match="boom"):
         whole.close()
-    split, pieces = _Events(), []
+    split, pieces = _HoldingEvents(), []
     with pytest.raises(ProxyError, match="boom"):
         for i in range(len(body)):
             pieces += split.feed(body[i : i + 1])
