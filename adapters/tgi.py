@@ -39,9 +39,9 @@ import msgspec
 
 from . import chat_templates, ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import json_headers, synth_id
+from .common import FramedStreamDecoder, json_headers, synth_id
 from .errors import ProxyError, from_upstream, looks_like_context_length, parse_retry_after
-from .sse import SSEParser
+from .sse import SSEEvent, SSEParser
 
 
 class TGIOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -253,7 +253,7 @@ def generation_response(
     )
 
 
-class TGIStreamDecoder:
+class TGIStreamDecoder(FramedStreamDecoder):
     """TGI token events -> IR events.
 
     How this works: every token's text (special tokens excepted) is appended to `_pending`; whatever
@@ -263,34 +263,21 @@ class TGIStreamDecoder:
     and Finish / Usage / End follow.  Anything after that event is ignored.
     """
 
-    __slots__ = ("_sse", "_model", "_stops", "_client_stops", "_pending", "_started", "_block", "_done")
+    __slots__ = ("_model", "_stops", "_client_stops", "_pending", "_started", "_block")
+    truncated = "TGI stream ended before its final event"
 
     def __init__(self, model: str, stops: list[str], client_stops: list[str]) -> None:
-        self._sse = SSEParser()
+        super().__init__(SSEParser())
         self._model = model
         self._stops = stops
         self._client_stops = client_stops
         self._pending = ""
         self._started = False
         self._block = False
-        self._done = False
 
-    def feed(self, chunk: bytes) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def close(self) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for ev in self._sse.close():
-            self._event(ev.data, out)
-        if not self._done:
-            raise ProxyError("upstream_protocol", "TGI stream ended before its final event")
-        return out
-
-    def _event(self, data: bytes, out: list[ir.Event]) -> None:
-        if self._done or data.strip() == b"[DONE]":
+    def _frame(self, ev: SSEEvent, out: list[ir.Event]) -> None:
+        data = ev.data
+        if self.done or data.strip() == b"[DONE]":
             return
         try:
             msg = _event_decoder.decode(data)
@@ -308,7 +295,7 @@ class TGIStreamDecoder:
             self._text(self._pending[: len(self._pending) - keep], out)
             self._pending = self._pending[len(self._pending) - keep :]
             return
-        self._done = True
+        self.done = True
         text, finish = _finish(msg.details, self._pending, self._stops, self._client_stops)
         self._pending = ""
         self._text(text, out)
