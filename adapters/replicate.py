@@ -61,8 +61,9 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, FollowUp, HttpRequest, Target
+from .common import FramedStreamDecoder
 from .errors import ProxyError, bad_request, from_upstream, looks_like_context_length, unsupported
-from .sse import SSEParser
+from .sse import SSEEvent, SSEParser
 
 InputKey = Literal[
     "prompt",
@@ -370,38 +371,25 @@ def _to_response(pred: _Prediction, req: ir.ChatRequest, target: Target) -> ir.C
 # Stream
 
 
-class ReplicateStreamDecoder:
+class ReplicateStreamDecoder(FramedStreamDecoder):
     """Replicate stream SSE (`output` plain text, `logs`, `error`, `done`) -> IR events.
 
     State: the SSE framer, whether Start / the single text block were emitted, and whether `done`
     arrived (anything after it is ignored; close() without it is a truncated stream).
     """
 
-    __slots__ = ("_sse", "_started", "_block_open", "_done")
+    __slots__ = ("_started", "_block_open")
+    truncated = "the Replicate stream ended without its done event"
 
     def __init__(self) -> None:
-        self._sse = SSEParser()
+        super().__init__(SSEParser())
         self._started = False
         self._block_open = False
-        self._done = False
 
-    def feed(self, chunk: bytes) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for event in self._sse.feed(chunk):
-            self._event(event.event, event.data, out)
-        return out
-
-    def close(self) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for event in self._sse.close():
-            self._event(event.event, event.data, out)
-        if not self._done:
-            raise ProxyError("upstream_protocol", "the Replicate stream ended without its done event")
-        return out
-
-    def _event(self, name: str | None, data: bytes, out: list[ir.Event]) -> None:
-        if self._done:
+    def _frame(self, ev: SSEEvent, out: list[ir.Event]) -> None:
+        if self.done:
             return
+        name, data = ev.event, ev.data
         if not self._started:
             self._started = True
             out.append(ir.Start())
@@ -425,7 +413,7 @@ class ReplicateStreamDecoder:
         reason = payload.get("reason") if isinstance(payload, dict) else None
         if reason:
             raise prediction_error("canceled" if reason == "canceled" else "failed", None)
-        self._done = True
+        self.done = True
         if self._block_open:
             out.append(ir.BlockEnd(0))
         out += [ir.Finish("stop", raw="succeeded"), ir.End()]
