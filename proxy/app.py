@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .accesslog import flush_at_exit
 from .config import Config
 from .handlers import API_ROUTES, Gateway
 from .reload import GatewaySwitch
@@ -21,6 +22,7 @@ def create_app(cfg: Config) -> web.Application:
     # Routes go through the switch so that a SIGHUP reload can swap the gateway under them.
     switch = app[SWITCH] = GatewaySwitch(gw)
     app.cleanup_ctx.append(switch.lifetime)  # opens pools + readiness; closes every gateway's pools
+    app.on_cleanup.append(_flush_access_log)
     for path in API_ROUTES:
         app.router.add_post(path, switch.api(path))
     app.router.add_get("/v1/models", switch.forward("models"))
@@ -29,3 +31,7 @@ def create_app(cfg: Config) -> web.Application:
     app.router.add_get("/health/live", switch.forward("live"))
     app.router.add_get("/health/ready", switch.forward("ready_check"))
     return app
+
+
+async def _flush_access_log(app: web.Application) -> None:
+    flush_at_exit()

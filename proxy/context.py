@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from time import perf_counter
 
 from adapters.ir import Usage
 
 
+# Unique across workers and restarts without a syscall per request: a random per-process prefix
+# and a counter.
+_PREFIX = "req_" + os.urandom(6).hex()
+_counter = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    return f"{_PREFIX}{next(_counter):010x}"
 
 
 class RequestContext:
