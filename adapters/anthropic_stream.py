@@ -26,8 +26,9 @@ from .anthropic_response import (
     usage_out,
     usage_to_ir,
 )
+from .common import FramedStreamDecoder
 from .errors import ProxyError
-from .sse import SSEParser, encode_event
+from .sse import SSEEvent, SSEParser, encode_event
 
 _BLOCK_EVENTS = (ir.BlockStart, ir.TextDelta, ir.ReasoningDelta, ir.ReasoningSignature, ir.RedactedReasoning,
                  ir.ToolArgsDelta, ir.BlockEnd)
@@ -262,7 +263,7 @@ class _WireEvent(Struct):
 _event_decoder = jsonio.decoder(_WireEvent)
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(FramedStreamDecoder):
     """Anthropic SSE -> IR events for one response.
 
     How this works: the SSE parser frames events; each JSON payload is decoded into one lenient Struct.
@@ -273,11 +274,12 @@ class AnthropicStreamDecoder:
     json_schema tool (see anthropic_build.SchemaTool) is turned into a text block on the fly.
     """
 
-    __slots__ = ("_sse", "_schema", "_map", "_kinds", "_args_seen", "_buffers", "_next", "_usage",
-                 "_stop_reason", "_stop_sequence", "_saw_tool", "_done")
+    __slots__ = ("_schema", "_map", "_kinds", "_args_seen", "_buffers", "_next", "_usage", "_stop_reason",
+                 "_stop_sequence", "_saw_tool")
+    truncated = "Anthropic stream ended before message_stop"
 
     def __init__(self, req: ir.ChatRequest) -> None:
-        self._sse = SSEParser()
+        super().__init__(SSEParser())
         self._schema = SchemaTool.of(req)
         self._map: dict[int, int] = {}  # Anthropic index -> IR index
         self._kinds: dict[int, str] = {}  # IR index -> "text" | "reasoning" | "tool" | "schema"
@@ -288,24 +290,10 @@ class AnthropicStreamDecoder:
         self._stop_reason: str | None = None
         self._stop_sequence: str | None = None
         self._saw_tool = False
-        self._done = False
 
-    def feed(self, chunk: bytes) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.event, ev.data, out)
-        return out
-
-    def close(self) -> list[ir.Event]:
-        out: list[ir.Event] = []
-        for ev in self._sse.close():
-            self._event(ev.event, ev.data, out)
-        if not self._done:
-            raise ProxyError("upstream_protocol", "Anthropic stream ended before message_stop")
-        return out
-
-    def _event(self, name: str | None, data: bytes, out: list[ir.Event]) -> None:
-        if self._done or name == "ping":
+    def _frame(self, ev: SSEEvent, out: list[ir.Event]) -> None:
+        name, data = ev.event, ev.data
+        if self.done or name == "ping":
             return
         if name == "error":
             raise decode_error_event(data)
@@ -412,4 +400,4 @@ class AnthropicStreamDecoder:
         out.append(ir.Finish(reason=reason, raw=self._stop_reason, stop_sequence=self._stop_sequence))
         out.append(ir.UsageEvent(usage_to_ir(self._usage)))
         out.append(ir.End())
-        self._done = True
+        self.done = True
