@@ -1,0 +1,144 @@
+"""Same-format routes pass bytes through: only `model` is rewritten on the way in, unknown request and
+response fields survive untouched, protocol headers are forwarded, client credentials never are."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from aiohttp import web
+
+from tests.conftest import proxy_url
+
+
+class Capture:
+    """A fake upstream that records what reached it and answers with a canned body."""
+
+    def __init__(self, answer: dict, stream: list[bytes] | None = None) -> None:
+        self.answer = answer
+        self.stream = stream
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.path, dict(request.headers), body))
+        if self.stream is None:
+            return web.json_response(self.answer)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for event in self.stream:
+            await resp.write(event)
+        return resp
+
+
+OPENAI_ANSWER = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "served-model",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "vendor_extra": [1, 2]},
+                 "finish_reason": "stop", "stop_reason": 128009}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    "kv_transfer_params": {"opaque": True},
+}
+
+
+async def test_openai_request_bytes_only_model_rewritten(aiohttp_server, start_proxy):
+    cap = Capture(OPENAI_ANSWER)
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"vllm": {"provider": "openai", "base_url": str(up.make_url("/v1")), "api_key": "backend-key"}},
+        "models": [{"name": "llama", "backend": "vllm", "model": "meta-llama/Llama-3.1-8B-Instruct"}],
+    })
+    sent = {
+        "model": "llama",
+        "messages": [{"role": "user", "content": "caf\u00e9 \u2028 \U0001f999"}],
+        "guided_json": {"type": "object"},
+        "top_k": 7,
+        "repetition_penalty": 1.05,
+        "chat_template_kwargs": {"enable_thinking": False},
+        "temperature": 0.25,
+    }
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json=sent,
+                          headers={"Authorization": "Bearer client-key", "x-custom": "1"}) as r:
+            assert r.status == 200
+            got = await r.json()
+    assert got == OPENAI_ANSWER  # unknown response fields reach the client untouched
+    path, headers, body = cap.requests[0]
+    assert path == "/v1/chat/completions"
+    assert json.loads(body) == {**sent, "model": "meta-llama/Llama-3.1-8B-Instruct"}
+    assert headers["Authorization"] == "Bearer backend-key"  # never the client's credential
+    assert "x-custom" not in headers and "client-key" not in json.dumps(headers)
+
+
+async def test_openai_body_untouched_when_model_is_unchanged(aiohttp_server, start_proxy):
+    cap = Capture(OPENAI_ANSWER)
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1"))}},
+        "models": [{"name": "same", "backend": "b"}],
+    })
+    raw = b'{"model": "same",  "messages": [{"role":"user","content":"x"}], "n": 2}'
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"), data=raw,
+                          headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 200
+    assert cap.requests[0][2] == raw  # the exact bytes, whitespace included
+
+
+async def test_anthropic_headers_and_unknown_fields_forwarded(aiohttp_server, start_proxy):
+    answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+              "content": [{"type": "text", "text": "hi", "citations": None}], "stop_reason": "end_turn",
+              "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 1}, "container": {"id": "c1"}}
+    cap = Capture(answer)
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"claude": {"provider": "anthropic", "base_url": str(up.make_url("")).rstrip("/"),
+                                "api_key": "sk-ant-backend"}},
+        "models": [{"name": "claude", "backend": "claude", "model": "claude-sonnet-4-5"}],
+    })
+    sent = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
+            "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+            "context_management": {"edits": []}}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/messages"), json=sent, headers={
+            "x-api-key": "client-key", "anthropic-version": "2023-06-01",
+            "anthropic-beta": "context-management-2025-06-27"}) as r:
+            assert r.status == 200
+            assert await r.json() == answer
+    path, headers, body = cap.requests[0]
+    assert path == "/v1/messages"
+    assert json.loads(body) == {**sent, "model": "claude-sonnet-4-5"}
+    assert headers["anthropic-beta"] == "context-management-2025-06-27"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert headers["x-api-key"] == "sk-ant-backend"
+
+
+async def test_openai_stream_relayed_event_by_event(aiohttp_server, start_proxy):
+    chunks = [
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}],"x_vendor":1}\n\n',
+        b'data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\r\n\r\n',
+        b'data: {"id":"c","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    cap = Capture({}, stream=chunks)
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1"))}},
+        "models": [{"name": "m", "backend": "b"}],
+    })
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"),
+                          json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]}) as r:
+            text = (await r.read()).decode()
+    events = [e for e in text.split("\n\n") if e]
+    # The usage-only chunk was requested by the gateway (for metrics), not by the client: hidden.
+    assert events == [
+        'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}],"x_vendor":1}',
+        'data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+        "data: [DONE]",
+    ]
+    assert json.loads(cap.requests[0][2])["stream_options"] == {"include_usage": True}
