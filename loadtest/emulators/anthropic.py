@@ -26,7 +26,6 @@ max_tokens (stop_reason max_tokens), usage_in / usage_out.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import uuid
@@ -34,8 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
-                        write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
+                        split_text, write_stream)
 
 PROFILE = web.AppKey("anthropic_profile", LatencyProfile)
 RNG = web.AppKey("anthropic_rng", random.Random)
@@ -224,9 +223,7 @@ async def _scenario(request: web.Request) -> tuple[dict[str, Any] | None, Behavi
     if not isinstance(body, dict):
         return None, None, error_response(400, "request body must be a JSON object")
     b = behaviour_for(body.get("model"), request.headers)
-    await sleep_if(b.first_byte + request.app[PROFILE].first_byte_delay(request.app[RNG]))
-    if b.hang:
-        await asyncio.Event().wait()
+    await before_first_byte(b, request.app[PROFILE], request.app[RNG])
     if b.status is not None:
         return body, b, error_response(b.status, f"emulated error {b.status}", b.retry_after)
     if b.context_length:

@@ -163,6 +163,13 @@ async def sleep_if(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
+async def before_first_byte(b: Behaviour, profile: LatencyProfile, rng: random.Random) -> None:
+    """The scenario's and the profile's first-byte delay; then, under `hang`, wait until cancelled."""
+    await sleep_if(b.first_byte + profile.first_byte_delay(rng))
+    if b.hang:
+        await asyncio.Event().wait()
+
+
 async def write_stream(
     request: web.Request,
     resp: web.StreamResponse,

@@ -27,7 +27,6 @@ malformed, max_tokens (stop_type "limit"), usage_in/usage_out (tokens_evaluated 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
@@ -37,8 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
-                        write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
+                        split_text, write_stream)
 
 MODEL_PATH = "/models/emulated-7b-q4_k_m.gguf"
 N_CTX = 4096
@@ -148,9 +147,7 @@ class LlamaCppEmulator:
         return behaviour_for(model, request.headers)
 
     async def _prelude(self, b: Behaviour) -> web.Response | None:
-        await sleep_if(b.first_byte + self.profile.first_byte_delay(self.rng))
-        if b.hang:
-            await asyncio.Event().wait()
+        await before_first_byte(b, self.profile, self.rng)
         headers = {"retry-after": f"{b.retry_after:g}"} if b.retry_after is not None else {}
         if b.context_length:
             body = _error_body(

@@ -26,7 +26,6 @@ usage_in/usage_out (prompt_eval_count / eval_count).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -38,8 +37,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
-                        write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
+                        split_text, write_stream)
 
 VERSION = "0.12.6"
 CONTEXT_MESSAGE = "the input length exceeds the context length"
@@ -149,9 +148,7 @@ class OllamaEmulator:
 
     async def _prelude(self, b: Behaviour, model: str) -> web.Response | None:
         """First-byte delay, hang, and the error answers that come before any body."""
-        await sleep_if(b.first_byte + self.profile.first_byte_delay(self.rng))
-        if b.hang:
-            await asyncio.Event().wait()
+        await before_first_byte(b, self.profile, self.rng)
         headers = {"retry-after": f"{b.retry_after:g}"} if b.retry_after is not None else {}
         if _is_missing(model) or b.status == 404:
             return _not_found(model)

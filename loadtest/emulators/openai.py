@@ -25,7 +25,6 @@ written, the role chunk included and Azure's filter-results chunk not.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -36,8 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, reply_text, sleep_if, split_text,
-                        write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
+                        split_text, write_stream)
 
 PROFILE = web.AppKey("profile", LatencyProfile)
 RNG = web.AppKey("rng", random.Random)
@@ -206,9 +205,7 @@ async def _read(
     if not isinstance(body.get("model"), str):
         return error_response(400, "you must provide a model parameter", param="model")
     b = behaviour_for(model_from_path or body["model"], request.headers)
-    await sleep_if(b.first_byte + request.app[PROFILE].first_byte_delay(request.app[RNG]))
-    if b.hang:
-        await asyncio.Event().wait()
+    await before_first_byte(b, request.app[PROFILE], request.app[RNG])
     if b.status is not None:
         return error_response(b.status, f"emulated error {b.status}", retry_after=b.retry_after)
     if b.context_length:

@@ -38,8 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, last_user_text, reply_text, sleep_if,
-                        split_text, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, last_user_text,
+                        reply_text, sleep_if, split_text, write_stream)
 
 MAX_KEPT = 10_000  # predictions remembered for polling; the oldest are forgotten first
 CONTEXT_MESSAGE = (
@@ -278,9 +278,7 @@ async def stream_prediction(request: web.Request) -> web.StreamResponse:
     if job is None:
         return problem(404, "Not found", "The requested resource could not be found.")
     b, app = job.behaviour, request.app
-    if b.hang:
-        await _hang()
-    await sleep_if(b.first_byte + app[PROFILE].first_byte_delay(app[RNG]))
+    await before_first_byte(b, app[PROFILE], app[RNG])
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
     await resp.prepare(request)
     await resp.write(sse_event("logs", 0, "Emulated model loaded"))

@@ -30,7 +30,6 @@ chunk_delay, hang, reset_after, truncate_after, error_after (in-band `{"error", 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -39,8 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, behaviour_for, count_tokens, last_user_text, reply_text, sleep_if,
-                        split_text, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, last_user_text,
+                        reply_text, split_text, write_stream)
 
 MODEL_ID = "emulated/tgi-model"
 MAX_TOTAL_TOKENS = 4096
@@ -113,9 +112,7 @@ class TGIEmulator:
 
     # -- scenario plumbing -----------------------------------------------------------------------
     async def _prelude(self, b: Behaviour) -> None:
-        await sleep_if(b.first_byte + self.profile.first_byte_delay(self.rng))
-        if b.hang:
-            await asyncio.Event().wait()
+        await before_first_byte(b, self.profile, self.rng)
 
     def _error(self, b: Behaviour, serverless_model: str | None) -> web.Response | None:
         headers = {"retry-after": f"{b.retry_after:g}"} if b.retry_after is not None else {}
