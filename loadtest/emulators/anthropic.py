@@ -234,6 +234,19 @@ async def _scenario(request: web.Request) -> tuple[dict[str, Any] | None, Behavi
     return body, b, None
 
 
+def unmatched_tool_results(messages: list) -> str | None:
+    """The first tool_result id with no tool_use of that id in the message before it (the real API
+    refuses such a conversation, which is what keeps translated tool ids honest)."""
+    previous: set[str] = set()
+    for msg in messages:
+        blocks = msg.get("content") if isinstance(msg, dict) and isinstance(msg.get("content"), list) else []
+        for block in blocks:
+            if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("tool_use_id") not in previous:
+                return str(block.get("tool_use_id"))
+        previous = {bl.get("id") for bl in blocks if isinstance(bl, dict) and bl.get("type") == "tool_use"}
+    return None
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
     body, b, early = await _scenario(request)
     if early is not None:
@@ -241,6 +254,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
     assert body is not None and b is not None
     if not isinstance(body.get("max_tokens"), int):
         return error_response(400, "max_tokens: Field required")
+    unmatched = unmatched_tool_results(body["messages"])
+    if unmatched:
+        return error_response(400, f"messages: unexpected `tool_use_id` found in `tool_result` blocks: {unmatched}. "
+                                   "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.")
     reply = Reply(body, b)
     if body.get("stream"):
         return await _stream(request, reply, b)

@@ -90,6 +90,17 @@ def _check_messages(messages: Any) -> web.Response | None:
         if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant", "tool",
                                                               "function"):
             return error_response(400, f"Invalid value for 'messages[{i}].role'", param=f"messages[{i}].role")
+    # Like the real API: a tool message must answer a call of the assistant turn before it.
+    calls: set[str] = set()
+    for i, m in enumerate(messages):
+        if m["role"] == "tool" and m.get("tool_call_id") not in calls:
+            return error_response(
+                400, f"Invalid parameter: 'tool_call_id' of '{m.get('tool_call_id')}' not found in 'tool_calls' "
+                     "of previous message.", param=f"messages.[{i}].tool_call_id")
+        if m["role"] == "assistant":
+            calls = {c.get("id") for c in m.get("tool_calls") or [] if isinstance(c, dict)}
+        elif m["role"] != "tool":
+            calls = set()
     return None
 
 

@@ -179,3 +179,13 @@ async def test_latency_profile_first_byte(aiohttp_server):
 async def test_hang_never_answers(client):
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(client.messages.create(model="m::hang", max_tokens=5, messages=USER), 0.3)
+
+
+async def test_tool_results_must_answer_a_previous_tool_use(client):
+    msgs = [{"role": "user", "content": "x"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "r"}]}]
+    with pytest.raises(anthropic.BadRequestError):
+        await client.messages.create(model="m", max_tokens=10, messages=msgs)
+    msgs[2]["content"][0]["tool_use_id"] = "toolu_1"
+    assert (await client.messages.create(model="m", max_tokens=10, messages=msgs)).content

@@ -287,3 +287,14 @@ async def test_backend_adapters_against_the_emulator(base, style):
     assert folded.choices[0].parts[1].arguments == plain.choices[0].parts[1].arguments
     assert folded.choices[0].finish_reason == plain.choices[0].finish_reason == "tool_calls"
     assert isinstance(events[-2], ir.UsageEvent) and events[-2].usage.input_tokens > 0
+
+
+async def test_tool_results_must_answer_a_previous_call(client):
+    msgs = [{"role": "user", "content": "x"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_2", "content": "r"}]
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="m", messages=msgs)
+    msgs[2]["tool_call_id"] = "call_1"
+    assert (await client.chat.completions.create(model="m", messages=msgs)).choices
