@@ -96,6 +96,8 @@ def access_line(ctx: RequestContext, total: float, added: float, ttft: float | N
         record["dropped_params"] = ctx.dropped
     if ctx.error_kind:
         record["error"] = ctx.error_kind
+    if ctx.debug_body is not None:
+        record["request_body"] = ctx.debug_body
     ACCESS.emit(record)
 
 

@@ -39,7 +39,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     max_body_bytes: int = 10 * 1024 * 1024
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
-    log_prompts: bool = False  # debug aid: never on in production (prompts are user data)
+    log_prompts: bool = False  # debug aid: request bodies (first 4 KiB) in access lines; prompts are user data
 
 
 class AuthConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -93,9 +93,18 @@ class RoutingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     breaker_cooldown: float = 30.0  # seconds out before a half-open probe
 
 
+class TracingConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    enabled: bool = False  # needs the `tracing` extra (opentelemetry-sdk + OTLP/HTTP exporter)
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # an OTLP/HTTP collector
+    service_name: str = "llm-proxy"
+    sample_ratio: float = 1.0  # of new traces; a caller's sampled traceparent is always followed
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. the collector's auth header
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig | None = None
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     backends: dict[str, BackendConfig] = field(default_factory=dict)
     models: list[ModelConfig] = field(default_factory=list)

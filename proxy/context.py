@@ -38,6 +38,8 @@ class RequestContext:
         "error_kind",
         "attempts",
         "fallback_from",
+        "span",
+        "debug_body",
     )
 
     def __init__(self, request_id: str, route: str) -> None:
@@ -58,6 +60,8 @@ class RequestContext:
         self.error_kind: str | None = None
         self.attempts = 0
         self.fallback_from: str | None = None
+        self.span = None  # the request's tracing span, when tracing is on
+        self.debug_body: str | None = None  # only with server.log_prompts (a debugging aid)
 
     def elapsed(self) -> float:
         return perf_counter() - self.t0

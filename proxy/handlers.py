@@ -24,6 +24,7 @@ from .metrics import Recorder, exposition
 from .pools import BackendRuntime, build_backends
 from .relay import Call, FrontendOps
 from .routing import Router
+from .tracing import Tracing
 
 log = logging.getLogger("llm_proxy")
 
@@ -37,6 +38,7 @@ API_ROUTES: dict[str, tuple[str, str, str, str, str | None]] = {
 }
 
 ESTIMATE_HEADER = "x-llm-proxy-token-count"
+LOGGED_BODY_MAX = 4096
 
 
 class Gateway:
@@ -52,6 +54,8 @@ class Gateway:
         self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
+        self.tracing = Tracing(cfg.tracing)
+        self.log_prompts = cfg.server.log_prompts
 
     # -- the API handlers ---------------------------------------------------------------------------
     def api_handler(self, route: str):
@@ -68,6 +72,7 @@ class Gateway:
 
     async def _handle(self, request: web.Request, route: str, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
         ctx = RequestContext(request.headers.get("x-request-id") or new_request_id(), route)
+        ctx.span = self.tracing.start_request(request.headers, route, ctx.request_id)
         gauge = self.recorder.in_flight(route)
         gauge.inc()
         resp: web.StreamResponse | None = None
@@ -86,11 +91,14 @@ class Gateway:
             if resp is not None and not ctx.status:
                 ctx.status = resp.status
             self._record(ctx)
+            self.tracing.end_request(ctx.span, ctx.status, ctx.client_model, ctx.error_kind)
         return resp
 
     async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
         self._authenticate(request)
         body = await self._read_body(request)
+        if self.log_prompts:  # explicit debug opt-in: request bodies are user data
+            ctx.debug_body = body[:LOGGED_BODY_MAX].decode("utf-8", "replace")
         try:
             raw = jsonio.top_level_raw(body)
         except (jsonio.DecodeError, jsonio.ValidationError):
@@ -104,7 +112,7 @@ class Gateway:
         if route is None:
             raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
         ctx.model_label = route.config.name
-        call = Call(request, ctx, frontend, op, body, raw, ops)
+        call = Call(request, ctx, frontend, op, body, raw, ops, self.tracing)
         if op == "count_tokens" and route.deployments[0].backend.family != frontend.name:
             return self._estimate_tokens(call)
         return await self.dispatcher.dispatch(call, route)

@@ -31,6 +31,7 @@ from adapters.sse import SSEParser, encode_event
 
 from .context import RequestContext
 from .routing import Deployment
+from .tracing import Tracing
 from .upstream import Exchange, send
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -41,10 +42,10 @@ DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
 class Call:
     """One client request, parsed as far as routing needs (shared by every attempt)."""
 
-    __slots__ = ("request", "ctx", "frontend", "op", "body", "raw", "req", "ops", "trace_headers")
+    __slots__ = ("request", "ctx", "frontend", "op", "body", "raw", "req", "ops", "tracing", "trace_headers")
 
     def __init__(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, body: bytes,
-                 raw: dict[str, Any], ops: "FrontendOps") -> None:
+                 raw: dict[str, Any], ops: "FrontendOps", tracing: Tracing) -> None:
         self.request = request
         self.ctx = ctx
         self.frontend = frontend
@@ -53,7 +54,9 @@ class Call:
         self.raw = raw  # top-level keys -> undecoded values (pass-through rewrites only `model`)
         self.req: ir.ChatRequest | None = None  # parsed lazily: pass-through never needs it
         self.ops = ops
-        self.trace_headers = {"x-request-id": ctx.request_id}
+        self.tracing = tracing
+        # Sent with every upstream attempt (an attempt's span replaces traceparent in its copy).
+        self.trace_headers = tracing.upstream_headers(request.headers, ctx.request_id)
 
     def chat_request(self) -> ir.ChatRequest:
         if self.req is None:
@@ -83,10 +86,30 @@ def response_headers(ctx: RequestContext, dep: Deployment | None) -> dict[str, s
 
 async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
     backend = dep.backend
-    call.ctx.backend = backend.name
-    call.ctx.deployment = dep.label
-    call.ctx.attempts += 1
-    if backend.family is not None and backend.family == call.frontend.name:
+    ctx = call.ctx
+    ctx.backend = backend.name
+    ctx.deployment = dep.label
+    ctx.attempts += 1
+    if ctx.span is None:
+        return await _serve(call, dep)
+    base = call.trace_headers
+    call.trace_headers = dict(base)
+    span = call.tracing.start_attempt(ctx.span, dep.label, backend.name, call.trace_headers)
+    error: str | None = "cancelled"
+    try:
+        resp = await _serve(call, dep)
+        error = ctx.error_kind  # a committed stream may still have ended in an error event
+        return resp
+    except ProxyError as err:
+        error = err.kind
+        raise
+    finally:
+        call.tracing.end_attempt(span, error)
+        call.trace_headers = base
+
+
+async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
+    if dep.backend.family is not None and dep.backend.family == call.frontend.name:
         return await _passthrough(call, dep)
     if call.op == "embeddings":
         return await _embeddings(call, dep)

@@ -115,6 +115,7 @@ async def _close(gw: Gateway) -> None:
     gw.ready = False
     for b in gw.backends.values():
         await b.close()
+    await asyncio.to_thread(gw.tracing.shutdown)  # flushes spans: may wait on the collector
 
 
 def sighup_reload(switch: GatewaySwitch, load: Callable[[], Config]):

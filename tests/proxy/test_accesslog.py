@@ -62,3 +62,18 @@ def test_writes_whole_lines_within_pipe_buf():
     assert all(w.endswith(b"\n") for w in writes)
     assert all(len(w) <= PIPE_BUF for w in writes)
     assert sum(w.count(b"\n") for w in writes) == 500
+
+
+async def test_prompts_logged_only_when_explicitly_enabled(start_emulator, start_proxy, captured):
+    emu = await start_emulator("openai")
+    server = await start_proxy({
+        "server": {"log_prompts": True},
+        "backends": {"emu": {"provider": "openai", "base_url": emu + "/v1"}},
+        "models": [{"name": "m", "backend": "emu"}],
+    })
+    client = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="k", max_retries=0)
+    await client.chat.completions.create(model="m", messages=[{"role": "user", "content": SECRET_PROMPT}])
+    await client.close()
+    ACCESS.flush()
+    (line,) = [json.loads(x) for x in captured.getvalue().splitlines()]
+    assert SECRET_PROMPT in line["request_body"]
