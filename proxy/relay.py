@@ -136,49 +136,48 @@ async def _passthrough(call: Call, dep: Deployment) -> web.StreamResponse:
         data = await _read_all(ex, ctx)
         ctx.usage = frontend.usage_from_body(data)  # also refuses a body that is not valid JSON
         return web.Response(body=data, status=ex.status, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
-    return await _relay_sse(call, dep, ex, hide_usage)
+    return await _pump(call, dep, ex, _SSEPassthrough(call, dep, hide_usage))
 
 
-async def _relay_sse(call: Call, dep: Deployment, ex: Exchange, hide_usage: bool) -> web.StreamResponse:
-    ctx, frontend = call.ctx, call.frontend
-    parser = SSEParser()
-    resp: web.StreamResponse | None = None
-    ended = False
-    try:
-        try:
-            async for chunk in ex.chunks():
-                if ctx.upstream_ttfb is None:
-                    ctx.upstream_ttfb = perf_counter() - ex.t_sent
-                events = parser.feed(chunk)
-                if not events:
-                    continue
-                out = []
-                for ev in events:
-                    if b'"usage"' in ev.data:
-                        usage = frontend.usage_from_event(ev.data)
-                        if usage is not None:
-                            ctx.usage = _merge_usage(ctx.usage, usage)
-                            if hide_usage and frontend.is_usage_only(ev.data):
-                                continue
-                    if frontend.is_stream_end(ev):
-                        ended = True
-                    out.append(encode_event(ev.data, ev.event))
-                if out:
-                    resp = await _write(call, dep, resp, b"".join(out))
-            for ev in parser.close():
-                if frontend.is_stream_end(ev):
-                    ended = True
-                resp = await _write(call, dep, resp, encode_event(ev.data, ev.event))
-            if not ended:
-                raise ProxyError("upstream_protocol", f"backend {dep.backend.name!r} ended the stream early")
-        except ProxyError as err:
-            if resp is None:
-                raise
-            ctx.error_kind = err.kind
-            await _write_error(resp, frontend.stream_encoder(ir.ChatRequest(model=ctx.client_model), ctx.client_model), err)
-    finally:
-        _finish_exchange(ex, ctx)
-    return resp
+class _SSEPassthrough:
+    """Upstream SSE bytes -> the same events re-framed for the client, reading only what metrics need
+    (usage) and what tells a finished stream from a truncated one."""
+
+    __slots__ = ("frontend", "ctx", "hide_usage", "parser", "ended", "backend")
+
+    def __init__(self, call: Call, dep: Deployment, hide_usage: bool) -> None:
+        self.frontend, self.ctx, self.hide_usage = call.frontend, call.ctx, hide_usage
+        self.parser = SSEParser()
+        self.ended = False
+        self.backend = dep.backend.name
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._relay(self.parser.feed(chunk))
+
+    def close(self) -> bytes:
+        out = self._relay(self.parser.close())
+        if not self.ended:
+            raise ProxyError("upstream_protocol", f"backend {self.backend!r} ended the stream early")
+        return out
+
+    def _relay(self, events) -> bytes:
+        frontend = self.frontend
+        out = []
+        for ev in events:
+            if b'"usage"' in ev.data:
+                usage = frontend.usage_from_event(ev.data)
+                if usage is not None:
+                    self.ctx.usage = _merge_usage(self.ctx.usage, usage)
+                    if self.hide_usage and frontend.is_usage_only(ev.data):
+                        continue
+            if frontend.is_stream_end(ev):
+                self.ended = True
+            out.append(encode_event(ev.data, ev.event))
+        return b"".join(out)
+
+    def error_encoder(self):
+        model = self.ctx.client_model
+        return self.frontend.stream_encoder(ir.ChatRequest(model=model), model)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,30 +214,63 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
 
 
 async def _relay_translated(call: Call, dep: Deployment, req: ir.ChatRequest, ex: Exchange) -> web.StreamResponse:
-    ctx = call.ctx
     decoder = dep.backend.adapter.stream_decoder(req, dep.target)
     if not req.stream:
         return await _collect(call, dep, req, ex, decoder)
-    encoder = call.ops.encoder(req, ctx.client_model)
+    return await _pump(call, dep, ex, _Translation(decoder, call.ops.encoder(req, call.ctx.client_model), call.ctx))
+
+
+class _Translation:
+    """Upstream bytes -> IR events (the backend's decoder) -> client events (the frontend's encoder)."""
+
+    __slots__ = ("decoder", "encoder", "ctx")
+
+    def __init__(self, decoder, encoder, ctx: RequestContext) -> None:
+        self.decoder, self.encoder, self.ctx = decoder, encoder, ctx
+
+    def feed(self, chunk: bytes) -> bytes:
+        events = self.decoder.feed(chunk)
+        return self._encode(events) if events else b""
+
+    def close(self) -> bytes:
+        return self._encode(self.decoder.close())
+
+    def _encode(self, events: list[ir.Event]) -> bytes:
+        parts = []
+        for ev in events:
+            if type(ev) is ir.UsageEvent:
+                self.ctx.usage = ev.usage
+            data = self.encoder.feed(ev)
+            if data:
+                parts.append(data)
+        return b"".join(parts)
+
+    def error_encoder(self):
+        return self.encoder
+
+
+async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamResponse:
+    """Relay a stream: each upstream read is translated by `step` and written at once.  Until the
+    first write a failure propagates (the dispatcher may retry); after it, it ends the stream with an
+    in-band error event in the client's format."""
+    ctx = call.ctx
     resp: web.StreamResponse | None = None
     try:
         try:
             async for chunk in ex.chunks():
                 if ctx.upstream_ttfb is None:
                     ctx.upstream_ttfb = perf_counter() - ex.t_sent
-                events = decoder.feed(chunk)
-                if events:
-                    out = _encode(encoder, events, ctx)
-                    if out:
-                        resp = await _write(call, dep, resp, out)
-            out = _encode(encoder, decoder.close(), ctx)
+                out = step.feed(chunk)
+                if out:
+                    resp = await _write(call, dep, resp, out)
+            out = step.close()
             if out:
                 resp = await _write(call, dep, resp, out)
         except ProxyError as err:
             if resp is None:
                 raise
             ctx.error_kind = err.kind
-            await _write_error(resp, encoder, err)
+            await _write_error(resp, step.error_encoder(), err)
     finally:
         _finish_exchange(ex, ctx)
     if resp is None:  # a stream that produced nothing at all
@@ -270,17 +302,6 @@ async def _embeddings(call: Call, dep: Deployment) -> web.Response:
     ctx.usage = result.usage
     body = call.ops.render(result, ctx.client_model, req.encoding_format)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
-
-
-def _encode(encoder, events: list[ir.Event], ctx: RequestContext) -> bytes:
-    parts = []
-    for ev in events:
-        if type(ev) is ir.UsageEvent:
-            ctx.usage = ev.usage
-        data = encoder.feed(ev)
-        if data:
-            parts.append(data)
-    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
