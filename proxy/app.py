@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from .accesslog import flush_at_exit
 from .config import Config
 from .handlers import API_ROUTES, Gateway
+from .metrics import PROCESS_SAMPLE_INTERVAL, sample_process
 from .reload import GatewaySwitch
 
 GATEWAY = web.AppKey("gateway", Gateway)  # the gateway built at start-up
@@ -23,6 +28,7 @@ def create_app(cfg: Config) -> web.Application:
     switch = app[SWITCH] = GatewaySwitch(gw)
     app.cleanup_ctx.append(switch.lifetime)  # opens pools + readiness; closes every gateway's pools
     app.on_cleanup.append(_flush_access_log)
+    app.cleanup_ctx.append(_process_sampler)
     for path in API_ROUTES:
         app.router.add_post(path, switch.api(path))
     app.router.add_get("/v1/models", switch.forward("models"))
@@ -35,3 +41,19 @@ def create_app(cfg: Config) -> web.Application:
 
 async def _flush_access_log(app: web.Application) -> None:
     flush_at_exit()
+
+
+async def _process_sampler(app: web.Application) -> AsyncIterator[None]:
+    """Every worker refreshes its own CPU and memory figures: a scrape reaches only one worker (the
+    scraper keeps its connection), but /metrics sums the figures of all of them."""
+
+    async def loop() -> None:
+        while True:
+            sample_process()
+            await asyncio.sleep(PROCESS_SAMPLE_INTERVAL)
+
+    task = asyncio.ensure_future(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -20,7 +20,7 @@ from .accesslog import access_line
 from .config import Config
 from .context import RequestContext, new_request_id
 from .dispatch import Dispatcher
-from .metrics import Recorder, exposition
+from .metrics import Recorder, exposition, sample_process
 from .pools import BackendRuntime, build_backends
 from .relay import Call, FrontendOps
 from .routing import Router
@@ -193,7 +193,7 @@ class Gateway:
         return web.Response(body=jsonio.dumps(_openai_model(name)), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        self.recorder.sample_process()
+        sample_process()
         body, content_type = exposition()
         resp = web.Response(body=body)
         resp.headers["Content-Type"] = content_type

@@ -117,7 +117,7 @@ PROCESS_RSS = Gauge(
 class Recorder:
     """Cached labelled children for the per-request metrics."""
 
-    __slots__ = ("_added", "_upstream", "_ttft", "_requests", "_in_flight", "_tokens", "_cpu_seen")
+    __slots__ = ("_added", "_upstream", "_ttft", "_requests", "_in_flight", "_tokens")
 
     def __init__(self) -> None:
         self._added: dict[tuple, object] = {}
@@ -126,7 +126,6 @@ class Recorder:
         self._requests: dict[tuple, object] = {}
         self._in_flight: dict[str, object] = {}
         self._tokens: dict[tuple, object] = {}
-        self._cpu_seen = 0.0
 
     def in_flight(self, route: str):
         g = self._in_flight.get(route)
@@ -177,14 +176,21 @@ class Recorder:
                     c = self._tokens[key] = TOKENS.labels(*key)
                 c.inc(n)
 
-    def sample_process(self) -> None:
-        """Refresh this worker's CPU and memory figures (called at scrape time and periodically)."""
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = ru.ru_utime + ru.ru_stime
-        if cpu > self._cpu_seen:
-            PROCESS_CPU.inc(cpu - self._cpu_seen)
-            self._cpu_seen = cpu
-        PROCESS_RSS.set(_rss_bytes())
+
+
+PROCESS_SAMPLE_INTERVAL = 5.0
+_cpu_seen = 0.0
+
+
+def sample_process() -> None:
+    """Refresh this worker's CPU and memory figures (every few seconds, and at scrape time)."""
+    global _cpu_seen
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru.ru_utime + ru.ru_stime
+    if cpu > _cpu_seen:
+        PROCESS_CPU.inc(cpu - _cpu_seen)
+        _cpu_seen = cpu
+    PROCESS_RSS.set(_rss_bytes())
 
 
 def _rss_bytes() -> int:
