@@ -164,15 +164,18 @@ class _SSEPassthrough:
         frontend = self.frontend
         out = []
         for ev in events:
-            if b'"usage"' in ev.data:
-                usage = frontend.usage_from_event(ev.data)
+            data = ev.data
+            # Only events whose usage is an object carry counts ("usage":null rides on every
+            # OpenAI chunk once usage is requested); skip decoding the rest.
+            if b'"usage":{' in data or b'"usage": {' in data:
+                usage = frontend.usage_from_event(data)
                 if usage is not None:
                     self.ctx.usage = _merge_usage(self.ctx.usage, usage)
-                    if self.hide_usage and frontend.is_usage_only(ev.data):
+                    if self.hide_usage and frontend.is_usage_only(data):
                         continue
             if frontend.is_stream_end(ev):
                 self.ended = True
-            out.append(encode_event(ev.data, ev.event))
+            out.append(encode_event(data, ev.event))
         return b"".join(out)
 
     def error_encoder(self):
