@@ -14,6 +14,9 @@ from .handlers import API_ROUTES, Gateway
 from .metrics import PROCESS_SAMPLE_INTERVAL, sample_process
 from .reload import GatewaySwitch
 
+# Names of the app's long-lived background tasks (leak checks tell them from request work by it).
+BACKGROUND_TASK_PREFIX = "llm-proxy-background:"
+
 GATEWAY = web.AppKey("gateway", Gateway)  # the gateway built at start-up
 SWITCH = web.AppKey("gateway_switch", GatewaySwitch)  # `.current`: the live one (changes on reload)
 
@@ -52,7 +55,7 @@ async def _process_sampler(app: web.Application) -> AsyncIterator[None]:
             sample_process()
             await asyncio.sleep(PROCESS_SAMPLE_INTERVAL)
 
-    task = asyncio.ensure_future(loop())
+    task = asyncio.get_running_loop().create_task(loop(), name=BACKGROUND_TASK_PREFIX + "process-sampler")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.emulators import openai as openai_emulator
-from proxy.app import SWITCH
+from proxy.app import BACKGROUND_TASK_PREFIX, SWITCH
 
 PROXY_DIR = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "proxy"))
 
@@ -137,7 +137,8 @@ async def assert_no_leaks(server, upstreams: dict[str, Upstream] | None = None, 
     deadline = loop.time() + wait
     while True:
         acquired = {name: len(b.session.connector._acquired) for name, b in gw.backends.items() if b.session}
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done() and _in_proxy(t)]
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done() and _in_proxy(t)
+                 and not t.get_name().startswith(BACKGROUND_TASK_PREFIX)]
         busy = {name: up.in_flight for name, up in (upstreams or {}).items() if up.in_flight}
         if not any(acquired.values()) and not tasks and not busy:
             return
