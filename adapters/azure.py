@@ -27,7 +27,7 @@ import msgspec
 from msgspec import Struct
 
 from .base import Target
-from .openai_backend import COMMON_PARAMS, LOGPROB_PARAMS, OPENAI, OpenAIBackend, Preset
+from .openai_backend import COMMON_PARAMS, LOGPROB_PARAMS, OPENAI, PATHS, OpenAIBackend, Preset
 
 # Azure OpenAI (deployments and v1) supports what OpenAI does; `max_completion_tokens` since 2024-09.
 AZURE_OPENAI = Preset(name="azure", supported=OPENAI.supported, max_tokens_field="max_completion_tokens")
@@ -45,9 +45,6 @@ class AzureOptions(Struct, forbid_unknown_fields=True, frozen=True):
     api_version: str | None = None  # default per api_style (see the two constants above)
     auth: Literal["api-key", "bearer"] = "api-key"
     api_style: Literal["deployments", "v1", "models"] = "deployments"
-
-
-_OPS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 
 
 class AzureBackend(OpenAIBackend):
@@ -69,11 +66,11 @@ class AzureBackend(OpenAIBackend):
     def _url(self, op: str, target: Target) -> str:
         style = self.options.api_style
         if style == "v1":
-            return f"{self.base_url}/openai/v1/{_OPS[op]}"
+            return f"{self.base_url}/openai/v1{PATHS[op]}"
         if style == "models":
-            return f"{self.base_url}/models/{_OPS[op]}?api-version={self.api_version}"
+            return f"{self.base_url}/models{PATHS[op]}?api-version={self.api_version}"
         deployment = quote(target.model, safe="")
-        return f"{self.base_url}/openai/deployments/{deployment}/{_OPS[op]}?api-version={self.api_version}"
+        return f"{self.base_url}/openai/deployments/{deployment}{PATHS[op]}?api-version={self.api_version}"
 
     def _auth_headers(self) -> dict[str, str]:
         if self.options.auth == "bearer":

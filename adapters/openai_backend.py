@@ -379,7 +379,7 @@ class OpenAIOptions(Struct, forbid_unknown_fields=True, frozen=True):
     project: str | None = None  # OpenAI-Project header
 
 
-_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
 
 class OpenAIBackend(Backend):
@@ -420,7 +420,7 @@ class OpenAIBackend(Backend):
 
     # -- URL and headers (Azure overrides these two) -------------------------------------------------
     def _url(self, op: str, target: Target) -> str:
-        return self.base_url + _PATHS[op]
+        return self.base_url + PATHS[op]
 
     def _auth_headers(self) -> dict[str, str]:
         return bearer_auth(self.api_key)
@@ -475,7 +475,7 @@ class OpenAIBackend(Backend):
     def passthrough_request(
         self, op: str, body: bytes, stream: bool, target: Target, client_headers: Mapping[str, str]
     ) -> HttpRequest:
-        if op not in _PATHS:
+        if op not in PATHS:
             raise ProxyError("not_found", f"operation {op!r} is not offered by OpenAI-compatible backends")
         body = self._passthrough_body(body)
         return HttpRequest(url=self._url(op, target), body=body, headers=self._headers(), stream=stream)
