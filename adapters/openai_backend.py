@@ -67,6 +67,9 @@ class Preset(Struct, frozen=True, kw_only=True):
     response_format: Literal["openai", "tgi"] = "openai"
     structured_outputs: bool = False
     required_choice: str = "required"
+    # Whether the server accepts `stream_options` (Mistral answers 422 "extra_forbidden" and sends
+    # usage in its last chunk anyway): without it the option is never sent, even in pass-through.
+    stream_options: bool = True
 
 
 COMMON_PARAMS = frozenset({
@@ -100,7 +103,7 @@ PRESETS: dict[str, Preset] = {
                default_base_url="https://api.deepseek.com/v1", reasoning_field="reasoning_content"),
         Preset(name="mistral", supported=(COMMON_PARAMS - {"user"}) | {"n"},
                default_base_url="https://api.mistral.ai/v1", renames={"seed": "random_seed"},
-               tool_ids="mistral", required_choice="any"),
+               tool_ids="mistral", required_choice="any", stream_options=False),
         Preset(name="openrouter", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning"},
                default_base_url="https://openrouter.ai/api/v1", reasoning_field="reasoning"),
         Preset(name="lmstudio", supported=COMMON_PARAMS | SAMPLER_PARAMS | {"logit_bias"},
@@ -303,7 +306,8 @@ def build_body(req: ir.ChatRequest, target: Target, preset: Preset) -> dict[str,
         move_guided_fields(body)
     if req.stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if preset.stream_options:
+            body["stream_options"] = {"include_usage": True}
     return body
 
 
@@ -494,6 +498,10 @@ class OpenAIBackend(Backend):
                 move_guided_fields(guided)
                 fixed["structured_outputs"] = guided["structured_outputs"]
                 body = jsonio.encode_raw_object(fixed)
+        if not self.preset.stream_options and b'"stream_options"' in body:
+            raw = dict(jsonio.top_level_raw(body))
+            if raw.pop("stream_options", None) is not None:
+                body = jsonio.encode_raw_object(raw)
         if self.preset.tool_ids == "mistral" and b'"tool_call' in body:
             doc = jsonio.loads(body)
             _fix_passthrough_ids(doc)

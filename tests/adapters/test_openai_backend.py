@@ -143,6 +143,16 @@ def test_mistral_ids_rewritten_consistently():
     assert orjson.loads(pt.body)["messages"][0]["tool_call_id"] == new
 
 
+@pytest.mark.parametrize(("preset", "sends_option"), [(None, True), ("vllm", True), ("mistral", False)])
+def test_stream_options_only_where_accepted(preset, sends_option):
+    """Mistral refuses `stream_options` (422 extra_forbidden) and puts usage in its last chunk anyway."""
+    body = body_of(backend(preset).chat_request(req(stream=True), T))
+    assert ("stream_options" in body) == sends_option
+    sent = b'{"model":"m","stream":true,"stream_options":{"include_usage":true},"metadata":{"stream_options":1}}'
+    pt = orjson.loads(backend(preset).passthrough_request("chat", sent, True, T, {}).body)
+    assert ("stream_options" in pt) == sends_option and pt["metadata"] == {"stream_options": 1}
+
+
 def test_vllm_guided_fields_moved():
     r = req(extra={"guided_json": {"type": "object"}, "guided_decoding_backend": "xgrammar"})
     body = body_of(backend("vllm").chat_request(r, T))
