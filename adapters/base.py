@@ -34,7 +34,9 @@ class HttpRequest:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "POST"
-    stream: bool = False  # the response body is a stream for the decoder, not one document
+    # The response body is a stream for the decoder, not one document.  Only for clients that asked
+    # for a stream (a non-streaming client gets `chat_response`'s one document).
+    stream: bool = False
 
 
 @dataclass(slots=True)

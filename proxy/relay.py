@@ -218,8 +218,6 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
 
 async def _relay_translated(call: Call, dep: Deployment, req: ir.ChatRequest, ex: Exchange) -> web.StreamResponse:
     decoder = dep.backend.adapter.stream_decoder(req, dep.target)
-    if not req.stream:
-        return await _collect(call, dep, req, ex, decoder)
     return await _pump(call, dep, ex, _Translation(decoder, call.ops.encoder(req, call.ctx.client_model), call.ctx))
 
 
@@ -279,22 +277,6 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
     if resp is None:  # a stream that produced nothing at all
         raise ProxyError("upstream_protocol", f"backend {dep.backend.name!r} sent an empty stream")
     return resp
-
-
-async def _collect(call: Call, dep: Deployment, req: ir.ChatRequest, ex: Exchange, decoder) -> web.Response:
-    """A streaming upstream answering a non-streaming client: fold the events into one response."""
-    ctx = call.ctx
-    events: list[ir.Event] = []
-    try:
-        async for chunk in ex.chunks():
-            events += decoder.feed(chunk)
-        events += decoder.close()
-    finally:
-        _finish_exchange(ex, ctx)
-    resp = ir.fold_events(events, model=ctx.client_model, id=ctx.request_id, created=int(ctx.t0))
-    ctx.usage = resp.usage
-    body = call.ops.render(resp, ctx.client_model)
-    return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 
 async def _embeddings(call: Call, dep: Deployment) -> web.Response:

@@ -4,7 +4,9 @@ Anthropic pass-through, and OpenAI/Anthropic clients on every native open-model 
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 
 import anthropic
 import openai
@@ -157,3 +159,23 @@ async def test_dropped_params_reported(gateway):
     )
     dropped = set(raw.headers["x-llm-proxy-dropped-params"].split(","))
     assert {"frequency_penalty", "seed"} <= dropped
+
+
+@pytest.mark.parametrize("provider", ["ollama", "openai"])
+async def test_embeddings_on_native_backends(gateway, provider):
+    oai, _ = gateway
+    resp = await oai.embeddings.create(model=f"m-{provider}", input=["hello", "world"])
+    assert [d.index for d in resp.data] == [0, 1]
+    assert len(resp.data[0].embedding) >= 8 and resp.data[0].embedding != resp.data[1].embedding
+    assert resp.usage.prompt_tokens > 0
+    b64 = await oai.embeddings.create(model=f"m-{provider}", input="hello", encoding_format="base64")
+    raw = base64.b64decode(b64.data[0].embedding)  # little-endian float32, as OpenAI sends them
+    floats = struct.unpack(f"<{len(raw) // 4}f", raw)
+    assert floats == pytest.approx(resp.data[0].embedding, rel=1e-6)
+
+
+async def test_embeddings_unsupported_backend_is_a_clear_400(gateway):
+    oai, ant = gateway
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.embeddings.create(model="m-anthropic", input="hello")
+    assert "embeddings" in info.value.response.json()["error"]["message"]
