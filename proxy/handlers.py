@@ -39,6 +39,7 @@ API_ROUTES: dict[str, tuple[str, str, str, str, str | None]] = {
 
 ESTIMATE_HEADER = "x-llm-proxy-token-count"
 LOGGED_BODY_MAX = 4096
+MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
 
 
 class Gateway:
@@ -71,7 +72,8 @@ class Gateway:
         return handler
 
     async def _handle(self, request: web.Request, route: str, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
-        ctx = RequestContext(request.headers.get("x-request-id") or new_request_id(), route)
+        rid = request.headers.get("x-request-id")
+        ctx = RequestContext(rid if rid and len(rid) <= MAX_REQUEST_ID else new_request_id(), route)
         ctx.span = self.tracing.start_request(request.headers, route, ctx.request_id)
         gauge = self.recorder.in_flight(route)
         gauge.inc()
@@ -80,8 +82,10 @@ class Gateway:
             resp = await self._serve(request, ctx, frontend, op, ops)
         except ProxyError as err:
             resp = self._error(frontend, err, ctx)
-        except asyncio.CancelledError:
-            ctx.status = 499  # client went away; the upstream exchange was released by the relay
+        except (asyncio.CancelledError, ConnectionError):
+            # The client went away (cancelled handler, or a write on its closed connection); the
+            # relay has released the upstream exchange.
+            ctx.status = 499
             raise
         except Exception:  # a bug: log it with its traceback, give the client a clean 500
             log.exception("internal error serving request %s", ctx.request_id)

@@ -66,6 +66,10 @@ async def test_client_request_id_is_kept(gateway):
         model="llama", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": "abc-123"}
     )
     assert raw.headers["x-request-id"] == "abc-123"
+    long = await client.chat.completions.with_raw_response.create(
+        model="llama", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": "z" * 500}
+    )
+    assert long.headers["x-request-id"].startswith("req_")  # an oversized id is replaced
 
 
 async def test_chat_streaming_text(gateway):
