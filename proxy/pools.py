@@ -7,10 +7,13 @@ saturated backend cannot starve another's connections.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import aiohttp
 
 from adapters import registry
 from adapters.base import Backend
+from adapters.errors import ProxyError
 
 from .config import BackendConfig, Config, ConfigError
 
@@ -18,7 +21,7 @@ from .config import BackendConfig, Config, ConfigError
 class BackendRuntime:
     """A configured backend: its adapter (built once) and, once the app runs, its session."""
 
-    __slots__ = ("name", "adapter", "config", "session", "family", "provider")
+    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "_secrets")
 
     def __init__(self, name: str, config: BackendConfig, options) -> None:
         cls = registry.provider_class(config.provider)
@@ -31,6 +34,25 @@ class BackendRuntime:
             raise ConfigError(f"backends.{name}: {exc}") from None
         self.family: str | None = getattr(self.adapter, "family", None)
         self.session: aiohttp.ClientSession | None = None
+        # What must never reach a client or a log in an upstream's error text, longest first.
+        base = self.adapter.base_url
+        secrets = {base, urlsplit(base).netloc, config.api_key or "", *config.headers.values()}
+        self._secrets = sorted((x for x in secrets if x and len(x) >= 4), key=len, reverse=True)
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        """The same for an upstream event relayed as bytes (pass-through error events)."""
+        for secret in self._secrets:
+            raw = secret.encode()
+            if raw in data:
+                data = data.replace(raw, f"<backend {self.name}>".encode())
+        return data
+
+    def scrub(self, err: ProxyError) -> ProxyError:
+        """Blank out this backend's URL, host and credentials from an error message it produced."""
+        for secret in self._secrets:
+            if secret in err.message:
+                err.message = err.message.replace(secret, f"<backend {self.name}>")
+        return err
 
     def open(self) -> None:
         connector = aiohttp.TCPConnector(

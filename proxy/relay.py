@@ -149,7 +149,7 @@ class _SSEPassthrough:
         self.frontend, self.ctx, self.hide_usage = call.frontend, call.ctx, hide_usage
         self.parser = SSEParser()
         self.ended = False
-        self.backend = dep.backend.name
+        self.backend = dep.backend
 
     def feed(self, chunk: bytes) -> bytes:
         return self._relay(self.parser.feed(chunk))
@@ -157,7 +157,7 @@ class _SSEPassthrough:
     def close(self) -> bytes:
         out = self._relay(self.parser.close())
         if not self.ended:
-            raise ProxyError("upstream_protocol", f"backend {self.backend!r} ended the stream early")
+            raise ProxyError("upstream_protocol", f"backend {self.backend.name!r} ended the stream early")
         return out
 
     def _relay(self, events) -> bytes:
@@ -175,6 +175,7 @@ class _SSEPassthrough:
                         continue
             if frontend.is_stream_end(ev):
                 self.ended = True
+                data = self.backend.scrub_bytes(data)  # an in-band error may quote the backend
             out.append(encode_event(data, ev.event))
         return b"".join(out)
 
@@ -268,6 +269,7 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
             if out:
                 resp = await _write(call, dep, resp, out)
         except ProxyError as err:
+            dep.backend.scrub(err)  # an in-band upstream error carries the upstream's own words
             if resp is None:
                 raise
             ctx.error_kind = err.kind
@@ -301,7 +303,7 @@ async def _open(dep: Deployment, http, call: Call) -> Exchange:
             body = await ex.read()
         finally:
             _finish_exchange(ex, call.ctx)
-        raise dep.backend.adapter.parse_error(ex.status, ex.response.headers, body)
+        raise dep.backend.scrub(dep.backend.adapter.parse_error(ex.status, ex.response.headers, body))
     return ex
 
 

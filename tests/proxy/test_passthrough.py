@@ -143,3 +143,35 @@ async def test_openai_stream_relayed_event_by_event(aiohttp_server, start_proxy)
         "data: [DONE]",
     ]
     assert json.loads(cap.requests[0][2])["stream_options"] == {"include_usage": True}
+
+
+async def test_backend_url_and_key_scrubbed_from_upstream_error_text(aiohttp_server, start_proxy):
+    """Some servers echo their own address or the key they were sent in error messages."""
+    key = "sk-live-backend-secret"
+
+    async def leaky(request: web.Request) -> web.Response:
+        if (await request.json()).get("stream"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
+            msg = f"worker at {request.url} lost key {key}"
+            await resp.write(b"data: " + json.dumps({"error": {"message": msg, "type": "server_error"}}).encode() + b"\n\n")
+            return resp
+        msg = f"Incorrect API key provided: {key}. Sent to {request.host}, {request.url}"
+        return web.json_response({"error": {"message": msg, "type": "invalid_request_error"}}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", leaky)
+    up = await aiohttp_server(app)
+    server = await start_proxy({"backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1")), "api_key": key}},
+                                "models": [{"name": "m", "backend": "b"}]})
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json=body) as r:
+            text = await r.text()
+            assert r.status == 401
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json={**body, "stream": True}) as r:
+            streamed = await r.text()
+    for out in (text, streamed):
+        assert key not in out and str(up.port) not in out and "127.0.0.1" not in out
+    assert "<backend b>" in text and "<backend b>" in streamed
