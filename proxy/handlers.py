@@ -123,7 +123,8 @@ class Gateway:
 
     def _estimate_tokens(self, call: Call) -> web.Response:
         n = call.frontend.count_tokens_estimate(call.body)
-        headers = {"x-request-id": call.ctx.request_id, ESTIMATE_HEADER: "estimate"}
+        headers = {"x-request-id": call.ctx.request_id, "Server-Timing": call.ctx.server_timing(),
+                   ESTIMATE_HEADER: "estimate"}
         return web.Response(body=jsonio.dumps({"input_tokens": n}), content_type="application/json", headers=headers)
 
     def _authenticate(self, request: web.Request) -> None:
