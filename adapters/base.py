@@ -34,8 +34,9 @@ class HttpRequest:
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "POST"
-    # The response body is a stream for the decoder, not one document.  Only for clients that asked
-    # for a stream (a non-streaming client gets `chat_response`'s one document).
+    # The response body is a stream for the decoder, not one document.  Exactly when the client
+    # asked for a stream: a streaming request's exchange ends in a stream (directly or through a
+    # FollowUp), a non-streaming one in `chat_response`'s one document.
     stream: bool = False
 
 

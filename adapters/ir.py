@@ -295,7 +295,7 @@ Event = Union[
 
 
 # --------------------------------------------------------------------------------------------------
-# Folding events into a response and back
+# Folding a stream into a response
 
 
 def fold_events(events: list[Event], *, model: str, id: str, created: int) -> ChatResponse:
@@ -346,35 +346,6 @@ def fold_events(events: list[Event], *, model: str, id: str, created: int) -> Ch
         ],
         usage=usage,
     )
-
-
-def response_events(resp: ChatResponse) -> list[Event]:
-    """The event sequence for choice 0 of a complete response (non-stream backend -> stream client)."""
-    events: list[Event] = [Start(id=resp.id, model=resp.model, created=resp.created)]
-    choice = resp.choices[0] if resp.choices else Choice()
-    for i, part in enumerate(choice.parts):
-        if isinstance(part, Text):
-            events += [BlockStart(i, "text"), TextDelta(i, part.text), BlockEnd(i)]
-        elif isinstance(part, Reasoning):
-            events.append(BlockStart(i, "reasoning", provider=part.provider))
-            if part.redacted_data is not None:
-                events.append(RedactedReasoning(i, part.redacted_data))
-            else:
-                events.append(ReasoningDelta(i, part.text))
-                if part.signature:
-                    events.append(ReasoningSignature(i, part.signature))
-            events.append(BlockEnd(i))
-        else:
-            events += [
-                BlockStart(i, "tool_call", tool_call_id=part.id, tool_name=part.name),
-                ToolArgsDelta(i, part.arguments),
-                BlockEnd(i),
-            ]
-    events.append(Finish(choice.finish_reason, choice.raw_finish_reason, choice.stop_sequence))
-    if resp.usage is not None:
-        events.append(UsageEvent(resp.usage))
-    events.append(End())
-    return events
 
 
 def consistent_finish(reason: FinishReason, saw_tool_call: bool) -> FinishReason:

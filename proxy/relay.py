@@ -208,11 +208,6 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
             await asyncio.sleep(result.delay)
         http = result.request
     ctx.usage = result.usage
-    if req.stream:
-        encoder = call.ops.encoder(req, ctx.client_model)
-        out = b"".join(encoder.feed(ev) for ev in ir.response_events(result))
-        resp = await _write(call, dep, None, out)
-        return resp
     body = call.ops.render(result, ctx.client_model)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
