@@ -39,11 +39,6 @@ def decoder(typ: Any) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(typ)
 
 
-def encode_struct(obj: Any) -> bytes:
-    """Encode msgspec Structs (and anything msgspec knows) to JSON bytes."""
-    return _raw_encoder.encode(obj)
-
-
 def top_level_raw(data: bytes) -> dict[str, msgspec.Raw]:
     """Split a JSON object into its top-level keys without decoding the values.
 

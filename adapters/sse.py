@@ -182,6 +182,4 @@ def encode_data(data: bytes) -> bytes:
     """The common single-line case (compact JSON has no raw newlines): `data: ...` + blank line."""
     return b"data: " + data + b"\n\n"
 
-
-KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"

@@ -27,13 +27,12 @@ ACCESS_LOGGER = "llm_proxy.access"
 
 
 class AccessLog:
-    __slots__ = ("enabled", "stream", "_buf", "_size", "_scheduled")
+    __slots__ = ("enabled", "stream", "_buf", "_scheduled")
 
     def __init__(self, stream: BinaryIO | None = None) -> None:
         self.enabled = True
         self.stream = stream
         self._buf: list[bytes] = []
-        self._size = 0
         self._scheduled = False
 
     def emit(self, fields: dict[str, Any]) -> None:

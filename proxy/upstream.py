@@ -26,13 +26,12 @@ log = logging.getLogger("llm_proxy.upstream")
 class Exchange:
     """One open upstream response and its deadlines."""
 
-    __slots__ = ("backend", "response", "t_sent", "t_headers", "deadline", "idle", "finished")
+    __slots__ = ("backend", "response", "t_sent", "deadline", "idle", "finished")
 
     def __init__(self, backend: BackendRuntime, response: aiohttp.ClientResponse, t_sent: float, deadline: float):
         self.backend = backend
         self.response = response
         self.t_sent = t_sent
-        self.t_headers = perf_counter()
         self.deadline = deadline  # loop.time() by which the whole exchange must end
         self.idle = backend.config.timeouts.idle
         self.finished = False

@@ -259,7 +259,7 @@ class OllamaEmulator:
 
     # -- model metadata --------------------------------------------------------------------------
     async def tags(self, request: web.Request) -> web.Response:
-        return web.json_response({"models": [_model_entry(*m) for m in MODELS]})
+        return web.json_response({"models": [_model_entry(*m[:3]) for m in MODELS]})
 
     async def show(self, request: web.Request) -> web.Response:
         body, err = await self._read(request)
@@ -275,7 +275,7 @@ class OllamaEmulator:
                 "modelfile": f"FROM {entry[0]}\n",
                 "parameters": 'stop "<|eot_id|>"',
                 "template": "{{ .Prompt }}",
-                "details": _model_entry(*entry)["details"],
+                "details": _model_entry(*entry[:3])["details"],
                 "model_info": {"general.architecture": entry[1], f"{entry[1]}.context_length": 131072},
                 "capabilities": entry[3],
                 "modified_at": "2025-07-07T20:43:37.688511Z",
@@ -293,7 +293,8 @@ def _vector(text: str, dims: int) -> list[float]:
     return [x / norm for x in raw]
 
 
-def _model_entry(name: str, family: str, size: str, capabilities: list[str]) -> dict[str, Any]:
+def _model_entry(name: str, family: str, size: str) -> dict[str, Any]:
+    """An /api/tags entry (capabilities are listed by /api/show only)."""
     return {
         "name": name,
         "model": name,

@@ -69,7 +69,6 @@ class Job:
     output_tokens: int
     created_at: str = field(default_factory=_now)
     status: str = "starting"
-    polls: int = 0
     output: list[str] | None = None
     error: str | None = None
     completed_at: str | None = None
@@ -89,7 +88,6 @@ class Job:
 
     def advance(self) -> None:
         """One poll: starting -> processing (half the output so far) -> finished."""
-        self.polls += 1
         if self.status == "starting":
             self.status = "processing"
             self.output = self.pieces[: len(self.pieces) // 2]
