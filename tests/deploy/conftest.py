@@ -26,6 +26,11 @@ import pytest
 import yaml
 from deploy_support import LIVE_ROUTES, free_port, load_deploy_module
 
+import proxy.app as proxy_app
+import proxy.config as proxy_config_mod
+from loadtest.emulators import openai as emulator
+from loadtest.emulators import server
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 KEY = "sk-deploy-test"
 LOAD_SECONDS = 6.0
@@ -100,10 +105,6 @@ def _prometheus_ready(url: str) -> bool:
 def live_stack() -> Iterator[LiveStack]:
     if shutil.which(PROMETHEUS) is None:
         pytest.skip("prometheus not installed (Debian package `prometheus`: apt-get install -y prometheus)")
-    proxy_app = pytest.importorskip("proxy.app", reason="proxy.app not available yet")
-    proxy_config_mod = pytest.importorskip("proxy.config", reason="proxy.config not available yet")
-    emulator = pytest.importorskip("loadtest.emulators.openai", reason="OpenAI emulator not available yet")
-    from loadtest.emulators import server
 
     traffic = load_deploy_module("traffic")
     deadline = time.monotonic() + STACK_BUDGET

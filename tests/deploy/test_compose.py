@@ -9,6 +9,8 @@ import pytest
 import yaml
 from deploy_support import DEPLOY, REPO
 
+from proxy.config import load_config_text
+
 COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 CONFIG_TEXT = (DEPLOY / "config.yaml").read_text()
@@ -110,9 +112,8 @@ def test_prometheus_and_grafana_mounts():
 
 
 def test_proxy_accepts_the_config():
-    config = pytest.importorskip("proxy.config", reason="proxy.config not available yet")
-    cfg = config.load_config_text(CONFIG_TEXT, env={})
+    cfg = load_config_text(CONFIG_TEXT, env={})
     assert cfg.auth.keys == ["sk-local-demo"]  # the ${PROXY_KEY:-...} default
     assert cfg.server.port == 4000
     assert {m.name for m in cfg.models} == {m["name"] for m in CONFIG["models"]}
-    assert config.load_config_text(CONFIG_TEXT, env={"PROXY_KEY": "k"}).auth.keys == ["k"]
+    assert load_config_text(CONFIG_TEXT, env={"PROXY_KEY": "k"}).auth.keys == ["k"]

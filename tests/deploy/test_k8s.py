@@ -12,6 +12,9 @@ import pytest
 import yaml
 from deploy_support import DEPLOY, ENDPOINTS, K8S
 
+from proxy.app import create_app
+from proxy.config import load_config_text
+
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
 DOCS = {}
 for _f in KUSTOMIZATION["resources"]:
@@ -61,10 +64,8 @@ def test_probe_paths_are_proxy_endpoints():
 
 
 def test_probe_paths_are_routes_of_the_real_app():
-    app_mod = pytest.importorskip("proxy.app", reason="proxy.app not available yet")
-    config = pytest.importorskip("proxy.config")
-    cfg = config.load_config_text(CONFIG_TEXT, env={k: "x" for k in secret_keys()})
-    app = app_mod.create_app(cfg)
+    cfg = load_config_text(CONFIG_TEXT, env={k: "x" for k in secret_keys()})
+    app = create_app(cfg)
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     assert {pr["httpGet"]["path"] for pr in probes().values()} | {"/metrics"} <= paths
 
@@ -98,8 +99,7 @@ def test_secret_references_exist_in_the_documented_example():
 def test_every_config_variable_comes_from_the_pod_env_and_the_proxy_accepts_it():
     used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", str(yaml.safe_load(CONFIG_TEXT))))  # values only
     assert used and used <= set(ENV)
-    config = pytest.importorskip("proxy.config", reason="proxy.config not available yet")
-    cfg = config.load_config_text(CONFIG_TEXT, env={k: f"value-of-{k}" for k in used})
+    cfg = load_config_text(CONFIG_TEXT, env={k: f"value-of-{k}" for k in used})
     assert cfg.server.host == "0.0.0.0" and cfg.server.port == 4000
     assert cfg.auth.keys == ["value-of-PROXY_KEY"]
     # the drain must fit in the grace period after the preStop sleep

@@ -8,7 +8,13 @@ import math
 import urllib.request
 
 import pytest
-from deploy_support import LIVE_ROUTES, METRICS, PromQLRefs, alert_rules, dashboard_exprs
+from deploy_support import (
+    LIVE_ROUTES,
+    METRICS,
+    PromQLRefs,
+    alert_rules,
+    dashboard_exprs,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 GRAFANA_VARS = {"$route": ".*", "$backend": ".*", "$model": ".*", "$__rate_interval": "30s"}

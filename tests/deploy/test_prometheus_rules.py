@@ -8,7 +8,15 @@ import subprocess
 
 import pytest
 import yaml
-from deploy_support import ALERTS, DEPLOY, METRICS, TARGET_LABELS, PromQLRefs, alert_rules, base_metric
+from deploy_support import (
+    ALERTS,
+    DEPLOY,
+    METRICS,
+    TARGET_LABELS,
+    PromQLRefs,
+    alert_rules,
+    base_metric,
+)
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 needs_promtool = pytest.mark.skipif(
