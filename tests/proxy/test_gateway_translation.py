@@ -179,3 +179,18 @@ async def test_embeddings_unsupported_backend_is_a_clear_400(gateway):
     with pytest.raises(openai.BadRequestError) as info:
         await oai.embeddings.create(model="m-anthropic", input="hello")
     assert "embeddings" in info.value.response.json()["error"]["message"]
+
+
+async def test_huggingface_hub_client_through_the_gateway(start_emulator, start_proxy):
+    """huggingface_hub's InferenceClient speaks the OpenAI chat route to a base URL: same gateway."""
+    from huggingface_hub import AsyncInferenceClient
+
+    url = await start_emulator("anthropic")
+    server = await start_proxy({"backends": {"a": {"provider": "anthropic", "base_url": url, "api_key": "k"}},
+                                "models": [{"name": "claude", "backend": "a", "model": "claude-x"}]})
+    client = AsyncInferenceClient(base_url=proxy_url(server), api_key="k")
+    out = await client.chat_completion(messages=[{"role": "user", "content": "hi hf"}], model="claude", max_tokens=20)
+    assert out.choices[0].message.content == "echo: hi hf" and out.choices[0].finish_reason == "stop"
+    parts = [c.choices[0].delta.content or "" async for c in await client.chat_completion(
+        messages=[{"role": "user", "content": "hi hf"}], model="claude", max_tokens=20, stream=True) if c.choices]
+    assert "".join(parts) == "echo: hi hf"
