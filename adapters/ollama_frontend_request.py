@@ -136,8 +136,8 @@ _chat_decoder = jsonio.decoder(ChatIn)
 _generate_decoder = jsonio.decoder(GenerateIn)
 _embed_decoder = jsonio.decoder(EmbedIn)
 # Top-level fields mapped above; the rest go to `extra` (keep_alive, logprobs, template, suffix, ...).
-_CHAT_FIELDS = frozenset(ChatIn.__struct_fields__) - {"options"}
-_GENERATE_FIELDS = frozenset(GenerateIn.__struct_fields__) - {"options"}
+_CHAT_FIELDS = frozenset(ChatIn.__struct_fields__)
+_GENERATE_FIELDS = frozenset(GenerateIn.__struct_fields__)
 
 
 def _decode(decoder: Any, body: bytes, what: str) -> Any:
