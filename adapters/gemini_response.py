@@ -259,6 +259,9 @@ STATUS_TO_KIND: dict[str, str] = {
 
 # ErrorInfo reasons that say "bad key" although the status is 400 INVALID_ARGUMENT.
 _AUTH_REASONS = ("API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_MISSING")
+# Gemini's own context-length wording, which errors.CONTEXT_LENGTH_PHRASES does not cover:
+# "The input token count (1205731) exceeds the maximum number of tokens allowed (1048576)."
+_CONTEXT_PHRASE = "exceeds the maximum number of tokens"
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -283,7 +286,7 @@ def error_from_object(obj: WireErrorObject, status: int | None, headers=None) ->
     reasons = {d.get("reason") for d in obj.details if isinstance(d, dict)}
     if reasons & set(_AUTH_REASONS):
         kind = "authentication"
-    elif kind == "invalid_request" and looks_like_context_length(obj.message):
+    elif kind == "invalid_request" and (looks_like_context_length(obj.message) or _CONTEXT_PHRASE in obj.message):
         kind = "context_length"
     return ProxyError(
         kind,
