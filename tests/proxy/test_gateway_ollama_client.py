@@ -1,5 +1,6 @@
 """The official `ollama` AsyncClient drives the gateway's Ollama routes (/api/chat, /api/generate,
-/api/embed, /api/tags, /api/version) on an OpenAI-compatible backend and on an Anthropic backend."""
+/api/embed, /api/tags, /api/version) on an OpenAI-compatible backend, an Anthropic backend and (the
+translated Ollama -> IR -> Ollama path) an Ollama backend."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.conftest import proxy_url
 BACKENDS = {
     "openai": ("openai", "/v1", "llama-3.1-8b", {}),
     "anthropic": ("anthropic", "", "claude-sonnet-4-5", {"api_key": "sk-ant-test"}),
+    "ollama": ("ollama", "", "llama3.1:8b", {}),  # Ollama in, Ollama out: still translated via the IR
 }
 # model-name suffix -> emulator scenario
 SCENARIOS = {
