@@ -102,6 +102,10 @@ class AnthropicFrontend:
         status, body = error_body(err)
         return status, jsonio.dumps(body)
 
+    def render_token_count(self, n: int) -> bytes:
+        """The /v1/messages/count_tokens answer for an estimate made by the gateway."""
+        return jsonio.dumps({"input_tokens": n})
+
     def count_tokens_estimate(self, body: bytes) -> int:
         """Estimated input tokens of a count_tokens (or messages) body; see the constants above."""
         wire: WireRequest = decode_request(body)

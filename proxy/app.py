@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .accesslog import flush_at_exit
 from .config import Config
-from .handlers import API_ROUTES, Gateway
+from .handlers import Gateway
 from .metrics import PROCESS_SAMPLE_INTERVAL, sample_process
 from .reload import GatewaySwitch
 
@@ -32,8 +32,11 @@ def create_app(cfg: Config) -> web.Application:
     app.cleanup_ctx.append(switch.lifetime)  # opens pools + readiness; closes every gateway's pools
     app.on_cleanup.append(_flush_access_log)
     app.cleanup_ctx.append(_process_sampler)
-    for path in API_ROUTES:
+    for path in gw.routes:
         app.router.add_post(path, switch.api(path))
+    if "ollama" in gw.frontends:
+        app.router.add_get("/api/tags", switch.forward("ollama_tags"))
+        app.router.add_get("/api/version", switch.forward("ollama_version"))
     app.router.add_get("/v1/models", switch.forward("models"))
     app.router.add_get("/v1/models/{model:.+}", switch.forward("model"))
     app.router.add_get("/metrics", switch.forward("metrics"))

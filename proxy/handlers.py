@@ -28,17 +28,31 @@ from .tracing import Tracing
 
 log = logging.getLogger("llm_proxy")
 
-# Route label -> (frontend name, operation, parse, render, stream encoder) method names.
-API_ROUTES: dict[str, tuple[str, str, str, str, str | None]] = {
-    "/v1/chat/completions": ("openai", "chat", "parse_chat", "render_chat", "stream_encoder"),
-    "/v1/completions": ("openai", "completions", "parse_completion", "render_completion", "completion_stream_encoder"),
-    "/v1/embeddings": ("openai", "embeddings", "parse_embeddings", "render_embeddings", None),
-    "/v1/messages": ("anthropic", "messages", "parse_chat", "render_chat", "stream_encoder"),
-    "/v1/messages/count_tokens": ("anthropic", "count_tokens", "parse_chat", "render_chat", None),
+# Operation -> the frontend's (parse, render, stream encoder) method names.
+_CHAT = ("parse_chat", "render_chat", "stream_encoder")
+_COMPLETION = ("parse_completion", "render_completion", "completion_stream_encoder")
+_EMBED = ("parse_embeddings", "render_embeddings", None)
+_COUNT = ("parse_chat", "render_chat", None)
+
+# Route -> (frontend name, operations).  A route with one operation takes the model from the body;
+# a route with several (Gemini: POST /v1beta/models/{model}:{action}) asks its frontend's
+# `request_target` for the model, the operation and whether to stream.  Routes of frontends that
+# are not installed are not served.
+API_ROUTES: dict[str, tuple[str, dict[str, tuple[str, str, str | None]]]] = {
+    "/v1/chat/completions": ("openai", {"chat": _CHAT}),
+    "/v1/completions": ("openai", {"completions": _COMPLETION}),
+    "/v1/embeddings": ("openai", {"embeddings": _EMBED}),
+    "/v1/messages": ("anthropic", {"messages": _CHAT}),
+    "/v1/messages/count_tokens": ("anthropic", {"count_tokens": _COUNT}),
+    "/api/chat": ("ollama", {"chat": _CHAT}),
+    "/api/generate": ("ollama", {"completions": _COMPLETION}),
+    "/api/embed": ("ollama", {"embeddings": _EMBED}),
+    "/v1beta/models/{target}": ("gemini", {"generate": _CHAT, "count_tokens": _COUNT, "embed": _EMBED}),
 }
 
 ESTIMATE_HEADER = "x-llm-proxy-token-count"
 LOGGED_BODY_MAX = 4096
+OLLAMA_API_VERSION = "0.6.0"  # the Ollama API generation the ollama frontend speaks
 MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
 
 
@@ -53,6 +67,7 @@ class Gateway:
         self.recorder = Recorder()
         self.keys = tuple(k.encode() for k in cfg.auth.keys) if cfg.auth else ()
         self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
+        self.routes = [path for path, (fname, _) in API_ROUTES.items() if fname in self.frontends]
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
         self.tracing = Tracing(cfg.tracing)
@@ -60,18 +75,19 @@ class Gateway:
 
     # -- the API handlers ---------------------------------------------------------------------------
     def api_handler(self, route: str):
-        fname, op, parse, render, encoder = API_ROUTES[route]
+        fname, operations = API_ROUTES[route]
         frontend = self.frontends[fname]
-        ops = FrontendOps(
-            getattr(frontend, parse), getattr(frontend, render), getattr(frontend, encoder) if encoder else None
-        )
+        ops = {
+            op: FrontendOps(getattr(frontend, p), getattr(frontend, r), getattr(frontend, e) if e else None)
+            for op, (p, r, e) in operations.items()
+        }
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(request, route, frontend, op, ops)
+            return await self._handle(request, route, frontend, ops)
 
         return handler
 
-    async def _handle(self, request: web.Request, route: str, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, route: str, frontend: Any, ops: dict[str, FrontendOps]) -> web.StreamResponse:
         rid = request.headers.get("x-request-id")
         ctx = RequestContext(rid if rid and len(rid) <= MAX_REQUEST_ID else new_request_id(), route)
         ctx.span = self.tracing.start_request(request.headers, route, ctx.request_id)
@@ -79,7 +95,7 @@ class Gateway:
         gauge.inc()
         resp: web.StreamResponse | None = None
         try:
-            resp = await self._serve(request, ctx, frontend, op, ops)
+            resp = await self._serve(request, ctx, frontend, ops)
         except ProxyError as err:
             resp = self._error(frontend, err, ctx)
         except (asyncio.CancelledError, ConnectionError):
@@ -98,7 +114,8 @@ class Gateway:
             self.tracing.end_request(ctx.span, ctx.status, ctx.client_model, ctx.error_kind)
         return resp
 
-    async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, ops: FrontendOps) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any,
+                     ops: dict[str, FrontendOps]) -> web.StreamResponse:
         self._authenticate(request)
         body = await self._read_body(request)
         if self.log_prompts:  # explicit debug opt-in: request bodies are user data
@@ -107,32 +124,43 @@ class Gateway:
             raw = jsonio.top_level_raw(body)
         except (jsonio.DecodeError, jsonio.ValidationError):
             raise bad_request("the request body is not a valid JSON object") from None
-        model = _top_level(raw, "model", str)
-        if model is None:
-            raise bad_request("missing required field 'model' (a string)", param="model")
+        if len(ops) == 1:
+            ((op, op_methods),) = ops.items()
+            model = _top_level(raw, "model", str)
+            if model is None:
+                raise bad_request("missing required field 'model' (a string)", param="model")
+            stream = _top_level(raw, "stream", bool)
+            ctx.stream = getattr(frontend, "default_stream", False) if stream is None else stream
+        else:  # model, operation and streaming are in the URL
+            model, op, ctx.stream = frontend.request_target(request.match_info["target"], request.query)
+            op_methods = ops[op]
+            ctx.route = f"{ctx.route.split('{', 1)[0]}*:{op}"
         ctx.client_model = model
-        ctx.stream = _top_level(raw, "stream", bool) is True
         route = self.router.resolve(model)
         if route is None:
             raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
         ctx.model_label = route.config.name
-        call = Call(request, ctx, frontend, op, body, raw, ops, self.tracing)
+        call = Call(request, ctx, frontend, op, body, raw, op_methods, self.tracing)
         if op == "count_tokens" and route.deployments[0].backend.family != frontend.name:
             return self._estimate_tokens(call)
         return await self.dispatcher.dispatch(call, route)
 
     def _estimate_tokens(self, call: Call) -> web.Response:
-        n = call.frontend.count_tokens_estimate(call.body)
+        frontend = call.frontend
+        n = frontend.count_tokens_estimate(call.body)
         headers = {"x-request-id": call.ctx.request_id, "Server-Timing": call.ctx.server_timing(),
                    ESTIMATE_HEADER: "estimate"}
-        return web.Response(body=jsonio.dumps({"input_tokens": n}), content_type="application/json", headers=headers)
+        return web.Response(body=frontend.render_token_count(n), content_type="application/json", headers=headers)
 
     def _authenticate(self, request: web.Request) -> None:
         if not self.keys:
             return
-        supplied = request.headers.get("x-api-key") or ""
+        headers = request.headers
+        # Each client format's own way of sending a key: OpenAI bearer, Anthropic x-api-key,
+        # Gemini x-goog-api-key or ?key=.
+        supplied = headers.get("x-api-key") or headers.get("x-goog-api-key") or request.query.get("key") or ""
         if not supplied:
-            auth = request.headers.get("Authorization", "")
+            auth = headers.get("Authorization", "")
             if auth[:7].lower() == "bearer ":
                 supplied = auth[7:].strip()
         token = supplied.encode()
@@ -196,6 +224,13 @@ class Gateway:
             status, body = self.frontends["openai"].render_error(err)
             return web.Response(status=status, body=body, content_type="application/json")
         return web.Response(body=jsonio.dumps(_openai_model(name)), content_type="application/json")
+
+    async def ollama_tags(self, request: web.Request) -> web.Response:
+        body = self.frontends["ollama"].render_models(self.router.names())
+        return web.Response(body=body, content_type="application/json")
+
+    async def ollama_version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": OLLAMA_API_VERSION})
 
     async def metrics(self, request: web.Request) -> web.Response:
         sample_process()

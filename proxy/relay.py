@@ -61,6 +61,7 @@ class Call:
     def chat_request(self) -> ir.ChatRequest:
         if self.req is None:
             self.req = self.ops.parse(self.body)
+            self.req.model = self.ctx.client_model  # formats that name it in the URL leave it empty
         return self.req
 
 
@@ -123,8 +124,12 @@ async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
 async def _passthrough(call: Call, dep: Deployment) -> web.StreamResponse:
     ctx, adapter, frontend = call.ctx, dep.backend.adapter, call.frontend
     raw = dict(call.raw)
-    changed = dep.target.model != ctx.client_model or bool(dep.target.params)
-    raw["model"] = dep.target.model
+    # Formats that name the model in the URL (Gemini) have none in the body; the backend puts
+    # target.model in the URL instead.
+    in_body = "model" in raw
+    changed = (in_body and dep.target.model != ctx.client_model) or bool(dep.target.params)
+    if in_body:
+        raw["model"] = dep.target.model
     raw.update(dep.target.params)
     # The frontend may ask the backend for stream usage the client did not request (for token
     # metrics); it then tells us to hide those usage-only events from the client.

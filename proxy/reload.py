@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from .config import Config
-from .handlers import API_ROUTES, Gateway
+from .handlers import Gateway
 
 log = logging.getLogger("llm_proxy")
 
@@ -102,7 +102,7 @@ class GatewaySwitch:
 
 
 def _api_handlers(gw: Gateway) -> dict[str, Handler]:
-    return {path: gw.api_handler(path) for path in API_ROUTES}
+    return {path: gw.api_handler(path) for path in gw.routes}
 
 
 def _open(gw: Gateway) -> None:

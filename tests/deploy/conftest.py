@@ -34,7 +34,7 @@ from loadtest.emulators import server
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 KEY = "sk-deploy-test"
 LOAD_SECONDS = 6.0
-STACK_BUDGET = 45.0  # start-up + load + scrapes; the tests' own queries stay under the 60 s bound
+STACK_BUDGET = 90.0  # start-up + load + scrapes, generous for a loaded machine; under the 120 s test timeout
 
 
 @dataclass
