@@ -386,6 +386,8 @@ class OllamaBackend(Backend):
         think = _think(req.reasoning, self.options.think)
         if think is not None:
             body["think"] = think
+        if req.source_format == "ollama":  # an Ollama client's own fields (keep_alive, num_ctx, suffix, ...)
+            merge_params(body, {k: v for k, v in req.extra.items() if k not in ("model", "stream")}, nested="options")
         merge_params(body, target.params, nested="options")
         return HttpRequest(
             url=self.base_url + path,

@@ -9,6 +9,7 @@ from typing import Any
 FRONTENDS = {
     "openai": "adapters.openai:OpenAIFrontend",
     "anthropic": "adapters.anthropic:AnthropicFrontend",
+    "ollama": "adapters.ollama_frontend:OllamaFrontend",
 }
 
 PROVIDERS = {

@@ -52,7 +52,6 @@ API_ROUTES: dict[str, tuple[str, dict[str, tuple[str, str, str | None]]]] = {
 
 ESTIMATE_HEADER = "x-llm-proxy-token-count"
 LOGGED_BODY_MAX = 4096
-OLLAMA_API_VERSION = "0.6.0"  # the Ollama API generation the ollama frontend speaks
 MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
 
 
@@ -230,7 +229,7 @@ class Gateway:
         return web.Response(body=body, content_type="application/json")
 
     async def ollama_version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": OLLAMA_API_VERSION})
+        return web.Response(body=self.frontends["ollama"].render_version(), content_type="application/json")
 
     async def metrics(self, request: web.Request) -> web.Response:
         sample_process()

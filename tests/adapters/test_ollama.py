@@ -582,3 +582,15 @@ def test_events_before_an_error_in_the_same_chunk_are_delivered_first():
     with pytest.raises(ProxyError) as exc:
         d.close()
     assert exc.value.kind == "server" and exc.value.message == "runner died"
+
+
+@pytest.mark.parametrize(("source", "forwarded"), [("ollama", True), ("openai", False)])
+def test_an_ollama_clients_own_fields_reach_an_ollama_backend(source, forwarded):
+    extra = {"keep_alive": "5m", "suffix": "}", "options": {"num_ctx": 8192, "mirostat": 2}, "model": "x"}
+    body = body_of(chat(temperature=0.3, extra=extra, source_format=source))
+    assert body["model"] == "llama3.2" and body["options"]["temperature"] == 0.3
+    if forwarded:
+        assert body["keep_alive"] == "5m" and body["suffix"] == "}"
+        assert body["options"] == {"temperature": 0.3, "num_ctx": 8192, "mirostat": 2}
+    else:
+        assert "keep_alive" not in body and "suffix" not in body and "num_ctx" not in body["options"]
