@@ -75,6 +75,10 @@ class FunctionDeclaration(Struct):
     description: str | None = None
     parameters: dict[str, Any] | None = None
     parametersJsonSchema: Any = None
+    # google-genai 3.6.1 dumps FunctionDeclaration with its Python field names (protobuf JSON parsers
+    # accept both spellings, so the real API does too): `parameters_json_schema`, and snake_case
+    # keys inside `parameters` (max_items, any_of, property_ordering), handled by schema_to_json.
+    parameters_json_schema: Any = None
 
 
 class Tool(Struct):
@@ -153,6 +157,14 @@ _SCHEMA_LISTS = ("anyOf",)
 _SCHEMA_DROP = ("propertyOrdering",)
 
 
+def _camel(key: str) -> str:
+    """`max_items` -> `maxItems` (the SDK's spelling -> the wire's, which JSON Schema shares)."""
+    if "_" not in key:
+        return key
+    head, *rest = key.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
 def schema_to_json(schema: Any) -> Any:
     """Gemini `Schema` (OpenAPI subset, upper-case `type`, `nullable`) as standard JSON Schema, so
     other backends accept it.  Keywords JSON Schema shares (enum, format, minItems, ...) pass as is."""
@@ -160,6 +172,7 @@ def schema_to_json(schema: Any) -> Any:
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
+        key = _camel(key)
         if key in _SCHEMA_DROP or key == "nullable":
             continue
         if key == "type" and isinstance(value, str):
@@ -306,8 +319,9 @@ def _tools_to_ir(tools: list[Tool]) -> list[ir.ToolDef]:
             if getattr(t, builtin) is not None:
                 raise unsupported(f"the built-in tool {builtin!r} can only run on Gemini itself", param=f"tools[{i}].{builtin}")
         for fd in t.functionDeclarations or []:
-            if fd.parametersJsonSchema is not None:
-                params = fd.parametersJsonSchema
+            json_schema = fd.parametersJsonSchema if fd.parametersJsonSchema is not None else fd.parameters_json_schema
+            if json_schema is not None:
+                params = json_schema
             elif fd.parameters is not None:
                 params = schema_to_json(fd.parameters)
             else:

@@ -171,7 +171,9 @@ def _function_call(body: dict[str, Any]) -> dict[str, Any]:
     decls = [d for d in decls if d.get("name") in allowed] or decls
     if not decls:
         return {"name": "get_weather", "args": {"city": "Paris"}}
-    schema = decls[0].get("parametersJsonSchema") or decls[0].get("parameters") or {}
+    # Protobuf JSON accepts field names in both spellings; google-genai sends `parameters_json_schema`.
+    d = decls[0]
+    schema = d.get("parametersJsonSchema") or d.get("parameters_json_schema") or d.get("parameters") or {}
     args = _example(schema)
     return {"name": str(decls[0].get("name")), "args": args if isinstance(args, dict) else {}}
 

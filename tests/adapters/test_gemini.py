@@ -625,3 +625,17 @@ def test_passthrough_batch_embed_renames_the_model():
 def test_declared_params_are_known():
     from adapters.parity import KNOWN_PARAMS
     assert GeminiBackend.supported_params <= KNOWN_PARAMS and set(GeminiBackend.renamed_params) <= KNOWN_PARAMS
+
+
+def test_sdk_python_spelling_of_function_declarations():
+    """google-genai 3.6.1 sends FunctionDeclaration with Python field names (protobuf JSON accepts both)."""
+    req = parse(tools=[{"functionDeclarations": [
+        {"name": "a", "parameters_json_schema": {"type": "object", "properties": {"x": {"type": "string"}}}},
+        {"name": "b", "parameters": {"type": "OBJECT", "property_ordering": ["l"], "properties": {
+            "l": {"type": "ARRAY", "max_items": 2, "items": {"type": "STRING", "max_length": 3, "nullable": True}},
+            "u": {"any_of": [{"type": "STRING"}, {"type": "INTEGER"}]}}}},
+    ]}])
+    assert req.tools[0].parameters == {"type": "object", "properties": {"x": {"type": "string"}}}
+    assert req.tools[1].parameters == {"type": "object", "properties": {
+        "l": {"type": "array", "maxItems": 2, "items": {"type": ["string", "null"], "maxLength": 3}},
+        "u": {"anyOf": [{"type": "string"}, {"type": "integer"}]}}}
