@@ -83,6 +83,9 @@ class AnthropicFrontend:
 
     name: ClassVar[str] = "anthropic"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    # Pass-through: only events containing one of these carry token counts worth decoding
+    # (OpenAI chunks carry "usage":null once usage is requested).
+    usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usage":{', b'"usage": {')
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         wire = decode_request(body)

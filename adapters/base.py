@@ -93,6 +93,7 @@ class Frontend(Protocol):
 
     name: ClassVar[str]
     stream_content_type: ClassVar[str]
+    usage_markers: ClassVar[tuple[bytes, ...]]  # pass-through: bytes that flag an event with usage
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest: ...
 

@@ -116,6 +116,7 @@ CONTEXT_LENGTH_PHRASES = (
     "exceeds the available context size",
     "input validation error: `inputs` tokens + `max_new_tokens`",
     "reduce the length of the messages",
+    "exceeds the maximum number of tokens",  # Gemini: "The input token count (N) exceeds ..."
 )
 
 

@@ -115,6 +115,8 @@ class GeminiFrontend:
 
     name: ClassVar[str] = "gemini"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    # Pass-through: only events containing one of these carry token counts worth decoding.
+    usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usageMetadata":{', b'"usageMetadata": {')
 
     # -- URL ----------------------------------------------------------------------------------------
     def request_target(self, path_model_action: str, query: Mapping[str, str]) -> tuple[str, str, bool]:
@@ -183,7 +185,7 @@ class GeminiFrontend:
     def render_batch_embeddings(self, resp: ir.EmbeddingResponse, model: str, encoding_format: str | None = None) -> bytes:
         return jsonio.dumps({"embeddings": [{"values": v} for v in resp.data]})
 
-    def render_count_tokens(self, n: int) -> bytes:
+    def render_token_count(self, n: int) -> bytes:
         return jsonio.dumps({"totalTokens": n})
 
     def stream_encoder(self, req: ir.ChatRequest, model: str) -> GeminiStreamEncoder:

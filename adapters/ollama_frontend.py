@@ -208,6 +208,7 @@ class OllamaFrontend:
 
     name: ClassVar[str] = "ollama"
     stream_content_type: ClassVar[str] = "application/x-ndjson"
+    usage_markers: ClassVar[tuple[bytes, ...]] = ()  # never a pass-through route
     default_stream: ClassVar[bool] = True  # Ollama streams when the request has no "stream"
 
     # -- requests ------------------------------------------------------------------------------------

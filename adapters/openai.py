@@ -55,6 +55,9 @@ class OpenAIFrontend:
 
     name: ClassVar[str] = "openai"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    # Pass-through: only events containing one of these carry token counts worth decoding
+    # (OpenAI chunks carry "usage":null once usage is requested).
+    usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usage":{', b'"usage": {')
 
     # -- requests ------------------------------------------------------------------------------------
     def parse_chat(self, body: bytes) -> ir.ChatRequest:

@@ -10,6 +10,7 @@ FRONTENDS = {
     "openai": "adapters.openai:OpenAIFrontend",
     "anthropic": "adapters.anthropic:AnthropicFrontend",
     "ollama": "adapters.ollama_frontend:OllamaFrontend",
+    "gemini": "adapters.gemini:GeminiFrontend",
 }
 
 PROVIDERS = {
@@ -21,6 +22,7 @@ PROVIDERS = {
     "huggingface": "adapters.huggingface:HuggingFaceBackend",
     "llamacpp": "adapters.llamacpp:LlamaCppBackend",
     "replicate": "adapters.replicate:ReplicateBackend",
+    "gemini": "adapters.gemini:GeminiBackend",
 }
 
 

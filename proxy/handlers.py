@@ -33,6 +33,12 @@ _CHAT = ("parse_chat", "render_chat", "stream_encoder")
 _COMPLETION = ("parse_completion", "render_completion", "completion_stream_encoder")
 _EMBED = ("parse_embeddings", "render_embeddings", None)
 _COUNT = ("parse_chat", "render_chat", None)
+_GEMINI = {
+    "generate": _CHAT,
+    "count_tokens": _COUNT,
+    "embed": _EMBED,
+    "batch_embed": ("parse_batch_embeddings", "render_batch_embeddings", None),
+}
 
 # Route -> (frontend name, operations).  A route with one operation takes the model from the body;
 # a route with several (Gemini: POST /v1beta/models/{model}:{action}) asks its frontend's
@@ -47,7 +53,8 @@ API_ROUTES: dict[str, tuple[str, dict[str, tuple[str, str, str | None]]]] = {
     "/api/chat": ("ollama", {"chat": _CHAT}),
     "/api/generate": ("ollama", {"completions": _COMPLETION}),
     "/api/embed": ("ollama", {"embeddings": _EMBED}),
-    "/v1beta/models/{target}": ("gemini", {"generate": _CHAT, "count_tokens": _COUNT, "embed": _EMBED}),
+    "/v1beta/models/{target}": ("gemini", _GEMINI),
+    "/v1/models/{target}": ("gemini", _GEMINI),  # POST only: GET /v1/models/{id} stays OpenAI's
 }
 
 ESTIMATE_HEADER = "x-llm-proxy-token-count"

@@ -37,6 +37,7 @@ from .upstream import Exchange, send
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 JSON_TYPE = "application/json"
 DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
+EMBEDDING_OPS = frozenset({"embeddings", "embed", "batch_embed"})  # OpenAI / Ollama, Gemini's two
 
 
 class Call:
@@ -112,7 +113,7 @@ async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
 async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
     if dep.backend.family is not None and dep.backend.family == call.frontend.name:
         return await _passthrough(call, dep)
-    if call.op == "embeddings":
+    if call.op in EMBEDDING_OPS:
         return await _embeddings(call, dep)
     return await _translated(call, dep)
 
@@ -170,9 +171,7 @@ class _SSEPassthrough:
         out = []
         for ev in events:
             data = ev.data
-            # Only events whose usage is an object carry counts ("usage":null rides on every
-            # OpenAI chunk once usage is requested); skip decoding the rest.
-            if b'"usage":{' in data or b'"usage": {' in data:
+            if any(marker in data for marker in frontend.usage_markers):
                 usage = frontend.usage_from_event(data)
                 if usage is not None:
                     self.ctx.usage = _merge_usage(self.ctx.usage, usage)

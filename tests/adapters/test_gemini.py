@@ -258,7 +258,7 @@ def test_count_tokens_estimate():
     assert FE.count_tokens_estimate(jsonio.dumps(body)) == 10 + 258
     wrapped = {"generateContentRequest": {"model": "models/g", **body, "systemInstruction": {"parts": [{"text": "y" * 8}]}}}
     assert FE.count_tokens_estimate(jsonio.dumps(wrapped)) == 12 + 258
-    assert jsonio.loads(FE.render_count_tokens(5)) == {"totalTokens": 5}
+    assert jsonio.loads(FE.render_token_count(5)) == {"totalTokens": 5}
 
 
 # -- frontend: rendering ----------------------------------------------------------------------------
