@@ -14,6 +14,7 @@ from typing import Any, Literal, Union
 from msgspec import Struct
 
 from . import ir, jsonio
+from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
 
 # --------------------------------------------------------------------------------------------------
@@ -164,19 +165,11 @@ class WireRequest(Struct):
 
 KNOWN_FIELDS = frozenset(WireRequest.__struct_fields__)
 _request_decoder = jsonio.decoder(WireRequest)
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
 def decode_request(body: bytes) -> WireRequest:
     """Decode and validate; a ValidationError becomes a 400 naming the field path."""
-    try:
-        return _request_decoder.decode(body)
-    except jsonio.ValidationError as exc:
-        msg = str(exc)
-        m = _PATH.search(msg)
-        raise bad_request(f"invalid request: {msg}", param=m.group(1) if m and m.group(1) else None) from None
-    except jsonio.DecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
+    return decode_client_body(_request_decoder, body, "request")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Nothing here knows a provider."""
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -114,3 +115,29 @@ class FramedStreamDecoder:
         if self._held_error is not None:
             err, self._held_error = self._held_error, None
             raise err
+
+
+# msgspec ValidationError messages end with "- at `$.messages[2].content`".
+_PATH_RE = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def validation_error(exc: Exception, what: str) -> ProxyError:
+    """A 400 naming the offending field path (`messages[2].content`) from a msgspec error."""
+    text = str(exc)
+    m = _PATH_RE.search(text)
+    path = m.group(1) if m and m.group(1) else None
+    message = _PATH_RE.sub("", text)
+    if path:
+        message = f"{message} at {path!r}"
+    return ProxyError("invalid_request", f"invalid {what}: {message}", param=path)
+
+
+def decode_client_body(decoder: Any, body: bytes, what: str) -> Any:
+    """Decode and validate a client's request body with a typed decoder; every problem is a 400
+    in the caller's terms (`what` names the request, the message names the field path)."""
+    try:
+        return decoder.decode(body)
+    except jsonio.ValidationError as exc:
+        raise validation_error(exc, what) from None
+    except jsonio.DecodeError:
+        raise bad_request(f"the {what} body is not valid JSON") from None

@@ -49,10 +49,10 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import merge_params
+from .common import decode_client_body, merge_params
 from .errors import ProxyError, bad_request, unsupported
 from .gemini_build import MAX_STOP, build_contents, build_tools, generation_config
-from .gemini_request import Content, decode, parse_request
+from .gemini_request import Content, parse_request
 from .gemini_response import error_object, parse_error_body, render_response, response_decoder, usage_only
 from .gemini_stream import GeminiStreamDecoder, GeminiStreamEncoder
 from .sse import SSEEvent
@@ -139,12 +139,12 @@ class GeminiFrontend:
 
     def parse_embeddings(self, body: bytes) -> ir.EmbeddingRequest:
         """`:embedContent` body -> one input."""
-        r: _EmbedRequest = decode(_embed_decoder, body, "embedContent request")
+        r: _EmbedRequest = decode_client_body(_embed_decoder, body, "embedContent request")
         return ir.EmbeddingRequest(model="", input=[_embed_text(r, "content")], dimensions=r.outputDimensionality)
 
     def parse_batch_embeddings(self, body: bytes) -> ir.EmbeddingRequest:
         """`:batchEmbedContents` body -> one input per request (all at the URL's model)."""
-        b: _BatchEmbedRequest = decode(_batch_decoder, body, "batchEmbedContents request")
+        b: _BatchEmbedRequest = decode_client_body(_batch_decoder, body, "batchEmbedContents request")
         dims = {r.outputDimensionality for r in b.requests}
         if len(dims) > 1:
             raise unsupported("all requests of a batch must ask for the same outputDimensionality", param="requests")
@@ -154,7 +154,7 @@ class GeminiFrontend:
     def count_tokens_estimate(self, body: bytes) -> int:
         """Estimated prompt tokens of a `:countTokens` body (`contents`, or a whole
         `generateContentRequest`); answer it as {"totalTokens": n}."""
-        c: _CountTokensRequest = decode(_count_decoder, body, "countTokens request")
+        c: _CountTokensRequest = decode_client_body(_count_decoder, body, "countTokens request")
         if c.generateContentRequest is not None:
             req = parse_request(jsonio.dumps(c.generateContentRequest))
         else:

@@ -19,12 +19,12 @@ first unanswered call of the same name, which keeps Gemini's "answers in call or
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from msgspec import Struct
 
 from . import ir, jsonio
+from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
 
 # --------------------------------------------------------------------------------------------------
@@ -133,20 +133,6 @@ class GenerateContentRequest(Struct):
 
 KNOWN_FIELDS = frozenset(GenerateContentRequest.__struct_fields__)
 _request_decoder = jsonio.decoder(GenerateContentRequest)
-_PATH = re.compile(r" - at `\$\.?([^`]*)`")
-
-
-def decode(decoder: Any, body: bytes, what: str) -> Any:
-    """Decode and validate; a ValidationError becomes a 400 naming the field path."""
-    try:
-        return decoder.decode(body)
-    except jsonio.ValidationError as exc:
-        msg = str(exc)
-        m = _PATH.search(msg)
-        path = m.group(1) if m and m.group(1) else None
-        raise bad_request(f"invalid {what}: {_PATH.sub('', msg)}" + (f" at {path!r}" if path else ""), param=path) from None
-    except jsonio.DecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,10 +393,10 @@ def request_to_ir(w: GenerateContentRequest, extra: dict[str, Any]) -> ir.ChatRe
 
 
 def parse_request(body: bytes) -> ir.ChatRequest:
-    wire: GenerateContentRequest = decode(_request_decoder, body, "generateContent request")
+    wire: GenerateContentRequest = decode_client_body(_request_decoder, body, "generateContent request")
     try:
         raw = jsonio.top_level_raw(body)
-    except (jsonio.DecodeError, jsonio.ValidationError):  # decode() above already accepted the body
+    except (jsonio.DecodeError, jsonio.ValidationError):  # decode_client_body above accepted the body
         raise ProxyError("invalid_request", "request body must be a JSON object") from None
     extra = {k: jsonio.loads(v) for k, v in raw.items() if k not in KNOWN_FIELDS}
     return request_to_ir(wire, extra)

@@ -43,8 +43,8 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
+from .common import decode_client_body, validation_error
 from .errors import bad_request, unsupported
-from .openai_wire import validation_error
 
 # --------------------------------------------------------------------------------------------------
 # Wire types
@@ -138,15 +138,6 @@ _embed_decoder = jsonio.decoder(EmbedIn)
 # Top-level fields mapped above; the rest go to `extra` (keep_alive, logprobs, template, suffix, ...).
 _CHAT_FIELDS = frozenset(ChatIn.__struct_fields__)
 _GENERATE_FIELDS = frozenset(GenerateIn.__struct_fields__)
-
-
-def _decode(decoder: Any, body: bytes, what: str) -> Any:
-    try:
-        return decoder.decode(body)
-    except jsonio.ValidationError as exc:
-        raise validation_error(exc, what) from None
-    except jsonio.DecodeError:
-        raise bad_request(f"the {what} body is not valid JSON") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,7 +329,7 @@ def _common(r: _Common, body: bytes, known: frozenset[str]) -> dict[str, Any]:
 
 
 def parse_chat(body: bytes) -> ir.ChatRequest:
-    r: ChatIn = _decode(_chat_decoder, body, "chat request")
+    r: ChatIn = decode_client_body(_chat_decoder, body, "chat request")
     if not r.messages:
         raise bad_request(
             "messages must not be empty (loading a model is not available through this gateway)", param="messages"
@@ -349,7 +340,7 @@ def parse_chat(body: bytes) -> ir.ChatRequest:
 
 
 def parse_generate(body: bytes) -> ir.ChatRequest:
-    r: GenerateIn = _decode(_generate_decoder, body, "generate request")
+    r: GenerateIn = decode_client_body(_generate_decoder, body, "generate request")
     if not r.prompt and not r.images:
         raise bad_request(
             "prompt must not be empty (loading a model is not available through this gateway)", param="prompt"
@@ -366,7 +357,7 @@ def parse_generate(body: bytes) -> ir.ChatRequest:
 
 
 def parse_embed(body: bytes) -> ir.EmbeddingRequest:
-    r: EmbedIn = _decode(_embed_decoder, body, "embed request")
+    r: EmbedIn = decode_client_body(_embed_decoder, body, "embed request")
     inputs = [r.input] if isinstance(r.input, str) else r.input
     if not inputs:
         raise bad_request("input must not be empty", param="input")

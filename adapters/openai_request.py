@@ -26,8 +26,8 @@ from typing import Any, Literal, Union
 from msgspec import Struct
 
 from . import ir, jsonio
+from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
-from .openai_wire import validation_error
 
 # --------------------------------------------------------------------------------------------------
 # Content parts
@@ -251,15 +251,6 @@ _CHAT_FIELDS = frozenset(ChatRequestIn.__struct_fields__)
 _COMPLETION_FIELDS = frozenset(CompletionRequestIn.__struct_fields__)
 
 
-def _decode(decoder: Any, body: bytes, what: str) -> Any:
-    try:
-        return decoder.decode(body)
-    except jsonio.ValidationError as exc:
-        raise validation_error(exc, what) from None
-    except jsonio.DecodeError:
-        raise bad_request(f"the {what} body is not valid JSON") from None
-
-
 def _extra(body: bytes, known: frozenset[str]) -> dict[str, Any]:
     """Top-level keys the Struct does not model, decoded as plain values (body is valid JSON here)."""
     raw = jsonio.top_level_raw(body)
@@ -437,7 +428,7 @@ def _common(r: _Sampling) -> dict[str, Any]:
 
 
 def parse_chat(body: bytes) -> ir.ChatRequest:
-    r: ChatRequestIn = _decode(_chat_decoder, body, "chat completion request")
+    r: ChatRequestIn = decode_client_body(_chat_decoder, body, "chat completion request")
     if not r.messages:
         raise bad_request("messages must contain at least one message", param="messages")
     system, messages = _messages(r.messages)
@@ -475,7 +466,7 @@ def _prompt(prompt: Any) -> str:
 
 
 def parse_completion(body: bytes) -> ir.ChatRequest:
-    r: CompletionRequestIn = _decode(_completion_decoder, body, "completion request")
+    r: CompletionRequestIn = decode_client_body(_completion_decoder, body, "completion request")
     if r.prompt is None:
         raise bad_request("prompt is required", param="prompt")
     return ir.ChatRequest(
@@ -504,7 +495,7 @@ def _embedding_inputs(inp: str | list[Any]) -> list[str] | list[list[int]]:
 
 
 def parse_embeddings(body: bytes) -> ir.EmbeddingRequest:
-    r: EmbeddingRequestIn = _decode(_embedding_decoder, body, "embeddings request")
+    r: EmbeddingRequestIn = decode_client_body(_embedding_decoder, body, "embeddings request")
     inputs = _embedding_inputs(r.input)
     return ir.EmbeddingRequest(
         model=r.model, input=inputs, dimensions=r.dimensions, encoding_format=r.encoding_format, user=r.user

@@ -13,7 +13,6 @@ upstream error-body reader that every OpenAI-family backend shares.
 from __future__ import annotations
 
 import base64
-import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -303,18 +302,3 @@ def floats_to_base64(vector: list[float]) -> str:
 def base64_to_floats(data: str) -> list[float]:
     raw = base64.b64decode(data)
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
-
-
-# msgspec ValidationError messages end with "- at `$.messages[2].content`".
-_PATH_RE = re.compile(r" - at `\$\.?(.*)`$")
-
-
-def validation_error(exc: Exception, what: str) -> ProxyError:
-    """A 400 naming the offending field path (`messages[2].content`) from a msgspec error."""
-    text = str(exc)
-    m = _PATH_RE.search(text)
-    path = m.group(1) if m else None
-    message = _PATH_RE.sub("", text)
-    if path:
-        message = f"{message} at {path!r}"
-    return ProxyError("invalid_request", f"invalid {what}: {message}", param=path)
