@@ -48,6 +48,7 @@ API_ROUTES: dict[str, tuple[str, dict[str, tuple[str, str, str | None]]]] = {
     "/v1/chat/completions": ("openai", {"chat": _CHAT}),
     "/v1/completions": ("openai", {"completions": _COMPLETION}),
     "/v1/embeddings": ("openai", {"embeddings": _EMBED}),
+    "/v1/responses": ("openai-responses", {"responses": _CHAT}),
     "/v1/messages": ("anthropic", {"messages": _CHAT}),
     "/v1/messages/count_tokens": ("anthropic", {"count_tokens": _COUNT}),
     "/api/chat": ("ollama", {"chat": _CHAT}),
