@@ -187,3 +187,22 @@ async def test_anthropic_client_on_gemini_backend(gateway):
     assert final.stop_reason == "tool_use"
     assert [b.type for b in final.content] == ["tool_use"]  # Gemini's thoughts carry no Anthropic signature
     assert final.content[0].input == {"city": "Paris"}
+
+
+async def test_passthrough_streams_count_tokens(start_emulator, start_proxy):
+    """Gemini -> Gemini relays bytes; the token metrics still read each chunk's usageMetadata."""
+    import aiohttp
+
+    gem_url = await start_emulator("gemini")
+    server = await start_proxy({"backends": {"gem": {"provider": "gemini", "base_url": gem_url, "api_key": "k"}},
+                                "models": [{"name": "tokens-gem", "backend": "gem", "model": "gemini-2.5-flash"}]})
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=proxy_url(server), api_version="v1beta"))
+    text, _ = await stream_text(client.aio, "tokens-gem", "count my tokens please")
+    await client.aio.aclose()
+    assert text
+    async with aiohttp.ClientSession() as s, s.get(proxy_url(server, "/metrics")) as r:
+        metrics = await r.text()
+    for kind in ("prompt", "completion"):
+        line = next(x for x in metrics.splitlines()
+                    if x.startswith("llm_proxy_tokens_total{") and 'model="tokens-gem"' in x and f'kind="{kind}"' in x)
+        assert float(line.rsplit(" ", 1)[1]) > 0
