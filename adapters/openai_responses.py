@@ -1,0 +1,401 @@
+"""The OpenAI Responses API (`POST /v1/responses`) as a client-facing frontend, translated through the IR.
+
+The gateway is stateless: every request carries its whole conversation in `input`, and nothing is
+stored.  There is no same-format pass-through (no backend speaks the Responses API), so
+`usage_markers` is empty.  Request Structs mirror openai-python's `types/responses/
+response_create_params.py` / `response_input_param.py`; the output side is in `openai_responses_stream`.
+
+Decisions (what the IR cannot hold, and what we do):
+- `instructions` and leading `system` / `developer` messages -> the IR system prompt; later ones
+  stay system messages in place.  `output_text` / `refusal` parts of assistant history -> text.
+- `input_image` with `image_url` (URL or base64 data URL) -> ir.Image; by `file_id` and
+  `input_file` parts: 400 unsupported (the IR has no file references).
+- `function_call` items join the assistant message before them (call_id -> the IR tool-call id);
+  each `function_call_output` is one IR tool message (its function name recovered from the history).
+- `reasoning` items in the history are dropped: their `encrypted_content` is OpenAI's ciphertext and
+  their summaries are not the model's reasoning, so no other provider can use them.
+- Function tools are flat (`{"type":"function","name",...}`); built-in tools (web_search,
+  file_search, code_interpreter, mcp, ...) and tool_choice forms naming them: 400 unsupported.
+  `tool_choice: {"type":"allowed_tools"}` narrows the tool list and keeps the mode.
+- `previous_response_id`, `conversation`, `prompt` (stored templates), `background: true` and
+  `item_reference` items need server-side state: 400 (the gateway stores nothing).
+- `store`, `include`, `truncation`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`,
+  `max_tool_calls`, `stream_options`, `text.verbosity`, `reasoning.summary` are ignored.
+- `reasoning.effort` -> ReasoningConfig(effort=...) ("none" also sets enabled=False);
+  `top_logprobs` -> logprobs=True + top_logprobs; `safety_identifier` -> `user` when `user` is unset.
+- The non-streaming Response repeats the request's tools / tool_choice / sampling fields only in
+  streams (`render_chat` is not given the request: it shows the API defaults there).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar, Literal, Union
+
+import msgspec
+from msgspec import Struct
+
+from . import ir, jsonio
+from .common import decode_client_body, synth_id, validation_error
+from .errors import ProxyError, bad_request, unsupported
+from .openai_request import ImagePart, ImageURL, _image
+from .openai_responses_stream import (
+    STATUS_FROM_IR,
+    ResponsesStreamEncoder,
+    failed_error,
+    function_call_item,
+    message_item,
+    reasoning_item,
+    request_echo,
+    response_object,
+)
+from .openai_wire import error_object
+from .sse import SSEEvent
+
+__all__ = ["ResponsesFrontend", "parse_request"]
+
+_WHAT = "responses request"
+
+# --------------------------------------------------------------------------------------------------
+# Wire types (client request)
+
+
+class _Part(Struct, tag_field="type"):
+    pass
+
+
+class InputText(_Part, tag="input_text"):
+    text: str
+
+
+class InputImage(_Part, tag="input_image"):
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None
+
+
+class InputFile(_Part, tag="input_file"):
+    pass
+
+
+class OutputText(_Part, tag="output_text"):
+    text: str
+
+
+class RefusalPart(_Part, tag="refusal"):
+    refusal: str
+
+
+Part = Union[InputText, InputImage, InputFile, OutputText, RefusalPart]
+
+
+class MessageItem(Struct):
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[Part]
+    type: Literal["message"] = "message"
+
+
+class FunctionCallItem(Struct):
+    call_id: str
+    name: str
+    arguments: str = ""
+
+
+class FunctionCallOutputItem(Struct):
+    call_id: str
+    output: str | list[Part]
+
+
+class FunctionToolIn(Struct):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class _Format(Struct, tag_field="type"):
+    pass
+
+
+class TextFormat(_Format, tag="text"):
+    pass
+
+
+class JsonObjectFormat(_Format, tag="json_object"):
+    pass
+
+
+class JsonSchemaFormat(_Format, tag="json_schema"):
+    name: str
+    schema: dict[str, Any]
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(Struct):
+    format: Union[TextFormat, JsonObjectFormat, JsonSchemaFormat, None] = None
+
+
+class ReasoningIn(Struct):
+    effort: str | None = None
+
+
+class RequestIn(Struct):
+    model: str
+    input: str | list[dict[str, Any]] = []  # items are typed one by one (messages may omit `type`)
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = []  # typed one by one: built-in tools get a 400 naming them
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_logprobs: int | None = None
+    text: TextConfig | None = None
+    reasoning: ReasoningIn | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    stream: bool | None = None
+    previous_response_id: str | None = None
+    conversation: Any = None
+    prompt: Any = None
+    background: bool | None = None
+
+
+_decoder = jsonio.decoder(RequestIn)
+
+
+def _convert(value: Any, typ: type, path: str) -> Any:
+    """A plain value as `typ`; a mismatch is a 400 naming the full field path."""
+    try:
+        return msgspec.convert(value, typ)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        text = text.replace("`$", f"`$.{path}", 1) if " - at `$" in text else f"{text} - at `$.{path}`"
+        raise validation_error(msgspec.ValidationError(text), _WHAT) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# input -> IR messages
+
+
+def _parts(content: str | list[Part], path: str) -> list[ir.Part]:
+    if isinstance(content, str):
+        return [ir.Text(text=content)]
+    parts: list[ir.Part] = []
+    for j, p in enumerate(content):
+        if isinstance(p, (InputText, OutputText)):
+            parts.append(ir.Text(text=p.text))
+        elif isinstance(p, RefusalPart):
+            parts.append(ir.Text(text=p.refusal))
+        elif isinstance(p, InputImage) and p.image_url is not None:
+            parts.append(_image(ImagePart(ImageURL(p.image_url, p.detail))))
+        else:
+            what = "input_file parts" if isinstance(p, InputFile) else "input_image by file_id"
+            raise unsupported(f"{what} are not supported (the gateway has no file store)", param=f"{path}[{j}]")
+    return parts
+
+
+class _History:
+    """Input items -> (system prompt, IR messages), merging function calls into the assistant turn."""
+
+    def __init__(self, instructions: str | None) -> None:
+        self.system: list[ir.Text] = [ir.Text(text=instructions)] if instructions else []
+        self.messages: list[ir.Message] = []
+        self.names: dict[str, str] = {}  # call_id -> function name
+
+    def item(self, raw: dict[str, Any], i: int) -> None:
+        path = f"input[{i}]"
+        kind = raw.get("type", "message")
+        if kind == "message":
+            m: MessageItem = _convert(raw, MessageItem, path)
+            parts = _parts(m.content, f"{path}.content")
+            if m.role in ("system", "developer"):
+                if self.messages:
+                    self.messages.append(ir.Message(role="system", parts=parts))
+                else:
+                    self.system += [p for p in parts if isinstance(p, ir.Text)]
+            else:
+                self.messages.append(ir.Message(role=m.role, parts=parts))
+        elif kind == "function_call":
+            fc: FunctionCallItem = _convert(raw, FunctionCallItem, path)
+            self.names[fc.call_id] = fc.name
+            call = ir.ToolCall(id=fc.call_id, name=fc.name, arguments=fc.arguments)
+            last = self.messages[-1] if self.messages else None
+            if last is not None and last.role == "assistant":
+                last.parts.append(call)
+            else:
+                self.messages.append(ir.Message(role="assistant", parts=[call]))
+        elif kind == "function_call_output":
+            fo: FunctionCallOutputItem = _convert(raw, FunctionCallOutputItem, path)
+            content = [p for p in _parts(fo.output, f"{path}.output") if isinstance(p, (ir.Text, ir.Image))]
+            result = ir.ToolResult(tool_call_id=fo.call_id, content=content, name=self.names.get(fo.call_id))
+            self.messages.append(ir.Message(role="tool", parts=[result]))
+        elif kind == "item_reference":
+            raise bad_request("item_reference needs stored items; this gateway is stateless: send the items "
+                              "themselves", param=path)
+        elif kind != "reasoning":  # reasoning items are dropped (see the module docstring)
+            raise unsupported(f"input items of type {kind!r} are not supported", param=f"{path}.type")
+
+
+# --------------------------------------------------------------------------------------------------
+# tools, tool_choice, text format, the whole request
+
+
+def _tools(raw: list[dict[str, Any]]) -> list[ir.ToolDef]:
+    out = []
+    for i, t in enumerate(raw):
+        kind = t.get("type")
+        if kind != "function":
+            raise unsupported(f"built-in tool {kind!r} is not supported; only function tools are",
+                              param=f"tools[{i}].type")
+        f: FunctionToolIn = _convert({k: v for k, v in t.items() if k != "type"}, FunctionToolIn, f"tools[{i}]")
+        kw = {"parameters": f.parameters} if f.parameters is not None else {}
+        out.append(ir.ToolDef(name=f.name, description=f.description, strict=f.strict, **kw))
+    return out
+
+
+def _tool_choice(tc: Any, tools: list[ir.ToolDef]) -> tuple[ir.ToolChoice | None, list[ir.ToolDef]]:
+    if tc is None or isinstance(tc, str):
+        return (ir.ToolChoice(mode=tc) if tc else None), tools
+    kind = tc.get("type")
+    if kind == "function" and isinstance(tc.get("name"), str):
+        return ir.ToolChoice("tool", tc["name"]), tools
+    if kind == "allowed_tools" and tc.get("mode") in ("auto", "required") and isinstance(tc.get("tools"), list):
+        allowed = {t.get("name") for t in tc["tools"] if isinstance(t, dict) and t.get("type") == "function"}
+        return ir.ToolChoice(mode=tc["mode"]), [t for t in tools if t.name in allowed]
+    if kind in ("function", "allowed_tools"):
+        raise bad_request(f"invalid tool_choice of type {kind!r}", param="tool_choice")
+    raise unsupported(f"tool_choice of type {kind!r} is not supported; only function tools are", param="tool_choice")
+
+
+def _response_format(text: TextConfig | None) -> ir.ResponseFormat | None:
+    f = text.format if text is not None else None
+    if f is None:
+        return None
+    if isinstance(f, JsonSchemaFormat):
+        return ir.ResponseFormat("json_schema", name=f.name, schema=f.schema, strict=f.strict, description=f.description)
+    return ir.ResponseFormat("json_object" if isinstance(f, JsonObjectFormat) else "text")
+
+
+def _refuse_state(r: RequestIn) -> None:
+    for name, value in (("previous_response_id", r.previous_response_id), ("conversation", r.conversation),
+                        ("prompt", r.prompt)):
+        if value is not None:
+            raise bad_request(f"{name} is not supported: this gateway is stateless and stores no responses, "
+                              "conversations or prompts; send the whole conversation in input", param=name)
+    if r.background:
+        raise bad_request("background is not supported: this gateway is stateless and cannot be polled later",
+                          param="background")
+
+
+def parse_request(body: bytes) -> ir.ChatRequest:
+    r: RequestIn = decode_client_body(_decoder, body, _WHAT)
+    _refuse_state(r)
+    history = _History(r.instructions)
+    if isinstance(r.input, str):
+        history.messages.append(ir.Message(role="user", parts=[ir.Text(text=r.input)]))
+    else:
+        for i, raw in enumerate(r.input):
+            history.item(raw, i)
+    if not history.messages:
+        raise bad_request("input must contain at least one message or item", param="input")
+    tool_choice, tools = _tool_choice(r.tool_choice, _tools(r.tools))
+    reasoning = None
+    if r.reasoning is not None and r.reasoning.effort is not None:
+        off = r.reasoning.effort == "none"
+        reasoning = ir.ReasoningConfig(effort=r.reasoning.effort, enabled=False if off else None)
+    return ir.ChatRequest(
+        model=r.model,
+        messages=history.messages,
+        system=history.system,
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=r.parallel_tool_calls,
+        max_tokens=r.max_output_tokens,
+        temperature=r.temperature,
+        top_p=r.top_p,
+        logprobs=True if r.top_logprobs else None,
+        top_logprobs=r.top_logprobs or None,
+        response_format=_response_format(r.text),
+        reasoning=reasoning,
+        metadata=r.metadata,
+        user=r.user if r.user is not None else r.safety_identifier,
+        stream=bool(r.stream),
+        include_usage=bool(r.stream),  # response.completed always carries usage
+        source_format="openai-responses",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# IR response -> Response object
+
+
+def _output(choice: ir.Choice) -> list[dict[str, Any]]:
+    """IR parts in order; adjacent text parts share one message item."""
+    items: list[dict[str, Any]] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        if texts:
+            items.append(message_item(synth_id("msg_"), ["".join(texts)]))
+            texts.clear()
+
+    for p in choice.parts:
+        if isinstance(p, ir.Text):
+            texts.append(p.text)
+            continue
+        flush()
+        if isinstance(p, ir.ToolCall):
+            items.append(function_call_item(synth_id("fc_"), p.id, p.name, p.arguments))
+        elif p.text:  # reasoning with text; signed-only / redacted reasoning has no slot
+            items.append(reasoning_item(synth_id("rs_"), [p.text]))
+    flush()
+    return items
+
+
+class ResponsesFrontend:
+    """OpenAI Responses API for clients (`client.responses.create`, the Agents SDK).  Stateless."""
+
+    name: ClassVar[str] = "openai-responses"
+    stream_content_type: ClassVar[str] = "text/event-stream"
+    usage_markers: ClassVar[tuple[bytes, ...]] = ()  # no pass-through: every exchange is translated
+
+    def parse_chat(self, body: bytes) -> ir.ChatRequest:
+        return parse_request(body)
+
+    def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes:
+        choice = resp.choices[0] if resp.choices else ir.Choice()
+        saw_tool = any(isinstance(p, ir.ToolCall) for p in choice.parts)
+        status, reason = STATUS_FROM_IR[ir.consistent_finish(choice.finish_reason, saw_tool)]
+        error = None
+        if status == "failed":
+            error = failed_error(ProxyError("server", f"the upstream stopped generating "
+                                                      f"({choice.raw_finish_reason or 'error'})"))
+        obj = response_object(synth_id("resp_"), model, resp.created or int(time.time()), request_echo(None),
+                              output=_output(choice), status=status, usage=resp.usage, incomplete_reason=reason,
+                              error=error)
+        return jsonio.dumps(obj)
+
+    def stream_encoder(self, req: ir.ChatRequest, model: str) -> ResponsesStreamEncoder:
+        return ResponsesStreamEncoder(req, model)
+
+    def render_error(self, err: ProxyError) -> tuple[int, bytes]:
+        return err.status, jsonio.dumps({"error": error_object(err)})
+
+    # -- pass-through hooks: never used (no backend speaks this format) -------------------------------
+    def usage_from_body(self, body: bytes) -> ir.Usage | None:
+        return None
+
+    def usage_from_event(self, data: bytes) -> ir.Usage | None:
+        return None
+
+    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
+        return False
+
+    def is_stream_end(self, event: SSEEvent) -> bool:
+        return False
+
+    def is_usage_only(self, data: bytes) -> bool:
+        return False

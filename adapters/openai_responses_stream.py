@@ -1,0 +1,353 @@
+"""OpenAI Responses API output: the Response object, its output items, and the SSE event stream.
+
+Shapes follow openai-python's `types/responses/` (response.py, response_output_message.py,
+response_function_tool_call.py, response_reasoning_item.py, response_usage.py, the `*_event.py`
+files) and the accumulator in `lib/streaming/responses/_responses.py`, which requires
+`response.created` first, a `response.output_item.added` before any event naming its
+`output_index`, each `output_index` added once, and every added item done before `response.completed`.
+
+Choices (IR -> Responses):
+- Ids are synthesised: `resp_...` for the response, `msg_...` / `fc_...` / `rs_...` for items; the
+  IR tool-call id becomes `call_id` (what a client's `function_call_output` references).
+- Reasoning text becomes a `reasoning` item with one `summary_text`; signatures and redacted
+  reasoning have no portable slot (`encrypted_content` is OpenAI's own ciphertext) and are dropped.
+- Finish `length` -> status `incomplete` + `incomplete_details.reason: max_output_tokens`,
+  `content_filter` -> incomplete / `content_filter`, `error` -> `failed` with `error.code
+  server_error`; `pause` (Anthropic pause_turn) -> `completed` (lossy).  There is no finish_reason.
+- Usage: `input_tokens_details` carries `cached_tokens` and `cache_write_tokens` (both required by
+  the SDK's ResponseUsage), `output_tokens_details.reasoning_tokens`.
+- Stream errors: an `error` event ({"type":"error","code","message","param","sequence_number"}) and
+  then `response.failed` carrying the same error, and nothing after it.  The SDK's raw stream yields
+  both (it raises nothing for them); `client.responses.stream(...)` passes both through and its
+  `get_final_response()` raises (no `response.completed`); consumers that wait for a terminal
+  lifecycle event (the Agents SDK, Codex) see `response.failed`.  An error before any event still
+  opens with `response.created` / `response.in_progress`, since the accumulator rejects a stream
+  that does not start with `response.created`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import ir, jsonio
+from .common import synth_id
+from .errors import ProxyError
+from .openai_wire import error_object
+from .sse import encode_event
+
+# --------------------------------------------------------------------------------------------------
+# The Response object and its items (shared by the non-streaming renderer and the stream)
+
+# IR finish -> (status, incomplete_details.reason)
+STATUS_FROM_IR: dict[str, tuple[str, str | None]] = {
+    "stop": ("completed", None),
+    "tool_calls": ("completed", None),
+    "pause": ("completed", None),
+    "length": ("incomplete", "max_output_tokens"),
+    "content_filter": ("incomplete", "content_filter"),
+    "error": ("failed", None),
+}
+
+# ProxyError kind -> ResponseError.code (a closed Literal in the SDK's response_error.py)
+FAILED_CODES: dict[str, str] = {
+    "rate_limit": "rate_limit_exceeded",
+    "quota_exhausted": "rate_limit_exceeded",
+    "invalid_request": "invalid_prompt",
+    "unsupported": "invalid_prompt",
+    "context_length": "invalid_prompt",
+}
+
+
+def usage_to_wire(u: ir.Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_input_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.input_tokens + u.output_tokens,
+    }
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, texts: list[str], status: str = "completed") -> dict[str, Any]:
+    content = [output_text(t) for t in texts]
+    return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
+
+
+def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def reasoning_item(item_id: str, texts: list[str]) -> dict[str, Any]:
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": t} for t in texts]}
+
+
+def request_echo(req: ir.ChatRequest | None) -> dict[str, Any]:
+    """The request fields a Response repeats (tools, tool_choice and parallel_tool_calls are required
+    by the SDK's model).  Without the request (non-streaming render) the API defaults are given."""
+    if req is None:
+        return {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "temperature": None, "top_p": None,
+                "max_output_tokens": None, "text": {"format": {"type": "text"}}, "reasoning": None, "metadata": {}}
+    tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
+              "strict": t.strict} for t in req.tools]
+    tc = req.tool_choice
+    if tc is None:
+        choice: Any = "auto"
+    elif tc.mode == "tool":
+        choice = {"type": "function", "name": tc.name}
+    else:
+        choice = tc.mode
+    rf = req.response_format
+    fmt: dict[str, Any] = {"type": rf.type if rf is not None else "text"}
+    if rf is not None and rf.type == "json_schema":
+        fmt.update(name=rf.name, schema=rf.schema, strict=rf.strict, description=rf.description)
+    reasoning = {"effort": req.reasoning.effort} if req.reasoning is not None else None
+    return {"tools": tools, "tool_choice": choice,
+            "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
+            "temperature": req.temperature, "top_p": req.top_p, "max_output_tokens": req.max_tokens,
+            "text": {"format": fmt}, "reasoning": reasoning, "metadata": req.metadata or {}}
+
+
+def response_object(
+    resp_id: str,
+    model: str,
+    created_at: int,
+    echo: dict[str, Any],
+    *,
+    output: list[dict[str, Any]],
+    status: str,
+    usage: ir.Usage | None = None,
+    incomplete_reason: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": resp_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "error": error,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "instructions": None,
+        "model": model,
+        "output": output,
+        "usage": usage_to_wire(usage) if usage is not None else None,
+        **echo,
+    }
+
+
+def failed_error(err: ProxyError) -> dict[str, Any]:
+    return {"code": FAILED_CODES.get(err.kind, "server_error"), "message": err.message}
+
+
+# --------------------------------------------------------------------------------------------------
+# The stream encoder
+
+_BLOCK_EVENTS = (ir.BlockStart, ir.TextDelta, ir.ReasoningDelta, ir.ReasoningSignature, ir.RedactedReasoning,
+                 ir.ToolArgsDelta, ir.BlockEnd)
+
+
+class _Item:
+    """The one output item being streamed."""
+
+    __slots__ = ("block", "kind", "id", "output_index", "parts", "call_id", "name")
+
+    def __init__(self, block: int, kind: str, item_id: str, output_index: int) -> None:
+        self.block = block  # the IR block index feeding it
+        self.kind = kind  # "message" | "function_call" | "reasoning"
+        self.id = item_id
+        self.output_index = output_index
+        self.parts: list[str] = []  # text, arguments or summary text so far
+        self.call_id = ""
+        self.name = ""
+
+
+class ResponsesStreamEncoder:
+    """IR events -> Responses API SSE for one response.
+
+    How this works: Responses output items must not overlap, IR blocks may interleave.  At most one
+    item is open.  Text and reasoning open an item lazily at their first non-empty delta (closing
+    whatever else is open); a text block interrupted by another block continues in a new message
+    item, so no text is lost.  A tool block opens a function_call item at its BlockStart and keeps it
+    open until its own BlockEnd: events of other blocks meanwhile are deferred, in order, and replayed
+    when it closes, so each call is one item with all its arguments.  Finish and usage are held; End
+    closes what is open and sends response.completed / response.incomplete (or, for finish `error`,
+    the error sequence).  Every event carries `sequence_number` 0, 1, 2 ...; after the terminal
+    event or error() nothing more is written.
+    """
+
+    __slots__ = ("_model", "_id", "_created", "_echo", "_seq", "_started", "_open", "_deferred", "_done_items",
+                 "_finish", "_usage", "_closed")
+
+    def __init__(self, req: ir.ChatRequest, model: str) -> None:
+        self._model = model
+        self._id = synth_id("resp_")
+        self._created = int(time.time())
+        self._echo = request_echo(req)
+        self._seq = 0
+        self._started = False
+        self._open: _Item | None = None
+        self._deferred: list[ir.Event] = []
+        self._done_items: list[dict[str, Any]] = []  # output items in output_index order
+        self._finish: ir.Finish | None = None
+        self._usage: ir.Usage | None = None
+        self._closed = False
+
+    # -- public -----------------------------------------------------------------------------------
+    def feed(self, event: ir.Event) -> bytes:
+        if self._closed:
+            return b""
+        out: list[bytes] = []
+        self._start(out)
+        if isinstance(event, _BLOCK_EVENTS):
+            if self._open is not None and self._open.kind == "function_call" and event.index != self._open.block:
+                self._deferred.append(event)
+            else:
+                self._block_event(event, out)
+        elif isinstance(event, ir.Finish):
+            self._finish = event
+        elif isinstance(event, ir.UsageEvent):
+            self._usage = event.usage
+        elif isinstance(event, ir.End):
+            self._end(out)
+        return b"".join(out)
+
+    def error(self, err: ProxyError) -> bytes:
+        if self._closed:
+            return b""
+        out: list[bytes] = []
+        self._start(out)
+        obj = error_object(err)
+        out.append(self._event("error", {"code": obj["code"] or obj["type"], "message": err.message,
+                                         "param": err.param}))
+        out.append(self._lifecycle("response.failed", "failed", error=failed_error(err)))
+        self._closed = True
+        return b"".join(out)
+
+    # -- state machine ----------------------------------------------------------------------------
+    def _block_event(self, ev: ir.Event, out: list[bytes]) -> None:
+        i = ev.index  # type: ignore[union-attr]
+        item = self._open if self._open is not None and self._open.block == i else None
+        if isinstance(ev, (ir.TextDelta, ir.ReasoningDelta)):
+            if not ev.text:
+                return
+            kind = "message" if isinstance(ev, ir.TextDelta) else "reasoning"
+            if item is None or item.kind != kind:
+                self._close(out)
+                item = self._open_item(i, kind, out)
+            item.parts.append(ev.text)
+            name = "response.output_text.delta" if kind == "message" else "response.reasoning_summary_text.delta"
+            out.append(self._event(name, {**self._where(item), "delta": ev.text,
+                                          **({"logprobs": []} if kind == "message" else {})}))
+        elif isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
+            self._close(out)
+            item = self._open_item(i, "function_call", out, call_id=ev.tool_call_id or synth_id("call_"),
+                                   name=ev.tool_name or "")
+        elif isinstance(ev, ir.ToolArgsDelta):
+            # Fragments of a block that is not open cannot be placed (closed for good or never
+            # started): only a decoder breaking the event contract produces them.
+            if item is not None and item.kind == "function_call" and ev.fragment:
+                item.parts.append(ev.fragment)
+                out.append(self._event("response.function_call_arguments.delta", {**self._where(item),
+                                                                                   "delta": ev.fragment}))
+        elif isinstance(ev, ir.BlockEnd) and item is not None:
+            self._close(out)
+            self._drain(out)
+        # Other BlockStarts open lazily; signatures and redacted reasoning have no slot (dropped).
+
+    def _drain(self, out: list[bytes]) -> None:
+        pending, self._deferred = self._deferred, []
+        for ev in pending:
+            if self._open is not None and self._open.kind == "function_call" and ev.index != self._open.block:  # type: ignore[union-attr]
+                self._deferred.append(ev)
+            else:
+                self._block_event(ev, out)
+
+    def _end(self, out: list[bytes]) -> None:
+        while self._open is not None or self._deferred:  # a block without BlockEnd: close it anyway
+            self._close(out)
+            self._drain(out)
+        fin = self._finish or ir.Finish(reason="stop")
+        status, reason = STATUS_FROM_IR[fin.reason]
+        if status == "failed":
+            out.append(self.error(ProxyError("server", f"the upstream stopped generating ({fin.raw or 'error'})")))
+            return
+        out.append(self._lifecycle(f"response.{status}", status, incomplete_reason=reason))
+        self._closed = True
+
+    # -- items ------------------------------------------------------------------------------------
+    def _open_item(self, block: int, kind: str, out: list[bytes], call_id: str = "", name: str = "") -> _Item:
+        prefix = {"message": "msg_", "function_call": "fc_", "reasoning": "rs_"}[kind]
+        item = _Item(block, kind, synth_id(prefix), len(self._done_items))
+        item.call_id, item.name = call_id, name
+        self._open = item
+        out.append(self._event("response.output_item.added", {"output_index": item.output_index,
+                                                              "item": self._item(item, "in_progress")}))
+        if kind == "message":
+            out.append(self._event("response.content_part.added", {**self._where(item), "part": output_text("")}))
+        elif kind == "reasoning":
+            out.append(self._event("response.reasoning_summary_part.added",
+                                   {**self._where(item), "part": {"type": "summary_text", "text": ""}}))
+        return item
+
+    def _close(self, out: list[bytes]) -> None:
+        item = self._open
+        if item is None:
+            return
+        self._open = None
+        text = "".join(item.parts)
+        where = self._where(item)
+        if item.kind == "message":
+            out.append(self._event("response.output_text.done", {**where, "text": text, "logprobs": []}))
+            out.append(self._event("response.content_part.done", {**where, "part": output_text(text)}))
+        elif item.kind == "reasoning":
+            out.append(self._event("response.reasoning_summary_text.done", {**where, "text": text}))
+            out.append(self._event("response.reasoning_summary_part.done",
+                                   {**where, "part": {"type": "summary_text", "text": text}}))
+        else:
+            out.append(self._event("response.function_call_arguments.done", {**where, "arguments": text}))
+        done = self._item(item, "completed")
+        self._done_items.append(done)
+        out.append(self._event("response.output_item.done", {"output_index": item.output_index, "item": done}))
+
+    def _item(self, item: _Item, status: str) -> dict[str, Any]:
+        text = "".join(item.parts)
+        if item.kind == "function_call":
+            return function_call_item(item.id, item.call_id, item.name, text, status)
+        texts = [] if status == "in_progress" else [text]  # parts are announced by their own events
+        if item.kind == "message":
+            return message_item(item.id, texts, status)
+        return reasoning_item(item.id, texts)
+
+    @staticmethod
+    def _where(item: _Item) -> dict[str, Any]:
+        where: dict[str, Any] = {"item_id": item.id, "output_index": item.output_index}
+        if item.kind == "message":
+            where["content_index"] = 0
+        elif item.kind == "reasoning":
+            where["summary_index"] = 0
+        return where
+
+    # -- output helpers ---------------------------------------------------------------------------
+    def _start(self, out: list[bytes]) -> None:
+        if self._started:
+            return
+        self._started = True
+        out.append(self._lifecycle("response.created", "in_progress"))
+        out.append(self._lifecycle("response.in_progress", "in_progress"))
+
+    def _lifecycle(self, name: str, status: str, **kw: Any) -> bytes:
+        usage = self._usage if status != "in_progress" else None
+        response = response_object(self._id, self._model, self._created, self._echo,
+                                   output=list(self._done_items), status=status, usage=usage, **kw)
+        return self._event(name, {"response": response})
+
+    def _event(self, name: str, payload: dict[str, Any]) -> bytes:
+        data = {"type": name, **payload, "sequence_number": self._seq}
+        self._seq += 1
+        return encode_event(jsonio.dumps(data), name)
