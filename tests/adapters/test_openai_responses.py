@@ -1,0 +1,305 @@
+"""Responses API frontend: every request mapping row, the Response object, errors, pass-through hooks."""
+
+import orjson
+import pytest
+from openai.types.responses import Response
+
+from adapters import ir
+from adapters.errors import KINDS, ProxyError
+from adapters.openai_responses import ResponsesFrontend
+
+F = ResponsesFrontend()
+
+
+def parse(**kw):
+    body = {"model": "m", "input": "hi", **kw}
+    return F.parse_chat(orjson.dumps(body))
+
+
+def refused(**kw) -> ProxyError:
+    with pytest.raises(ProxyError) as info:
+        parse(**kw)
+    return info.value
+
+
+# -- input ---------------------------------------------------------------------------------------
+
+
+def test_string_input_is_one_user_message():
+    req = parse()
+    assert req.model == "m" and req.source_format == "openai-responses"
+    assert req.messages == [ir.Message(role="user", parts=[ir.Text("hi")])]
+
+
+def test_instructions_and_leading_system_developer_messages_become_system():
+    req = parse(instructions="I", input=[
+        {"role": "system", "content": "S"},
+        {"role": "developer", "content": [{"type": "input_text", "text": "D"}]},
+        {"role": "user", "content": "u"},
+        {"type": "message", "role": "developer", "content": "late"},
+    ])
+    assert [t.text for t in req.system] == ["I", "S", "D"]
+    assert req.messages[1] == ir.Message(role="system", parts=[ir.Text("late")])
+
+
+@pytest.mark.parametrize("part,expected", [
+    ({"type": "input_text", "text": "t"}, ir.Text("t")),
+    ({"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}, ir.Image(url="https://x/y.png", detail="low")),
+    ({"type": "input_image", "image_url": "data:image/png;base64,QUJD"}, ir.Image(media_type="image/png", data="QUJD")),
+    ({"type": "output_text", "text": "o", "annotations": []}, ir.Text("o")),
+    ({"type": "refusal", "refusal": "no"}, ir.Text("no")),
+])
+def test_content_parts(part, expected):
+    req = parse(input=[{"role": "user", "content": [part]}])
+    assert req.messages[0].parts == [expected]
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "input_file", "file_id": "f"},
+    {"type": "input_image", "file_id": "f"},
+])
+def test_file_references_are_unsupported(part):
+    err = refused(input=[{"role": "user", "content": [{"type": "input_text", "text": "a"}, part]}])
+    assert err.kind == "unsupported" and err.param == "input[0].content[1]"
+
+
+def test_function_call_round_trip_items():
+    req = parse(input=[
+        {"role": "user", "content": "weather?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "think"}],
+         "encrypted_content": "xyz"},
+        {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "let me look", "annotations": []}]},
+        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "w", "arguments": "{\"c\":1}",
+         "status": "completed"},
+        {"type": "function_call", "call_id": "call_2", "name": "t", "arguments": ""},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"type": "function_call_output", "call_id": "call_2",
+         "output": [{"type": "input_text", "text": "noon"}]},
+    ])
+    assert [m.role for m in req.messages] == ["user", "assistant", "tool", "tool"]
+    assert req.messages[1].parts == [ir.Text("let me look"), ir.ToolCall("call_1", "w", "{\"c\":1}"),
+                                     ir.ToolCall("call_2", "t", "")]
+    assert req.messages[2].parts == [ir.ToolResult("call_1", [ir.Text("sunny")], name="w")]
+    assert req.messages[3].parts == [ir.ToolResult("call_2", [ir.Text("noon")], name="t")]
+
+
+def test_function_call_without_assistant_text_opens_an_assistant_message():
+    req = parse(input=[{"role": "user", "content": "a"},
+                       {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}])
+    assert req.messages[1] == ir.Message(role="assistant", parts=[ir.ToolCall("c", "f", "{}")])
+
+
+@pytest.mark.parametrize("item,param,kind", [
+    ({"role": "user", "content": [{"type": "input_text", "text": 1}]}, "input[0].content[0].text", "invalid_request"),
+    ({"role": "robot", "content": "x"}, "input[0].role", "invalid_request"),
+    ({"type": "function_call", "name": "f"}, "input[0]", "invalid_request"),
+    ({"type": "function_call_output", "call_id": "c"}, "input[0]", "invalid_request"),
+    ({"type": "web_search_call", "id": "ws"}, "input[0].type", "unsupported"),
+    ({"type": "item_reference", "id": "msg_1"}, "input[0]", "invalid_request"),
+])
+def test_bad_items_name_the_field_path(item, param, kind):
+    err = refused(input=[item])
+    assert (err.kind, err.param, err.status) == (kind, param, 400)
+
+
+def test_empty_input_and_bad_json():
+    assert refused(input=[]).param == "input"
+    assert refused(input=[{"type": "reasoning", "summary": []}]).param == "input"
+    with pytest.raises(ProxyError) as info:
+        F.parse_chat(b"{not json")
+    assert info.value.kind == "invalid_request"
+    with pytest.raises(ProxyError) as info:
+        F.parse_chat(b'{"input":"x"}')
+    assert "model" in info.value.message
+
+
+@pytest.mark.parametrize("field,value", [
+    ("previous_response_id", "resp_1"),
+    ("conversation", "conv_1"),
+    ("prompt", {"id": "pmpt_1"}),
+    ("background", True),
+])
+def test_stateful_fields_are_refused(field, value):
+    err = refused(**{field: value})
+    assert err.status == 400 and err.param == field and "stateless" in err.message
+
+
+@pytest.mark.parametrize("field,value", [
+    ("store", True), ("include", ["reasoning.encrypted_content"]), ("truncation", "auto"),
+    ("service_tier", "flex"), ("prompt_cache_key", "k"), ("max_tool_calls", 3), ("background", False),
+])
+def test_ignored_fields(field, value):
+    assert parse(**{field: value}) == parse()
+
+
+# -- tools, tool_choice, parameters ----------------------------------------------------------------
+
+
+def test_flat_function_tools():
+    req = parse(tools=[
+        {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True},
+        {"type": "function", "name": "g"},
+    ])
+    assert req.tools == [ir.ToolDef("f", "d", {"type": "object"}, True), ir.ToolDef("g")]
+
+
+@pytest.mark.parametrize("tool", ["web_search", "file_search", "code_interpreter", "mcp", "computer_use_preview"])
+def test_builtin_tools_are_unsupported_by_name(tool):
+    err = refused(tools=[{"type": "function", "name": "f"}, {"type": tool}])
+    assert err.kind == "unsupported" and err.param == "tools[1].type" and tool in err.message
+
+
+def test_tool_missing_name():
+    assert refused(tools=[{"type": "function"}]).param == "tools[0]"
+
+
+@pytest.mark.parametrize("choice,expected", [
+    ("auto", ir.ToolChoice("auto")),
+    ("none", ir.ToolChoice("none")),
+    ("required", ir.ToolChoice("required")),
+    ({"type": "function", "name": "f"}, ir.ToolChoice("tool", "f")),
+    (None, None),
+])
+def test_tool_choice(choice, expected):
+    assert parse(tools=[{"type": "function", "name": "f"}], tool_choice=choice).tool_choice == expected
+
+
+def test_allowed_tools_narrow_the_list():
+    req = parse(tools=[{"type": "function", "name": "f"}, {"type": "function", "name": "g"}],
+                tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "g"}]})
+    assert req.tool_choice == ir.ToolChoice("required") and [t.name for t in req.tools] == ["g"]
+
+
+@pytest.mark.parametrize("choice,kind", [
+    ({"type": "file_search"}, "unsupported"),
+    ({"type": "mcp", "server_label": "x"}, "unsupported"),
+    ({"type": "function"}, "invalid_request"),
+    ("sometimes", "invalid_request"),
+])
+def test_bad_tool_choice(choice, kind):
+    err = refused(tool_choice=choice)
+    assert err.kind == kind and err.param == "tool_choice"
+
+
+@pytest.mark.parametrize("fmt,expected", [
+    ({"type": "text"}, ir.ResponseFormat("text")),
+    ({"type": "json_object"}, ir.ResponseFormat("json_object")),
+    ({"type": "json_schema", "name": "n", "schema": {"type": "object"}, "strict": True, "description": "d"},
+     ir.ResponseFormat("json_schema", name="n", schema={"type": "object"}, strict=True, description="d")),
+])
+def test_text_format(fmt, expected):
+    assert parse(text={"format": fmt, "verbosity": "low"}).response_format == expected
+
+
+def test_json_schema_needs_name():
+    assert refused(text={"format": {"type": "json_schema", "schema": {}}}).param == "text.format"
+
+
+@pytest.mark.parametrize("effort,expected", [
+    ("low", ir.ReasoningConfig(effort="low")),
+    ("high", ir.ReasoningConfig(effort="high")),
+    ("none", ir.ReasoningConfig(effort="none", enabled=False)),
+])
+def test_reasoning_effort(effort, expected):
+    assert parse(reasoning={"effort": effort, "summary": "auto"}).reasoning == expected
+
+
+@pytest.mark.parametrize("field,value,attr,expected", [
+    ("max_output_tokens", 50, "max_tokens", 50),
+    ("temperature", 0.3, "temperature", 0.3),
+    ("top_p", 0.9, "top_p", 0.9),
+    ("parallel_tool_calls", False, "parallel_tool_calls", False),
+    ("metadata", {"k": "v"}, "metadata", {"k": "v"}),
+    ("user", "u1", "user", "u1"),
+    ("safety_identifier", "s1", "user", "s1"),
+    ("top_logprobs", 3, "top_logprobs", 3),
+    ("stream", True, "stream", True),
+])
+def test_scalar_fields(field, value, attr, expected):
+    assert getattr(parse(**{field: value}), attr) == expected
+
+
+def test_top_logprobs_turns_logprobs_on_and_user_wins_over_safety_identifier():
+    assert parse(top_logprobs=2).logprobs is True
+    assert parse(user="u", safety_identifier="s").user == "u"
+
+
+def test_stream_always_wants_usage():
+    assert parse(stream=True).include_usage is True
+
+
+# -- Response object ---------------------------------------------------------------------------------
+
+
+def render(parts, finish="stop", usage=None, raw=None):
+    resp = ir.ChatResponse(id="x", model="up", created=123, choices=[
+        ir.Choice(parts=parts, finish_reason=finish, raw_finish_reason=raw)], usage=usage)
+    return orjson.loads(F.render_chat(resp, "client-model"))
+
+
+def test_response_object_validates_against_the_sdk_model():
+    body = render([ir.Reasoning(text="think"), ir.Text("Hel"), ir.Text("lo"), ir.ToolCall("call_1", "f", "{\"a\":1}")],
+                  usage=ir.Usage(input_tokens=10, output_tokens=5, cached_input_tokens=2, cache_write_tokens=1,
+                                 reasoning_tokens=3))
+    r = Response.model_validate(body)
+    assert r.id.startswith("resp_") and r.object == "response" and r.model == "client-model" and r.created_at == 123
+    assert r.status == "completed" and r.incomplete_details is None and r.error is None
+    assert [o.type for o in r.output] == ["reasoning", "message", "function_call"]
+    assert r.output[0].summary[0].text == "think"
+    assert r.output_text == "Hello" and r.output[1].status == "completed" and r.output[1].role == "assistant"
+    fc = r.output[2]
+    assert (fc.call_id, fc.name, fc.arguments, fc.status) == ("call_1", "f", "{\"a\":1}", "completed")
+    assert fc.id.startswith("fc_") and r.output[1].id.startswith("msg_")
+    u = r.usage
+    assert (u.input_tokens, u.output_tokens, u.total_tokens) == (10, 5, 15)
+    assert (u.input_tokens_details.cached_tokens, u.input_tokens_details.cache_write_tokens) == (2, 1)
+    assert u.output_tokens_details.reasoning_tokens == 3
+    assert r.tools == [] and r.tool_choice == "auto" and r.parallel_tool_calls is True
+
+
+def test_text_split_by_a_tool_call_gives_two_messages():
+    body = render([ir.Text("a"), ir.ToolCall("c", "f", "{}"), ir.Text("b")])
+    assert [o["type"] for o in body["output"]] == ["message", "function_call", "message"]
+
+
+def test_unsigned_empty_and_redacted_reasoning_are_dropped():
+    body = render([ir.Reasoning(redacted_data="x", provider="anthropic"), ir.Text("a")])
+    assert [o["type"] for o in body["output"]] == ["message"]
+
+
+@pytest.mark.parametrize("finish,parts,status,reason", [
+    ("stop", [ir.Text("a")], "completed", None),
+    ("tool_calls", [ir.ToolCall("c", "f", "{}")], "completed", None),
+    ("stop", [ir.ToolCall("c", "f", "{}")], "completed", None),
+    ("pause", [ir.Text("a")], "completed", None),
+    ("length", [ir.Text("a")], "incomplete", "max_output_tokens"),
+    ("content_filter", [ir.Text("a")], "incomplete", "content_filter"),
+    ("error", [ir.Text("a")], "failed", None),
+])
+def test_finish_rows(finish, parts, status, reason):
+    r = Response.model_validate(render(parts, finish=finish, raw="abort"))
+    assert r.status == status
+    assert (r.incomplete_details.reason if r.incomplete_details else None) == reason
+    assert (r.error.code if r.error else None) == ("server_error" if status == "failed" else None)
+
+
+def test_no_usage_renders_null():
+    assert render([ir.Text("a")])["usage"] is None
+
+
+# -- errors and hooks ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_render_error_in_openai_shape(kind):
+    status, body = F.render_error(ProxyError(kind, "boom", param="p"))
+    err = orjson.loads(body)["error"]
+    assert status == KINDS[kind] and err["message"] == "boom" and err["param"] == "p" and isinstance(err["type"], str)
+
+
+def test_passthrough_hooks_are_inert():
+    assert F.usage_markers == () and F.name == "openai-responses"
+    assert F.usage_from_body(b"{}") is None and F.usage_from_event(b"{}") is None
+    assert F.prepare_passthrough({}, True) is False
+    assert F.is_stream_end(object()) is False and F.is_usage_only(b"{}") is False
