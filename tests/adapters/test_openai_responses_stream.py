@@ -1,0 +1,237 @@
+"""Responses API stream encoder: event order and nesting, sequence numbers, interleaved IR blocks,
+finish rows, errors; every stream is parsed back, validated with the SDK's event models and fed to the
+SDK's own accumulator (lib/streaming/responses ResponseStreamState)."""
+
+import pydantic
+import pytest
+from openai import omit
+from openai.lib.streaming.responses._responses import ResponseStreamState
+from openai.types.responses import ResponseStreamEvent
+
+from adapters import ir, jsonio
+from adapters.errors import ProxyError
+from adapters.openai_responses_stream import ResponsesStreamEncoder
+from adapters.sse import SSEParser
+
+_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
+REQ = ir.ChatRequest(model="m", stream=True, tools=[ir.ToolDef("f")], tool_choice=ir.ToolChoice("tool", "f"),
+                     temperature=0.5, max_tokens=99, response_format=ir.ResponseFormat("json_object"))
+
+
+def encode(events, req=REQ, error=None):
+    enc = ResponsesStreamEncoder(req, "client-model")
+    out = b"".join(enc.feed(ev) for ev in events)
+    if error is not None:
+        out += enc.error(error)
+    return out
+
+
+def parse(data: bytes) -> list[dict]:
+    """SSE back to dicts; the `event:` name must equal the JSON `type`."""
+    parser = SSEParser()
+    frames = parser.feed(data) + parser.close()
+    assert not parser.unterminated
+    out = []
+    for f in frames:
+        obj = jsonio.loads(f.data)
+        assert f.event == obj["type"]
+        out.append(obj)
+    return out
+
+
+def check(data: bytes) -> list[dict]:
+    """Well-formedness: sequence numbers 0..n, items added once and done before the next is added,
+    parts inside their item; every event valid for the SDK; the SDK accumulator accepts the stream."""
+    events = parse(data)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
+    open_item = None
+    next_index = 0
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
+    for e in events:
+        t = e["type"]
+        state.handle_event(_EVENT.validate_python(e))
+        if t == "response.output_item.added":
+            assert open_item is None and e["output_index"] == next_index
+            open_item = e["item"]["id"]
+            next_index += 1
+        elif t == "response.output_item.done":
+            assert e["item"]["id"] == open_item
+            open_item = None
+        elif "item_id" in e:
+            assert e["item_id"] == open_item
+    assert open_item is None
+    return events
+
+
+def types(events):
+    return [e["type"] for e in events]
+
+
+TEXT = [ir.Start(id="up"), ir.BlockStart(0, "text"), ir.TextDelta(0, "Hel"), ir.TextDelta(0, "lo"), ir.BlockEnd(0),
+        ir.Finish("stop"), ir.UsageEvent(ir.Usage(input_tokens=4, output_tokens=2, cached_input_tokens=1)), ir.End()]
+
+
+def test_text_sequence():
+    events = check(encode(TEXT))
+    assert types(events) == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
+        "response.content_part.done", "response.output_item.done", "response.completed"]
+    assert events[0]["response"]["status"] == "in_progress" and events[0]["response"]["output"] == []
+    assert events[2]["item"]["status"] == "in_progress" and events[2]["item"]["content"] == []
+    assert events[6]["text"] == "Hello" and events[7]["part"]["text"] == "Hello"
+    final = events[-1]["response"]
+    assert final["status"] == "completed" and final["id"] == events[0]["response"]["id"]
+    assert final["output"][0]["content"][0]["text"] == "Hello"
+    assert final["usage"]["input_tokens"] == 4 and final["usage"]["total_tokens"] == 6
+    assert final["usage"]["input_tokens_details"]["cached_tokens"] == 1
+    assert final["model"] == "client-model"
+
+
+def test_request_fields_are_echoed():
+    r = parse(encode(TEXT))[0]["response"]
+    assert r["tools"] == [{"type": "function", "name": "f", "description": None,
+                           "parameters": {"type": "object", "properties": {}}, "strict": None}]
+    assert r["tool_choice"] == {"type": "function", "name": "f"}
+    assert (r["temperature"], r["max_output_tokens"], r["text"]) == (0.5, 99, {"format": {"type": "json_object"}})
+
+
+def test_sdk_accumulator_gives_the_final_response():
+    events = parse(encode(TEXT))
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
+    for e in events:
+        state.handle_event(_EVENT.validate_python(e))
+    assert state._completed_response.output_text == "Hello"
+
+
+TOOLS = [ir.Start(), ir.BlockStart(0, "tool_call", tool_call_id="call_A", tool_name="w"),
+         ir.ToolArgsDelta(0, "{\"c\":"), ir.ToolArgsDelta(0, "1}"), ir.BlockEnd(0),
+         ir.BlockStart(1, "tool_call", tool_call_id="call_B", tool_name="t"), ir.ToolArgsDelta(1, "{}"), ir.BlockEnd(1),
+         ir.Finish("tool_calls"), ir.End()]
+
+
+def test_function_call_sequence():
+    events = check(encode(TOOLS))
+    assert types(events)[2:6] == ["response.output_item.added", "response.function_call_arguments.delta",
+                                  "response.function_call_arguments.delta", "response.function_call_arguments.done"]
+    added = events[2]["item"]
+    assert (added["type"], added["call_id"], added["name"], added["arguments"]) == ("function_call", "call_A", "w", "")
+    assert events[5]["arguments"] == "{\"c\":1}"
+    final = events[-1]["response"]
+    assert [(o["call_id"], o["arguments"]) for o in final["output"]] == [("call_A", "{\"c\":1}"), ("call_B", "{}")]
+    assert final["status"] == "completed" and final["usage"] is None
+
+
+def test_interleaved_blocks_give_non_overlapping_items():
+    """An OpenAI decoder interleaves text and tool deltas: the tool item stays whole, text resumes after."""
+    evs = [ir.Start(), ir.BlockStart(0, "text"), ir.TextDelta(0, "a"),
+           ir.BlockStart(1, "tool_call", tool_call_id="c1", tool_name="f"), ir.ToolArgsDelta(1, "{\"x\""),
+           ir.TextDelta(0, "b"),
+           ir.BlockStart(2, "tool_call", tool_call_id="c2", tool_name="g"), ir.ToolArgsDelta(2, "{}"),
+           ir.ToolArgsDelta(1, ":1}"), ir.BlockEnd(0), ir.BlockEnd(1), ir.BlockEnd(2), ir.Finish("tool_calls"), ir.End()]
+    events = check(encode(evs))
+    out = events[-1]["response"]["output"]
+    assert [o["type"] for o in out] == ["message", "function_call", "message", "function_call"]
+    assert out[0]["content"][0]["text"] == "a" and out[2]["content"][0]["text"] == "b"
+    assert (out[1]["call_id"], out[1]["arguments"]) == ("c1", "{\"x\":1}")
+    assert (out[3]["call_id"], out[3]["arguments"]) == ("c2", "{}")
+
+
+def test_blocks_without_block_end_are_closed_at_end():
+    evs = [ir.Start(), ir.BlockStart(0, "tool_call", tool_call_id="c1", tool_name="f"), ir.ToolArgsDelta(0, "{"),
+           ir.BlockStart(1, "text"), ir.TextDelta(1, "t"), ir.Finish("tool_calls"), ir.End()]
+    out = check(encode(evs))[-1]["response"]["output"]
+    assert [o["type"] for o in out] == ["function_call", "message"]
+
+
+def test_reasoning_becomes_a_summary_item():
+    evs = [ir.Start(), ir.BlockStart(0, "reasoning"), ir.ReasoningDelta(0, "th"), ir.ReasoningDelta(0, "ink"),
+           ir.ReasoningSignature(0, "sig"), ir.BlockEnd(0), ir.BlockStart(1, "text"), ir.TextDelta(1, "x"),
+           ir.BlockEnd(1), ir.Finish("stop"), ir.End()]
+    events = check(encode(evs))
+    assert types(events)[2:9] == [
+        "response.output_item.added", "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta", "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done", "response.reasoning_summary_part.done", "response.output_item.done"]
+    out = events[-1]["response"]["output"]
+    assert out[0] == {"type": "reasoning", "id": out[0]["id"], "summary": [{"type": "summary_text", "text": "think"}]}
+
+
+def test_empty_deltas_and_redacted_reasoning_open_nothing():
+    evs = [ir.Start(), ir.BlockStart(0, "text"), ir.TextDelta(0, ""), ir.BlockEnd(0),
+           ir.BlockStart(1, "reasoning"), ir.RedactedReasoning(1, "xx"), ir.BlockEnd(1), ir.Finish("stop"), ir.End()]
+    events = check(encode(evs))
+    assert types(events) == ["response.created", "response.in_progress", "response.completed"]
+
+
+@pytest.mark.parametrize("finish,terminal,status,reason", [
+    ("stop", "response.completed", "completed", None),
+    ("tool_calls", "response.completed", "completed", None),
+    ("pause", "response.completed", "completed", None),
+    ("length", "response.incomplete", "incomplete", "max_output_tokens"),
+    ("content_filter", "response.incomplete", "incomplete", "content_filter"),
+])
+def test_finish_rows(finish, terminal, status, reason):
+    events = check(encode([ir.Start(), ir.BlockStart(0, "text"), ir.TextDelta(0, "a"), ir.BlockEnd(0),
+                           ir.Finish(finish), ir.End()]))
+    last = events[-1]
+    assert last["type"] == terminal and last["response"]["status"] == status
+    assert (last["response"]["incomplete_details"] or {}).get("reason") == reason
+
+
+def test_finish_error_ends_with_the_error_sequence():
+    events = check(encode([ir.Start(), ir.BlockStart(0, "text"), ir.TextDelta(0, "a"), ir.BlockEnd(0),
+                           ir.Finish("error", raw="abort"), ir.End()]))
+    assert types(events)[-2:] == ["error", "response.failed"]
+    assert events[-1]["response"]["error"]["code"] == "server_error"
+
+
+@pytest.mark.parametrize("kind,code,failed_code", [
+    ("rate_limit", "rate_limit_exceeded", "rate_limit_exceeded"),
+    ("server", "server_error", "server_error"),
+    ("context_length", "context_length_exceeded", "invalid_prompt"),
+    ("timeout", "server_error", "server_error"),
+])
+def test_error_mid_stream(kind, code, failed_code):
+    enc = ResponsesStreamEncoder(REQ, "m")
+    data = b"".join(enc.feed(ev) for ev in [ir.Start(), ir.BlockStart(0, "text"), ir.TextDelta(0, "a")])
+    data += enc.error(ProxyError(kind, "went wrong"))
+    assert enc.feed(ir.TextDelta(0, "more")) == b"" and enc.feed(ir.End()) == b"" and enc.error(ProxyError("server", "x")) == b""
+    events = parse(data)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    err, failed = events[-2], events[-1]
+    assert (err["type"], err["code"], err["message"], err["param"]) == ("error", code, "went wrong", None)
+    assert failed["type"] == "response.failed" and failed["response"]["status"] == "failed"
+    assert failed["response"]["error"] == {"code": failed_code, "message": "went wrong"}
+    for e in events:
+        _EVENT.validate_python(e)
+
+
+def test_error_before_any_event_still_opens_the_response():
+    enc = ResponsesStreamEncoder(ir.ChatRequest(model="m"), "m")
+    events = parse(enc.error(ProxyError("overloaded", "busy")))
+    assert types(events) == ["response.created", "response.in_progress", "error", "response.failed"]
+    state = ResponseStreamState(input_tools=omit, text_format=omit)
+    for e in events:
+        state.handle_event(_EVENT.validate_python(e))  # the SDK accumulator accepts it
+
+
+def test_nothing_after_completion():
+    enc = ResponsesStreamEncoder(REQ, "m")
+    for ev in TEXT:
+        enc.feed(ev)
+    assert enc.feed(ir.End()) == b"" and enc.error(ProxyError("server", "late")) == b""
+
+
+@pytest.mark.parametrize("events", [TEXT, TOOLS], ids=["text", "tools"])
+def test_output_parses_the_same_whole_bytewise_and_split(events):
+    data = encode(events)
+    whole = [(f.event, f.data) for f in SSEParser().feed(data)]
+    p = SSEParser()
+    bytewise = [(f.event, f.data) for i in range(len(data)) for f in p.feed(data[i:i + 1])]
+    assert bytewise == whole
+    for cut in range(len(data)):
+        p = SSEParser()
+        split = [(f.event, f.data) for f in p.feed(data[:cut]) + p.feed(data[cut:])]
+        assert split == whole
