@@ -30,7 +30,7 @@ Decisions (what the IR cannot hold, and what we do):
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Struct
@@ -86,7 +86,7 @@ class RefusalPart(_Part, tag="refusal"):
     refusal: str
 
 
-Part = Union[InputText, InputImage, InputFile, OutputText, RefusalPart]
+Part = InputText | InputImage | InputFile | OutputText | RefusalPart
 
 
 class MessageItem(Struct):
@@ -133,7 +133,7 @@ class JsonSchemaFormat(_Format, tag="json_schema"):
 
 
 class TextConfig(Struct):
-    format: Union[TextFormat, JsonObjectFormat, JsonSchemaFormat, None] = None
+    format: TextFormat | JsonObjectFormat | JsonSchemaFormat | None = None
 
 
 class ReasoningIn(Struct):
@@ -275,7 +275,9 @@ def _response_format(text: TextConfig | None) -> ir.ResponseFormat | None:
     if f is None:
         return None
     if isinstance(f, JsonSchemaFormat):
-        return ir.ResponseFormat("json_schema", name=f.name, schema=f.schema, strict=f.strict, description=f.description)
+        return ir.ResponseFormat(
+            "json_schema", name=f.name, schema=f.schema, strict=f.strict, description=f.description
+        )
     return ir.ResponseFormat("json_object" if isinstance(f, JsonObjectFormat) else "text")
 
 

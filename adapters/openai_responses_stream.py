@@ -78,7 +78,9 @@ def message_item(item_id: str, texts: list[str], status: str = "completed") -> d
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
     return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
             "status": status}
 
@@ -155,7 +157,7 @@ _BLOCK_EVENTS = (ir.BlockStart, ir.TextDelta, ir.ReasoningDelta, ir.ReasoningSig
 class _Item:
     """The one output item being streamed."""
 
-    __slots__ = ("block", "kind", "id", "output_index", "parts", "call_id", "name")
+    __slots__ = ("block", "call_id", "id", "kind", "name", "output_index", "parts")
 
     def __init__(self, block: int, kind: str, item_id: str, output_index: int) -> None:
         self.block = block  # the IR block index feeding it
@@ -181,8 +183,20 @@ class ResponsesStreamEncoder:
     event or error() nothing more is written.
     """
 
-    __slots__ = ("_model", "_id", "_created", "_echo", "_seq", "_started", "_open", "_deferred", "_done_items",
-                 "_finish", "_usage", "_closed")
+    __slots__ = (
+        "_closed",
+        "_created",
+        "_deferred",
+        "_done_items",
+        "_echo",
+        "_finish",
+        "_id",
+        "_model",
+        "_open",
+        "_seq",
+        "_started",
+        "_usage",
+    )
 
     def __init__(self, req: ir.ChatRequest, model: str) -> None:
         self._model = model
@@ -205,10 +219,7 @@ class ResponsesStreamEncoder:
         out: list[bytes] = []
         self._start(out)
         if isinstance(event, _BLOCK_EVENTS):
-            if self._open is not None and self._open.kind == "function_call" and event.index != self._open.block:
-                self._deferred.append(event)
-            else:
-                self._block_event(event, out)
+            self._route(event, out)
         elif isinstance(event, ir.Finish):
             self._finish = event
         elif isinstance(event, ir.UsageEvent):
@@ -230,6 +241,14 @@ class ResponsesStreamEncoder:
         return b"".join(out)
 
     # -- state machine ----------------------------------------------------------------------------
+    def _route(self, ev: ir.Event, out: list[bytes]) -> None:
+        """A block event: deferred while another block's function_call item is open."""
+        item = self._open
+        if item is not None and item.kind == "function_call" and ev.index != item.block:  # type: ignore[union-attr]
+            self._deferred.append(ev)
+        else:
+            self._block_event(ev, out)
+
     def _block_event(self, ev: ir.Event, out: list[bytes]) -> None:
         i = ev.index  # type: ignore[union-attr]
         item = self._open if self._open is not None and self._open.block == i else None
@@ -263,10 +282,7 @@ class ResponsesStreamEncoder:
     def _drain(self, out: list[bytes]) -> None:
         pending, self._deferred = self._deferred, []
         for ev in pending:
-            if self._open is not None and self._open.kind == "function_call" and ev.index != self._open.block:  # type: ignore[union-attr]
-                self._deferred.append(ev)
-            else:
-                self._block_event(ev, out)
+            self._route(ev, out)
 
     def _end(self, out: list[bytes]) -> None:
         while self._open is not None or self._deferred:  # a block without BlockEnd: close it anyway
