@@ -267,14 +267,14 @@ def _texts(content: str | list[TextPart]) -> list[ir.Text]:
     return [ir.Text(text=p.text) for p in content]
 
 
-def _image(part: ImagePart) -> ir.Image:
-    url = part.image_url.url
+def image_from_url(url: str, detail: str | None = None) -> ir.Image:
+    """An OpenAI image URL (http(s), or a base64 data URL split into media type and data) as IR."""
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
         media_type, _, encoding = header.partition(";")
         if sep and encoding == "base64":
-            return ir.Image(media_type=media_type or None, data=data, detail=part.image_url.detail)
-    return ir.Image(url=url, detail=part.image_url.detail)
+            return ir.Image(media_type=media_type or None, data=data, detail=detail)
+    return ir.Image(url=url, detail=detail)
 
 
 def _user_parts(content: str | list[UserPart], path: str) -> list[ir.Part]:
@@ -285,7 +285,7 @@ def _user_parts(content: str | list[UserPart], path: str) -> list[ir.Part]:
         if isinstance(p, TextPart):
             parts.append(ir.Text(text=p.text))
         elif isinstance(p, ImagePart):
-            parts.append(_image(p))
+            parts.append(image_from_url(p.image_url.url, p.image_url.detail))
         else:
             kind = "input_audio" if isinstance(p, AudioPart) else "file"
             raise unsupported(f"content parts of type {kind!r} are not supported", param=f"{path}[{j}]")

@@ -38,7 +38,7 @@ from msgspec import Struct
 from . import ir, jsonio
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
-from .openai_request import ImagePart, ImageURL, _image
+from .openai_request import image_from_url
 from .openai_responses_stream import (
     STATUS_FROM_IR,
     ResponsesStreamEncoder,
@@ -190,7 +190,7 @@ def _parts(content: str | list[Part], path: str) -> list[ir.Part]:
         elif isinstance(p, RefusalPart):
             parts.append(ir.Text(text=p.refusal))
         elif isinstance(p, InputImage) and p.image_url is not None:
-            parts.append(_image(ImagePart(ImageURL(p.image_url, p.detail))))
+            parts.append(image_from_url(p.image_url, p.detail))
         else:
             what = "input_file parts" if isinstance(p, InputFile) else "input_image by file_id"
             raise unsupported(f"{what} are not supported (the gateway has no file store)", param=f"{path}[{j}]")

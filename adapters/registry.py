@@ -11,6 +11,7 @@ FRONTENDS = {
     "anthropic": "adapters.anthropic:AnthropicFrontend",
     "ollama": "adapters.ollama_frontend:OllamaFrontend",
     "gemini": "adapters.gemini:GeminiFrontend",
+    "openai-responses": "adapters.openai_responses:ResponsesFrontend",
 }
 
 PROVIDERS = {

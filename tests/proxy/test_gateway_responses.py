@@ -11,7 +11,6 @@ import json
 import openai
 import pytest
 
-from adapters import registry
 from tests.conftest import proxy_url
 
 WEATHER = [{"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": False,
@@ -19,9 +18,7 @@ WEATHER = [{"type": "function", "name": "get_weather", "description": "Weather f
 
 
 @pytest.fixture
-async def client(start_emulator, start_proxy, monkeypatch):
-    # Until the lead registers the frontend, the gateway would not serve the route without this.
-    monkeypatch.setitem(registry.FRONTENDS, "openai-responses", "adapters.openai_responses:ResponsesFrontend")
+async def client(start_emulator, start_proxy):
     oai_url = await start_emulator("openai")
     ant_url = await start_emulator("anthropic")
     server = await start_proxy({
