@@ -121,6 +121,28 @@ class Frontend(Protocol):
     def is_usage_only(self, data: bytes) -> bool: ...
 
 
+class NoPassthrough:
+    """The pass-through hooks of a frontend whose format no backend speaks natively (so every
+    request is translated and these are never consulted)."""
+
+    usage_markers: ClassVar[tuple[bytes, ...]] = ()
+
+    def usage_from_body(self, body: bytes) -> ir.Usage | None:
+        return None
+
+    def usage_from_event(self, data: bytes) -> ir.Usage | None:
+        return None
+
+    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
+        return False
+
+    def is_stream_end(self, event: Any) -> bool:
+        return False
+
+    def is_usage_only(self, data: bytes) -> bool:
+        return False
+
+
 class Backend:
     """Base class of provider adapters.  Subclasses set the class attributes and override methods.
 

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from . import ir, jsonio
+from .base import NoPassthrough
 from .common import arguments_object
 from .errors import ProxyError
 from .ollama_frontend_request import parse_chat, parse_embed, parse_generate
@@ -203,12 +204,11 @@ class GenerateStreamEncoder(_StreamEncoder):
 # Frontend
 
 
-class OllamaFrontend:
+class OllamaFrontend(NoPassthrough):
     """Ollama's native API for clients.  Stateless."""
 
     name: ClassVar[str] = "ollama"
     stream_content_type: ClassVar[str] = "application/x-ndjson"
-    usage_markers: ClassVar[tuple[bytes, ...]] = ()  # never a pass-through route
     default_stream: ClassVar[bool] = True  # Ollama streams when the request has no "stream"
 
     # -- requests ------------------------------------------------------------------------------------
@@ -268,22 +268,6 @@ class OllamaFrontend:
     # -- errors --------------------------------------------------------------------------------------
     def render_error(self, err: ProxyError) -> tuple[int, bytes]:
         return err.status, jsonio.dumps({"error": err.message})
-
-    # -- pass-through hooks: no backend speaks Ollama as a pass-through family, so these never fire --
-    def usage_from_body(self, body: bytes) -> ir.Usage | None:
-        return None
-
-    def usage_from_event(self, data: bytes) -> ir.Usage | None:
-        return None
-
-    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
-        return False
-
-    def is_stream_end(self, event: Any) -> bool:
-        return False
-
-    def is_usage_only(self, data: bytes) -> bool:
-        return False
 
 
 def _model_entry(name: str) -> dict[str, Any]:

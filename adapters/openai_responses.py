@@ -1,8 +1,8 @@
 """The OpenAI Responses API (`POST /v1/responses`) as a client-facing frontend, translated through the IR.
 
 The gateway is stateless: every request carries its whole conversation in `input`, and nothing is
-stored.  There is no same-format pass-through (no backend speaks the Responses API), so
-`usage_markers` is empty.  Request Structs mirror openai-python's `types/responses/
+stored.  There is no same-format pass-through (no backend speaks the Responses API): the
+pass-through hooks are `base.NoPassthrough`'s.  Request Structs mirror openai-python's `types/responses/
 response_create_params.py` / `response_input_param.py`; the output side is in `openai_responses_stream`.
 
 Decisions (what the IR cannot hold, and what we do):
@@ -36,6 +36,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
+from .base import NoPassthrough
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
 from .openai_request import image_from_url
@@ -50,7 +51,6 @@ from .openai_responses_stream import (
     response_object,
 )
 from .openai_wire import error_object
-from .sse import SSEEvent
 
 __all__ = ["ResponsesFrontend", "parse_request"]
 
@@ -357,12 +357,11 @@ def _output(choice: ir.Choice) -> list[dict[str, Any]]:
     return items
 
 
-class ResponsesFrontend:
+class ResponsesFrontend(NoPassthrough):
     """OpenAI Responses API for clients (`client.responses.create`, the Agents SDK).  Stateless."""
 
     name: ClassVar[str] = "openai-responses"
     stream_content_type: ClassVar[str] = "text/event-stream"
-    usage_markers: ClassVar[tuple[bytes, ...]] = ()  # no pass-through: every exchange is translated
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         return parse_request(body)
@@ -385,19 +384,3 @@ class ResponsesFrontend:
 
     def render_error(self, err: ProxyError) -> tuple[int, bytes]:
         return err.status, jsonio.dumps({"error": error_object(err)})
-
-    # -- pass-through hooks: never used (no backend speaks this format) -------------------------------
-    def usage_from_body(self, body: bytes) -> ir.Usage | None:
-        return None
-
-    def usage_from_event(self, data: bytes) -> ir.Usage | None:
-        return None
-
-    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
-        return False
-
-    def is_stream_end(self, event: SSEEvent) -> bool:
-        return False
-
-    def is_usage_only(self, data: bytes) -> bool:
-        return False
