@@ -1,6 +1,6 @@
 """IR -> Gemini `generateContent` request body (the backend's request side).
 
-What is renamed, merged, dropped or refused (the module docstring of `adapters.gemini` lists them
+What is renamed, merged, dropped or refused (the module docstring of `adapters.gemini_backend` lists them
 for the whole adapter); the non-obvious rules:
 - Roles: assistant -> `model`; tool results -> `functionResponse` parts in a `user` content; system
   messages anywhere are lifted into `systemInstruction`.  Consecutive contents of the same role are

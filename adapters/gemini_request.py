@@ -27,6 +27,12 @@ from . import ir, jsonio
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
 
+
+def strip_models(model: str) -> str:
+    """`models/gemini-2.5-flash` -> `gemini-2.5-flash` (the API accepts both spellings)."""
+    return model[len("models/"):] if model.startswith("models/") else model
+
+
 # --------------------------------------------------------------------------------------------------
 # Wire Structs
 

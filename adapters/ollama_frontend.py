@@ -1,7 +1,7 @@
 """Ollama's native API for clients (the official `ollama` library, Open WebUI, ...): the gateway's
 `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags` and `/api/version`, on any backend.
 
-Requests are parsed in `ollama_frontend_request` (its docstring lists those decisions).  Rendering
+Requests are parsed in `ollama_request` (its docstring lists those decisions).  Rendering
 choices (IR -> Ollama), checked against ollama-python's `_types.py` / `_client.py` and `api/types.go`:
 - `done_reason`: IR `length` -> "length", everything else -> "stop" (tool_calls, content_filter and
   pause are not expressible; the native API never says "tool_calls").  A `Finish("error")` mid-stream
@@ -38,7 +38,7 @@ from . import ir, jsonio
 from .base import NoPassthrough
 from .common import arguments_object
 from .errors import ProxyError
-from .ollama_frontend_request import parse_chat, parse_embed, parse_generate
+from .ollama_request import parse_chat, parse_embed, parse_generate
 
 __all__ = ["OllamaFrontend", "ChatStreamEncoder", "GenerateStreamEncoder", "API_VERSION"]
 

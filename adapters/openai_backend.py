@@ -41,7 +41,7 @@ from .base import Backend, HttpRequest, Target
 from .common import bearer_auth, synth_id
 from .errors import ProxyError
 from .openai_stream import ChatStreamDecoder, message_parts
-from .openai_wire import (
+from .openai_response import (
     ResponseWire,
     UsageWire,
     base64_to_floats,

@@ -33,7 +33,7 @@ from typing import Any
 from . import ir, jsonio
 from .common import synth_id
 from .errors import ProxyError
-from .openai_wire import error_object
+from .openai_response import error_object
 from .sse import encode_event
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 from . import ir, jsonio
 from .common import synth_id
 from .errors import ProxyError
-from .openai_wire import (
+from .openai_response import (
     FINISH_FROM_IR,
     ChoiceWire,
     MessageWire,

@@ -4,7 +4,7 @@ the table in the docs cannot drift from the code: `python -m adapters.parity > d
 writes it and tests/adapters/test_parity.py checks the committed file equals a fresh rendering.
 
 Columns are the providers of `adapters.registry.PROVIDERS`, then the OpenAI-compatible presets of
-`adapters.openai.PRESETS` (each through `OpenAIBackend.for_preset`, the class a preset alias gets).
+`adapters.openai_backend.PRESETS` (each through `OpenAIBackend.for_preset`, the class a preset alias gets).
 A provider whose module does not exist yet is left out and listed by `load_providers()` as missing.
 """
 
@@ -52,9 +52,9 @@ def load_providers() -> tuple[dict[str, Any], list[str]]:
 def preset_classes(known: Iterable[str]) -> dict[str, Any]:
     """The OpenAI-compatible presets as provider classes (`provider: openai, preset: <name>`)."""
     try:
-        openai = importlib.import_module("adapters.openai")
+        openai = importlib.import_module("adapters.openai_backend")
     except ModuleNotFoundError as exc:
-        if exc.name != "adapters.openai":
+        if exc.name != "adapters.openai_backend":
             raise
         return {}
     known = set(known)

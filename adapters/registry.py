@@ -7,23 +7,23 @@ import importlib
 from typing import Any
 
 FRONTENDS = {
-    "openai": "adapters.openai:OpenAIFrontend",
-    "anthropic": "adapters.anthropic:AnthropicFrontend",
+    "openai": "adapters.openai_frontend:OpenAIFrontend",
+    "anthropic": "adapters.anthropic_frontend:AnthropicFrontend",
     "ollama": "adapters.ollama_frontend:OllamaFrontend",
-    "gemini": "adapters.gemini:GeminiFrontend",
-    "openai-responses": "adapters.openai_responses:ResponsesFrontend",
+    "gemini": "adapters.gemini_frontend:GeminiFrontend",
+    "openai-responses": "adapters.openai_responses_frontend:ResponsesFrontend",
 }
 
 PROVIDERS = {
-    "openai": "adapters.openai:OpenAIBackend",
-    "azure": "adapters.azure:AzureBackend",
-    "anthropic": "adapters.anthropic:AnthropicBackend",
-    "ollama": "adapters.ollama:OllamaBackend",
-    "tgi": "adapters.tgi:TGIBackend",
-    "huggingface": "adapters.huggingface:HuggingFaceBackend",
-    "llamacpp": "adapters.llamacpp:LlamaCppBackend",
-    "replicate": "adapters.replicate:ReplicateBackend",
-    "gemini": "adapters.gemini:GeminiBackend",
+    "openai": "adapters.openai_backend:OpenAIBackend",
+    "azure": "adapters.azure_backend:AzureBackend",
+    "anthropic": "adapters.anthropic_backend:AnthropicBackend",
+    "ollama": "adapters.ollama_backend:OllamaBackend",
+    "tgi": "adapters.tgi_backend:TGIBackend",
+    "huggingface": "adapters.huggingface_backend:HuggingFaceBackend",
+    "llamacpp": "adapters.llamacpp_backend:LlamaCppBackend",
+    "replicate": "adapters.replicate_backend:ReplicateBackend",
+    "gemini": "adapters.gemini_backend:GeminiBackend",
 }
 
 
@@ -32,18 +32,19 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-# `provider: together` == `provider: openai, preset: together` (the preset table lives in the adapter).
-PRESET_ALIASES = ("vllm", "together", "groq", "fireworks", "deepseek", "mistral", "openrouter", "lmstudio")
+# `provider: together` == `provider: openai, preset: together`; the names come from the preset table
+# in the OpenAI backend, which is loaded only when a name is not a provider of its own.
+PRESET_ALIASES = "adapters.openai_backend:PRESET_PROVIDERS"
 
 
 def provider_class(provider: str) -> Any:
-    if provider in PRESET_ALIASES:
-        return _load(PROVIDERS["openai"]).for_preset(provider)
-    try:
+    if provider in PROVIDERS:
         return _load(PROVIDERS[provider])
-    except KeyError:
-        known = ", ".join(sorted([*PROVIDERS, *PRESET_ALIASES]))
-        raise KeyError(f"unknown provider {provider!r}; known: {known}") from None
+    aliases = _load(PRESET_ALIASES)
+    if provider in aliases:
+        return _load(PROVIDERS["openai"]).for_preset(provider)
+    known = ", ".join(sorted([*PROVIDERS, *aliases]))
+    raise KeyError(f"unknown provider {provider!r}; known: {known}")
 
 
 def frontend(name: str) -> Any:

@@ -6,7 +6,8 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 
 from adapters import ir, jsonio
-from adapters.anthropic import AnthropicBackend, AnthropicFrontend, AnthropicOptions
+from adapters.anthropic_backend import AnthropicBackend, AnthropicOptions
+from adapters.anthropic_frontend import AnthropicFrontend
 from adapters.base import Target
 from adapters.errors import ProxyError
 from adapters.sse import SSEParser

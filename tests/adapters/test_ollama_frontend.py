@@ -9,7 +9,7 @@ from ollama import _types as ot
 
 from adapters import ir
 from adapters.errors import KINDS, ProxyError
-from adapters.ollama import OllamaStream
+from adapters.ollama_backend import OllamaStream
 from adapters.ollama_frontend import OllamaFrontend
 from adapters.sse import NDJSONParser
 

@@ -91,7 +91,7 @@ def test_interleaved_stream_every_split():
 
 def test_tool_stream_assembles_to_nonstream_arguments():
     from adapters.openai_backend import response_to_ir
-    from adapters.openai_wire import response_decoder
+    from adapters.openai_response import response_decoder
     args = "{\"city\": \"Paris\", \"days\": [1, 2]}"
     pieces = [args[i:i + 5] for i in range(0, len(args), 5)]
     stream = sse(chunk({"role": "assistant", "content": None, "tool_calls": [

@@ -259,9 +259,9 @@ async def test_backend_adapters_against_the_emulator(base, style):
     import aiohttp
 
     from adapters import ir
-    from adapters.azure import AzureBackend
+    from adapters.azure_backend import AzureBackend
     from adapters.base import Target
-    from adapters.openai import OpenAIBackend
+    from adapters.openai_backend import OpenAIBackend
 
     if style is None:
         b = OpenAIBackend(f"{base}/v1", "k", {}, OpenAIBackend.Options(preset="vllm"))

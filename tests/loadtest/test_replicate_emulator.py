@@ -16,7 +16,7 @@ from replicate.exceptions import ModelError, ReplicateError
 from adapters import ir
 from adapters.base import HttpRequest, Target
 from adapters.errors import ProxyError
-from adapters.replicate import Options, ReplicateBackend
+from adapters.replicate_backend import Options, ReplicateBackend
 from loadtest.emulators.behaviour import LatencyProfile
 from loadtest.emulators.replicate import CONTEXT_MESSAGE, create_app
 

@@ -9,7 +9,7 @@ import pytest
 from adapters import chat_templates, ir
 from adapters.base import Target
 from adapters.errors import ProxyError
-from adapters.tgi import TGIBackend, TGIOptions, held_back, strip_stop
+from adapters.tgi_backend import TGIBackend, TGIOptions, held_back, strip_stop
 
 CHATML = chat_templates.get("chatml")
 TARGET = Target(model="tgi-model", chat_template=CHATML)

@@ -5,10 +5,10 @@ import re
 import pytest
 
 from adapters import ir, jsonio
-from adapters import ollama as mod
+from adapters import ollama_backend as mod
 from adapters.base import Target
 from adapters.errors import ProxyError
-from adapters.ollama import OllamaBackend, Options
+from adapters.ollama_backend import OllamaBackend, Options
 
 TARGET = Target(model="llama3.2")
 

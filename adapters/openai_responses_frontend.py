@@ -50,7 +50,7 @@ from .openai_responses_stream import (
     request_echo,
     response_object,
 )
-from .openai_wire import error_object
+from .openai_response import error_object
 
 __all__ = ["ResponsesFrontend", "parse_request"]
 

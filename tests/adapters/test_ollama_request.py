@@ -7,7 +7,7 @@ import pytest
 
 from adapters import ir
 from adapters.errors import ProxyError
-from adapters.ollama_frontend_request import parse_chat, parse_embed, parse_generate
+from adapters.ollama_request import parse_chat, parse_embed, parse_generate
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -1,4 +1,5 @@
-"""OpenAI Chat Completions wire types and the small tables shared by the OpenAI frontend and backend.
+"""OpenAI Chat Completions answers: the wire types of responses, chunks and errors, and the small tables
+shared by the OpenAI frontend and backend.
 
 The msgspec Structs here describe what *upstream servers* answer (responses, stream chunks, error
 bodies).  They are deliberately lenient -- every field optional, loosely typed where real servers

@@ -9,7 +9,7 @@ import pytest
 from adapters import chat_templates, ir
 from adapters.base import Target
 from adapters.errors import ProxyError
-from adapters.huggingface import SERVERLESS_URL, HuggingFaceBackend, HuggingFaceOptions
+from adapters.huggingface_backend import SERVERLESS_URL, HuggingFaceBackend, HuggingFaceOptions
 
 TARGET = Target(model="org/model", chat_template=chat_templates.get("chatml"))
 

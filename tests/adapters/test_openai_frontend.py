@@ -8,7 +8,7 @@ import pytest
 
 from adapters import ir
 from adapters.errors import KINDS, ProxyError
-from adapters.openai import OpenAIFrontend
+from adapters.openai_frontend import OpenAIFrontend
 
 F = OpenAIFrontend()
 

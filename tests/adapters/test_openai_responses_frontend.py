@@ -6,7 +6,7 @@ from openai.types.responses import Response
 
 from adapters import ir
 from adapters.errors import KINDS, ProxyError
-from adapters.openai_responses import ResponsesFrontend
+from adapters.openai_responses_frontend import ResponsesFrontend
 
 F = ResponsesFrontend()
 

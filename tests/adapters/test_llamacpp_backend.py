@@ -4,10 +4,10 @@ import msgspec
 import pytest
 
 from adapters import ir, jsonio
-from adapters import llamacpp as mod
+from adapters import llamacpp_backend as mod
 from adapters.base import Target
 from adapters.errors import ProxyError
-from adapters.llamacpp import LlamaCppBackend, Options
+from adapters.llamacpp_backend import LlamaCppBackend, Options
 
 
 class StubTemplate:

@@ -12,7 +12,7 @@ import pytest
 from adapters import ir, jsonio
 from adapters.base import FollowUp, Target
 from adapters.errors import ProxyError
-from adapters.replicate import Options, ReplicateBackend, ReplicateStreamDecoder, _Prediction, prediction_target
+from adapters.replicate_backend import Options, ReplicateBackend, ReplicateStreamDecoder, _Prediction, prediction_target
 
 VERSION = "5c7854e8" * 8
 

@@ -1,6 +1,6 @@
 """Backend for the Hugging Face Inference API (serverless) and dedicated Inference Endpoints.
 
-Text generation reuses the TGI adapter (`adapters.tgi`): same chat-template prompt, same `parameters`,
+Text generation reuses the TGI adapter (`adapters.tgi_backend`): same chat-template prompt, same `parameters`,
 same token-event stream, same `{"error", "error_type"}` errors.  What differs:
 
 - URL: `endpoint_style: serverless` posts to `{base_url}/models/{model}` (default base URL
@@ -30,7 +30,7 @@ import msgspec
 from . import ir, jsonio
 from .base import HttpRequest, Target
 from .errors import ProxyError, from_upstream, unsupported
-from .tgi import (
+from .tgi_backend import (
     TGIBackend,
     bearer_headers,
     decode_error,

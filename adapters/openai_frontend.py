@@ -1,7 +1,8 @@
-"""The OpenAI format: the client-facing frontend here, the backend family in `openai_backend`.
+"""The OpenAI format, client side: the frontend for chat, completions and embeddings; the backend
+family is `openai_backend`.
 
 Module map (one concept each): `openai_request` parses client requests into the IR,
-`openai_stream` encodes IR streams for clients and decodes upstream streams, `openai_wire` holds the
+`openai_stream` encodes IR streams for clients and decodes upstream streams, `openai_response` holds the
 upstream wire types and the usage / finish / error tables, `openai_backend` builds upstream
 requests (with the table of OpenAI-compatible presets).
 
@@ -23,12 +24,11 @@ from typing import Any, ClassVar
 from . import ir, jsonio
 from .errors import ProxyError
 from .sse import SSEEvent
-from .openai_backend import PRESET_PROVIDERS, PRESETS, OpenAIBackend, Preset
 from .openai_request import parse_chat, parse_completion, parse_embeddings
 from .openai_stream import ChatStreamEncoder, CompletionStreamEncoder
-from .openai_wire import FINISH_FROM_IR, error_object, floats_to_base64, usage_only, usage_to_wire
+from .openai_response import FINISH_FROM_IR, error_object, floats_to_base64, usage_only, usage_to_wire
 
-__all__ = ["OpenAIFrontend", "OpenAIBackend", "PRESETS", "PRESET_PROVIDERS", "Preset"]
+__all__ = ["OpenAIFrontend"]
 
 
 def _finish(choice: ir.Choice) -> str:

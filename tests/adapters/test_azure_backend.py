@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from adapters import ir
-from adapters.azure import AZURE_MODELS, AZURE_OPENAI, DEFAULT_API_VERSION, AzureBackend
+from adapters.azure_backend import AZURE_MODELS, AZURE_OPENAI, DEFAULT_API_VERSION, AzureBackend
 from adapters.base import Target
 from adapters.errors import ProxyError
 
