@@ -28,9 +28,10 @@ from .errors import ProxyError, unsupported
 
 @dataclass(slots=True)
 class HttpRequest:
-    """One upstream HTTP request, fully built (the proxy adds only tracing headers)."""
+    """One upstream HTTP request, fully built (the proxy adds only tracing headers, and the auth
+    headers of a backend that declares an `auth_scheme`)."""
 
-    url: str
+    url: str  # already percent-encoded: a signed request is sent with exactly these path bytes
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "POST"
@@ -164,6 +165,10 @@ class Backend:
     uses_chat_template: ClassVar[bool] = False
     # Where the provider's public API lives, for configs that give no `base_url`.
     default_base_url: ClassVar[str | None] = None
+    # Requests need a per-request credential step the proxy applies just before sending (signing,
+    # a fetched OAuth token): a scheme of proxy/upstream_auth.py, e.g. "aws-sigv4".  The adapter
+    # still builds the whole request (method, exact encoded URL, headers, body) and does no I/O.
+    auth_scheme: ClassVar[str | None] = None
 
     def __init__(
         self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: msgspec.Struct

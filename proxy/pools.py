@@ -15,13 +15,14 @@ from adapters import registry
 from adapters.base import Backend
 from adapters.errors import ProxyError
 
+from . import upstream_auth
 from .config import BackendConfig, Config, ConfigError
 
 
 class BackendRuntime:
     """A configured backend: its adapter (built once) and, once the app runs, its session."""
 
-    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "_secrets")
+    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "auth", "_secrets")
 
     def __init__(self, name: str, config: BackendConfig, options) -> None:
         cls = registry.provider_class(config.provider)
@@ -33,6 +34,7 @@ class BackendRuntime:
         except ValueError as exc:  # an adapter refusing its options (e.g. an unknown preset)
             raise ConfigError(f"backends.{name}: {exc}") from None
         self.family: str | None = getattr(self.adapter, "family", None)
+        self.auth = upstream_auth.build(name, self.adapter)  # signing / token step, or None
         self.session: aiohttp.ClientSession | None = None
         # What must never reach a client or a log in an upstream's error text, longest first.
         base = self.adapter.base_url

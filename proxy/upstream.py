@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from time import perf_counter
 
 import aiohttp
+from yarl import URL
 
 from adapters.base import HttpRequest
 from adapters.errors import ProxyError
@@ -98,6 +99,11 @@ async def send(backend: BackendRuntime, http: HttpRequest, extra_headers: dict[s
     session = backend.session
     if session is None:
         raise ProxyError("upstream_unavailable", f"backend {backend.name!r} is not ready")
+    url: str | URL = http.url
+    if backend.auth is not None:
+        await backend.auth.apply(http)  # every attempt: a fresh signature / a current token
+        # A signature covers the exact path bytes: keep yarl from re-quoting them (`%3A` -> `:`).
+        url = URL(http.url, encoded=True)
     t = backend.config.timeouts
     loop = asyncio.get_running_loop()
     now = loop.time()
@@ -106,7 +112,7 @@ async def send(backend: BackendRuntime, http: HttpRequest, extra_headers: dict[s
     t_sent = perf_counter()
     try:
         async with asyncio.timeout_at(min(now + t.first_byte, deadline)):
-            response = await session.request(http.method, http.url, data=http.body, headers=headers)
+            response = await session.request(http.method, url, data=http.body, headers=headers)
     except aiohttp.ServerTimeoutError:  # raised by the session's sock_connect limit
         raise _timeout(backend, "connect") from None
     except TimeoutError:
