@@ -32,6 +32,16 @@ def json_headers(api_key: str | None, extra: Mapping[str, str]) -> dict[str, str
     return {"content-type": "application/json", **bearer_auth(api_key), **extra}
 
 
+def image_url_part(p: ir.Image) -> dict[str, Any]:
+    """An image as the `{"type": "image_url", "image_url": {"url", "detail"?}}` content part OpenAI
+    and Cohere share (inline data as a data URL)."""
+    url = p.url if p.url is not None else f"data:{p.media_type or 'image/png'};base64,{p.data}"
+    inner: dict[str, Any] = {"url": url}
+    if p.detail:
+        inner["detail"] = p.detail
+    return {"type": "image_url", "image_url": inner}
+
+
 def merge_params(body: dict[str, Any], params: Mapping[str, Any], nested: str | None = None) -> None:
     """Apply a model's fixed backend fields (`Target.params`); `nested` names one dict merged key by key."""
     for key, value in params.items():

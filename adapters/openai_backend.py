@@ -38,7 +38,7 @@ from msgspec import Struct
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import bearer_auth, synth_id
+from .common import bearer_auth, image_url_part, synth_id
 from .errors import ProxyError
 from .openai_stream import ChatStreamDecoder, message_parts
 from .openai_response import (
@@ -145,19 +145,11 @@ def _same(call_id: str) -> str:
     return call_id
 
 
-def _image_url(p: ir.Image) -> dict[str, Any]:
-    url = p.url if p.url is not None else f"data:{p.media_type or 'image/png'};base64,{p.data}"
-    inner: dict[str, Any] = {"url": url}
-    if p.detail:
-        inner["detail"] = p.detail
-    return {"type": "image_url", "image_url": inner}
-
-
 def _content(parts: list[ir.Part]) -> str | list[dict[str, Any]]:
     shown = [p for p in parts if isinstance(p, (ir.Text, ir.Image))]
     if all(isinstance(p, ir.Text) for p in shown) and len(shown) <= 1:
         return shown[0].text if shown else ""  # type: ignore[union-attr]
-    return [{"type": "text", "text": p.text} if isinstance(p, ir.Text) else _image_url(p) for p in shown]
+    return [{"type": "text", "text": p.text} if isinstance(p, ir.Text) else image_url_part(p) for p in shown]
 
 
 def _message(m: ir.Message, fix_id: Any) -> list[dict[str, Any]]:

@@ -131,6 +131,17 @@ def last_user_text(prompt: str) -> str:
     return prompt.strip()
 
 
+def unit_vector(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector for `text` (what embedding emulators answer)."""
+    import hashlib
+    import math
+
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [(seed[i % len(seed)] - 127.5) / 127.5 + i * 1e-3 for i in range(dims)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
 def count_tokens(text: str) -> int:
     """A stable stand-in for a tokenizer: about four characters a token, at least one."""
     return max(1, (len(text) + 3) // 4)

@@ -36,9 +36,7 @@ content chunks; error_after sends `data: {"error": ...}` 500 INTERNAL), malforme
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import math
 import random
 import uuid
 from typing import Any
@@ -47,7 +45,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, write_stream)
+                        split_text, unit_vector, write_stream)
 
 PROFILE = web.AppKey("gemini_profile", LatencyProfile)
 RNG = web.AppKey("gemini_rng", random.Random)
@@ -280,19 +278,11 @@ async def _stream(request: web.Request, reply: Reply, b: Behaviour) -> web.Strea
     return resp
 
 
-def _vector(text: str, dims: int) -> list[float]:
-    """A deterministic unit vector for `text`."""
-    seed = hashlib.sha256(text.encode()).digest()
-    raw = [(seed[i % len(seed)] - 127.5) / 127.5 + i * 1e-3 for i in range(dims)]
-    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
-    return [x / norm for x in raw]
-
-
 def _embed_one(req: Any, path: str) -> list[float] | str:
     if not isinstance(req, dict) or not isinstance(req.get("content"), dict):
         return f"* {path}content: content is not specified"
     text = " ".join(_texts(req["content"]))
-    return _vector(text, int(req.get("outputDimensionality") or DEFAULT_DIMENSIONS))
+    return unit_vector(text, int(req.get("outputDimensionality") or DEFAULT_DIMENSIONS))
 
 
 async def _embed(model: str, body: dict[str, Any], batch: bool) -> web.Response:
