@@ -24,6 +24,7 @@ PROVIDERS = {
     "llamacpp": "adapters.llamacpp_backend:LlamaCppBackend",
     "replicate": "adapters.replicate_backend:ReplicateBackend",
     "gemini": "adapters.gemini_backend:GeminiBackend",
+    "cohere": "adapters.cohere_backend:CohereBackend",
 }
 
 
