@@ -26,6 +26,7 @@ DEMO_MODELS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "demo-llamacpp": ("llamacpp", "llamacpp", "", "llama-3.1-8b", {}),
     "demo-replicate": ("replicate", "replicate", "", "meta/meta-llama-3-8b-instruct", {"api_key": "demo"}),
     "demo-gemini": ("gemini", "gemini", "", "gemini-2.5-flash", {"api_key": "demo"}),
+    "demo-cohere": ("cohere", "cohere", "", "command-r-plus-08-2024", {"api_key": "demo"}),
 }
 
 TEMPLATES = {"demo-tgi": "llama3", "demo-llamacpp": "llama3", "demo-replicate": "llama3"}
