@@ -5,7 +5,6 @@ caller's own error format.  Metrics and the one access-log line are written in e
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 from typing import Any
@@ -20,6 +19,7 @@ from .accesslog import access_line
 from .config import Config
 from .context import RequestContext, new_request_id
 from .dispatch import Dispatcher
+from .keys import KeyRing
 from .metrics import Recorder, exposition, sample_process
 from .pools import BackendRuntime, build_backends
 from .relay import Call, FrontendOps
@@ -72,7 +72,7 @@ class Gateway:
         self.router = Router(cfg, self.backends)
         self.dispatcher = Dispatcher(self.router, cfg.routing, list(self.backends))
         self.recorder = Recorder()
-        self.keys = tuple(k.encode() for k in cfg.auth.keys) if cfg.auth else ()
+        self.keys = KeyRing(cfg.auth)
         self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
         self.routes = [path for path, (fname, _) in API_ROUTES.items() if fname in self.frontends]
         self.ready = False
@@ -123,7 +123,7 @@ class Gateway:
 
     async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any,
                      ops: dict[str, FrontendOps]) -> web.StreamResponse:
-        self._authenticate(request)
+        key = await self.keys.authenticate(request)
         body = await self._read_body(request)
         if self.log_prompts:  # explicit debug opt-in: request bodies are user data
             ctx.debug_body = body[:LOGGED_BODY_MAX].decode("utf-8", "replace")
@@ -143,6 +143,9 @@ class Gateway:
             op_methods = ops[op]
             ctx.route = f"{ctx.route.split('{', 1)[0]}*:{op}"
         ctx.client_model = model
+        if key is not None and not key.may_use(model):
+            raise ProxyError("permission", f"this API key may not use model {model!r}", param="model",
+                             code="model_not_allowed")  # fmt: skip
         route = self.router.resolve(model)
         if route is None:
             raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
@@ -158,25 +161,6 @@ class Gateway:
         headers = {"x-request-id": call.ctx.request_id, "Server-Timing": call.ctx.server_timing(),
                    ESTIMATE_HEADER: "estimate"}
         return web.Response(body=frontend.render_token_count(n), content_type="application/json", headers=headers)
-
-    def _authenticate(self, request: web.Request) -> None:
-        if not self.keys:
-            return
-        headers = request.headers
-        # Each client format's own way of sending a key: OpenAI bearer, Anthropic x-api-key,
-        # Gemini x-goog-api-key or ?key=.
-        supplied = headers.get("x-api-key") or headers.get("x-goog-api-key") or request.query.get("key") or ""
-        if not supplied:
-            auth = headers.get("Authorization", "")
-            if auth[:7].lower() == "bearer ":
-                supplied = auth[7:].strip()
-        token = supplied.encode()
-        if not any(hmac.compare_digest(token, k) for k in self.keys):
-            raise ProxyError(
-                "authentication",
-                "invalid or missing API key" if supplied else "missing API key (Authorization: Bearer or x-api-key)",
-                code="invalid_api_key",
-            )
 
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body:
@@ -215,8 +199,17 @@ class Gateway:
         access_line(ctx, total, added, ttft)
 
     # -- other endpoints ------------------------------------------------------------------------------
-    async def models(self, request: web.Request) -> web.Response:
+    async def _model_names(self, request: web.Request) -> list[str]:
+        """The configured models the caller's key may use."""
+        key = await self.keys.authenticate(request)
         names = self.router.names()
+        return names if key is None or key.allows is None else [n for n in names if key.allows(n)]
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            names = await self._model_names(request)
+        except ProxyError as err:
+            return self._error(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
         if "anthropic-version" in request.headers:
             data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
             body = {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
@@ -226,14 +219,22 @@ class Gateway:
 
     async def model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
-        if self.router.resolve(name) is None:
+        try:
+            key = await self.keys.authenticate(request)
+        except ProxyError as err:
+            return self._error(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
+        if self.router.resolve(name) is None or (key is not None and not key.may_use(name)):
             err = ProxyError("not_found", f"model {name!r} is not configured on this gateway", code="model_not_found")
             status, body = self.frontends["openai"].render_error(err)
             return web.Response(status=status, body=body, content_type="application/json")
         return web.Response(body=jsonio.dumps(_openai_model(name)), content_type="application/json")
 
     async def ollama_tags(self, request: web.Request) -> web.Response:
-        body = self.frontends["ollama"].render_models(self.router.names())
+        try:
+            names = await self._model_names(request)
+        except ProxyError as err:
+            return self._error(self.frontends["ollama"], err, RequestContext(new_request_id(), "/api/tags"))
+        body = self.frontends["ollama"].render_models(names)
         return web.Response(body=body, content_type="application/json")
 
     async def ollama_version(self, request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from proxy.routing import Router
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)
-ENV = {name: "test-value" for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", README)}
+ENV = {name: f"test-value-{name}" for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", README)}
 
 
 @pytest.mark.parametrize("block", YAML_BLOCKS, ids=[f"block{i}" for i in range(len(YAML_BLOCKS))])

@@ -201,7 +201,7 @@ def test_render_completion_and_embeddings():
     ("unsupported", "invalid_request_error", "unsupported_parameter"),
     ("context_length", "invalid_request_error", "context_length_exceeded"),
     ("authentication", "invalid_request_error", "invalid_api_key"),
-    ("permission", "invalid_request_error", None),
+    ("permission", "permission_error", None),
     ("not_found", "invalid_request_error", "model_not_found"),
     ("request_too_large", "invalid_request_error", None),
     ("rate_limit", "requests", "rate_limit_exceeded"),

@@ -1,0 +1,141 @@
+"""Client keys: who is calling, which models they may use, and which limits apply.
+
+A key is known by the sha256 of its secret, never the secret itself: config keys are hashed once at
+start-up (or given as `key_sha256`), keys made through the admin API are stored only as that hash.
+Looking a key up is one hash and one dict lookup, so a key with no limits costs nothing more.
+
+Run-time keys (admin API) live in the state store.  A worker caches what it read, but every request
+of a run-time key is admitted by the store in one atomic step that also checks the key still exists
+at the version the worker read (see `proxy.limiter`): a revoked or changed key is seen at once by every
+worker and replica.  Unknown hashes are remembered briefly so a flood of wrong keys does not become a
+flood of store reads (a new key's hash cannot be among them: its secret was only just made).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from adapters.errors import ProxyError
+
+from .config import AuthConfig, KeyLimits, key_configs, period_seconds
+
+NEGATIVE_TTL = 5.0  # seconds an unknown key hash is not looked up again
+CACHE_MAX = 4096  # run-time keys cached per worker (and unknown hashes remembered)
+
+
+@dataclass(slots=True)
+class Identity:
+    """One client key as the request path sees it."""
+
+    name: str
+    digest: str  # sha256 hex of the secret
+    limits: KeyLimits
+    source: str = "config"  # "config" | "admin"
+    version: str = ""  # run-time keys: the stored record's version (admission checks it)
+    allows: Callable[[str], bool] | None = None  # model-name filter; None = every model
+    period: float | None = None  # budget period in seconds (None = lifetime)
+
+    @property
+    def limited(self) -> bool:
+        """True when admission must go through the state store."""
+        lim = self.limits
+        return self.source == "admin" or bool(lim.rpm or lim.tpm or lim.max_parallel or lim.budget)
+
+    def may_use(self, model: str) -> bool:
+        return self.allows is None or self.allows(model)
+
+
+def identity(name: str, digest: str, limits: KeyLimits, source: str = "config", version: str = "") -> Identity:
+    budget = limits.budget
+    return Identity(name, digest, limits, source, version, model_filter(limits.models),
+                    period_seconds(budget.period) if budget is not None else None)  # fmt: skip
+
+
+def model_filter(globs: list[str] | None) -> Callable[[str], bool] | None:
+    """One compiled regex for a key's model globs (`*`, `?`, `[...]` as in shell patterns)."""
+    if globs is None:
+        return None
+    if not globs:
+        return lambda model: False
+    pattern = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+    return lambda model: pattern.match(model) is not None
+
+
+def sha256_hex(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def supplied_key(request: web.Request) -> str:
+    """The key in each client format's own place: OpenAI bearer, Anthropic x-api-key, Gemini
+    x-goog-api-key or ?key=."""
+    headers = request.headers
+    supplied = headers.get("x-api-key") or headers.get("x-goog-api-key") or request.query.get("key") or ""
+    if not supplied:
+        auth = headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            supplied = auth[7:].strip()
+    return supplied
+
+
+class KeyRing:
+    """Config keys by hash, plus (with the admin API on) run-time keys read from the state store."""
+
+    def __init__(self, auth: AuthConfig | None, store_keys=None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.enabled = auth is not None
+        self.config: dict[str, Identity] = {}
+        if auth is not None:
+            for k in key_configs(auth):
+                digest = k.key_sha256 or sha256_hex(k.key or "")
+                self.config[digest] = identity(k.name, digest, k)
+        self.names = {ident.name for ident in self.config.values()}
+        # `store_keys(digest) -> Identity | None` (awaitable): run-time keys; None = admin API off.
+        self.store_keys = store_keys
+        self._clock = clock
+        self._cache: dict[str, Identity] = {}
+        self._unknown: dict[str, float] = {}
+
+    async def authenticate(self, request: web.Request) -> Identity | None:
+        """The caller's identity; None when auth is off.  Raises ProxyError 401 for a wrong key."""
+        if not self.enabled:
+            return None
+        supplied = supplied_key(request)
+        if not supplied:
+            raise ProxyError("authentication", "missing API key (Authorization: Bearer or x-api-key)",
+                             code="invalid_api_key")  # fmt: skip
+        digest = sha256_hex(supplied)
+        found = self.config.get(digest) or self._cache.get(digest)
+        if found is None and self.store_keys is not None:
+            found = await self._lookup(digest)
+        if found is None:
+            raise ProxyError("authentication", "invalid API key", code="invalid_api_key")
+        return found
+
+    async def _lookup(self, digest: str) -> Identity | None:
+        now = self._clock()
+        seen = self._unknown.get(digest)
+        if seen is not None and now - seen < NEGATIVE_TTL:
+            return None
+        found = await self.store_keys(digest)  # StoreUnavailable propagates: the caller answers 503
+        if found is None:
+            if len(self._unknown) >= CACHE_MAX:
+                self._unknown.clear()
+            self._unknown[digest] = now
+            return None
+        self.remember(found)
+        return found
+
+    def remember(self, ident: Identity) -> None:
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[ident.digest] = ident
+
+    def forget(self, digest: str) -> None:
+        """A run-time key changed or was revoked: read it again next time."""
+        self._cache.pop(digest, None)
