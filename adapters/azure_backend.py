@@ -20,13 +20,13 @@ asynchronous-filter chunks carry only `content_filter_results` and no delta (ski
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 from typing import Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Struct
 
 from .base import Target
+from .common import path_segment
 from .openai_backend import COMMON_PARAMS, LOGPROB_PARAMS, OPENAI, PATHS, OpenAIBackend, Preset
 
 # Azure OpenAI (deployments and v1) supports what OpenAI does; `max_completion_tokens` since 2024-09.
@@ -69,7 +69,7 @@ class AzureBackend(OpenAIBackend):
             return f"{self.base_url}/openai/v1{PATHS[op]}"
         if style == "models":
             return f"{self.base_url}/models{PATHS[op]}?api-version={self.api_version}"
-        deployment = quote(target.model, safe="")
+        deployment = path_segment(target.model)
         return f"{self.base_url}/openai/deployments/{deployment}{PATHS[op]}?api-version={self.api_version}"
 
     def _auth_headers(self) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Helpers shared by several adapters: ids for what a backend leaves unnamed, JSON request headers, a
-model's fixed backend fields, tool-call arguments as a JSON object, and the base of stream decoders.
-Nothing here knows a provider."""
+model's fixed backend fields, tool-call arguments as a JSON object, URL path segments built from
+names a client may choose, and the base of stream decoders.  Nothing here knows a provider."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import string
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
 
 from . import ir, jsonio
 from .errors import ProxyError, bad_request
@@ -40,6 +41,36 @@ def image_url_part(p: ir.Image) -> dict[str, Any]:
     if p.detail:
         inner["detail"] = p.detail
     return {"type": "image_url", "image_url": inner}
+
+
+def path_segment(value: str, what: str = "model") -> str:
+    """`value` as exactly one percent-encoded URL path segment (every reserved character, `%` included,
+    is encoded, so `/`, `?`, `#`, `@`, `\\` and `%2e%2e` stay inside it).  The dot segments `.` and
+    `..` cannot be encoded away (URL libraries resolve them, climbing out of the backend's prefix with
+    its key attached) and the empty name is no segment: those are refused with a 400.  A wildcard
+    route passes client text here, so this is what keeps a client off the backend's other paths."""
+    if value in ("", ".", ".."):
+        raise bad_request(f"{what} {value!r} cannot be used in a backend URL", param=what)
+    return quote(value, safe="")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an absolute http(s) URL, or None -- also for a URL that URL libraries
+    might read differently (user info, backslashes, whitespace, control or non-ASCII characters, which
+    IDNA may fold into ASCII), so that an origin check made here holds for the library that sends it."""
+    if not (url.isascii() and url.isprintable()) or " " in url or "\\" in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts.scheme, parts.hostname, port or _DEFAULT_PORTS[parts.scheme]
 
 
 def merge_params(body: dict[str, Any], params: Mapping[str, Any], nested: str | None = None) -> None:

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import merge_params
+from .common import merge_params, path_segment
 from .errors import ProxyError, bad_request, unsupported
 from .gemini_build import MAX_STOP, build_contents, build_tools, generation_config
 from .gemini_request import strip_models
@@ -77,7 +76,7 @@ class GeminiBackend(Backend):
     options: GeminiOptions
 
     def _url(self, model: str, action: str) -> str:
-        return f"{self.base_url}/{self.options.api_version}/models/{quote(strip_models(model), safe='-._~:')}:{action}"
+        return f"{self.base_url}/{self.options.api_version}/models/{path_segment(strip_models(model))}:{action}"
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", **self.extra_headers}

@@ -29,7 +29,8 @@ import msgspec
 
 from . import ir, jsonio
 from .base import HttpRequest, Target
-from .errors import ProxyError, from_upstream, unsupported
+from .common import path_segment
+from .errors import ProxyError, bad_request, from_upstream, unsupported
 from .tgi_backend import (
     TGIBackend,
     bearer_headers,
@@ -66,6 +67,15 @@ def _as_vector(value: Any) -> list[float]:
     return [float(x) for x in value]
 
 
+def repo_path(model: str) -> str:
+    """A Hub repo id (`name` or `owner/name`) as URL path segments, each encoded on its own: the
+    model (client text on a wildcard route) never leaves `/models/` nor adds a query."""
+    parts = model.split("/")
+    if len(parts) > 2:
+        raise bad_request(f"Hugging Face model {model!r} is not a repo id ('name' or 'owner/name')", param="model")
+    return "/".join(path_segment(p) for p in parts)
+
+
 class HuggingFaceBackend(TGIBackend):
     provider = "huggingface"
     Options = HuggingFaceOptions
@@ -76,7 +86,7 @@ class HuggingFaceBackend(TGIBackend):
 
     def url(self, target: Target) -> str:
         if self.options.endpoint_style == "serverless":
-            return f"{self.base_url}/models/{target.model}"
+            return f"{self.base_url}/models/{repo_path(target.model)}"
         return self.base_url
 
     def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:

@@ -41,6 +41,10 @@ Quirks (what this adapter drops, renames, synthesises):
   `reason` raise; a stream that ends without `done` is `upstream_protocol`.
 - Stream `output` data is plain text, not JSON: a token containing newlines arrives as several `data:`
   lines which the SSE parser joins with "\\n"; the bytes are kept exact.  `logs` events are ignored.
+- The prediction's `urls.get` / `urls.stream` come from the upstream's answer and are sent the API key,
+  so they are followed only on base_url's own origin (scheme, host, port); a stream URL may also be on
+  an https host listed in `stream_hosts` (Replicate streams from its own streaming hosts).  Any other
+  `urls.get` is replaced by `{base_url}/v1/predictions/{id}`; any other stream URL is upstream_protocol.
 - Poll backoff is stateless: the next delay is `poll_interval + (poll_backoff - 1) * age`, capped at
   `poll_max_interval`, where `age` is the time since the prediction's `created_at`.  Measured from the
   first poll this is exactly the geometric schedule interval * backoff**n (age grows by each delay),
@@ -55,13 +59,12 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 import msgspec
 
 from . import ir, jsonio
 from .base import Backend, FollowUp, HttpRequest, Target
-from .common import FramedStreamDecoder
+from .common import FramedStreamDecoder, path_segment, url_origin
 from .errors import ProxyError, bad_request, from_upstream, looks_like_context_length, unsupported
 from .sse import SSEEvent, SSEParser
 
@@ -110,6 +113,8 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     poll_max_interval: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     input_names: dict[InputKey, str] = {}  # overrides of DEFAULT_INPUT_NAMES; "" omits the field
     prompt_mode: Literal["template", "simple"] = "template"
+    # Hosts besides base_url's on which `urls.stream` is followed (https, port 443; "*." = subdomains).
+    stream_hosts: tuple[str, ...] = ("*.replicate.com", "*.replicate.net")
 
 
 class _Prediction(msgspec.Struct):
@@ -150,7 +155,7 @@ def prediction_target(model: str) -> tuple[str, str | None]:
     _, colon, version = rest.partition(":")
     if colon and version and not version.startswith(":"):
         return "/v1/predictions", version
-    return f"/v1/models/{quote(owner, safe='')}/{quote(rest, safe='')}/predictions", None
+    return f"/v1/models/{path_segment(owner)}/{path_segment(rest)}/predictions", None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,6 +199,7 @@ class ReplicateBackend(Backend):
     def __init__(self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: Options) -> None:
         super().__init__(base_url, api_key, headers, options)
         self._names: dict[str, str] = {**DEFAULT_INPUT_NAMES, **options.input_names}
+        self._origin = url_origin(self.base_url + "/")
 
     def _headers(self, **extra: str) -> dict[str, str]:
         headers = dict(self.extra_headers)
@@ -268,20 +274,31 @@ class ReplicateBackend(Backend):
             return self._poll_follow_up(pred)
         raise ProxyError("upstream_protocol", f"Replicate prediction has unknown status {pred.status!r}")
 
+    # The prediction's URLs come from the upstream's answer and get the API key: only the API's own
+    # origin (and, for streams, Replicate's streaming hosts) is trusted with it.
     def _stream_follow_up(self, pred: _Prediction) -> FollowUp:
         url = (pred.urls or {}).get("stream")
         if not url:
             raise unsupported("this Replicate model does not support streaming", param="stream")
+        origin = url_origin(url)
+        if origin is None or (origin != self._origin and not self._stream_host(origin)):
+            raise ProxyError("upstream_protocol", "Replicate gave a stream URL outside its API and streaming hosts")
         headers = self._headers(Accept="text/event-stream", **{"Cache-Control": "no-store"})
         return FollowUp(HttpRequest(url=url, headers=headers, method="GET", stream=True))
 
     def _poll_follow_up(self, pred: _Prediction) -> FollowUp:
         url = (pred.urls or {}).get("get")
-        if not url:
-            if not pred.id:
-                raise ProxyError("upstream_protocol", "Replicate prediction has neither an id nor urls.get")
-            url = f"{self.base_url}/v1/predictions/{quote(pred.id, safe='')}"
+        if not url or url_origin(url) != self._origin:
+            if pred.id in ("", ".", ".."):
+                raise ProxyError("upstream_protocol", "Replicate prediction has neither an id nor urls.get on its API host")
+            url = f"{self.base_url}/v1/predictions/{path_segment(pred.id)}"
         return FollowUp(HttpRequest(url=url, headers=self._headers(), method="GET"), delay=self.poll_delay(pred))
+
+    def _stream_host(self, origin: tuple[str, str, int]) -> bool:
+        scheme, host, port = origin
+        if scheme != "https" or port != 443:
+            return False
+        return any(host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in self.options.stream_hosts)
 
     def poll_delay(self, pred: _Prediction, now: float | None = None) -> float:
         """Seconds to wait before the next poll, from the prediction's age (see the module docstring)."""

@@ -257,6 +257,54 @@ def test_poll_url_falls_back_to_id():
     assert fu.request.url == "https://api.replicate.com/v1/predictions/abc"
 
 
+# The prediction's URLs come from the upstream and are sent the API key: only trusted origins are followed.
+@pytest.mark.parametrize("get_url", [
+    "https://evil.example/v1/predictions/p1", "http://api.replicate.com/v1/predictions/p1",
+    "https://api.replicate.com:8443/v1/predictions/p1", "https://r8@evil.example/x",
+    "https://api.replicate.com\\@evil.example/", "https://stream.replicate.com/v1/predictions/p1", "not a url",
+])
+def test_poll_url_off_the_api_origin_is_replaced_by_the_id_url(get_url):
+    body = jsonio.dumps({"id": "p1", "status": "starting", "urls": {"get": get_url}})
+    fu = backend().chat_response(body, chat(), target())
+    assert fu.request.url == "https://api.replicate.com/v1/predictions/p1"
+
+
+@pytest.mark.parametrize("pid", ["..", ".", ""])
+def test_poll_without_a_usable_url_or_id_is_a_protocol_error(pid):
+    body = jsonio.dumps({"id": pid, "status": "starting", "urls": {"get": "https://evil.example/x"}})
+    with pytest.raises(ProxyError) as err:
+        backend().chat_response(body, chat(), target())
+    assert err.value.kind == "upstream_protocol"
+
+
+def test_poll_id_is_one_encoded_segment():
+    body = jsonio.dumps({"id": "../../v1/account?x=1", "status": "starting"})
+    fu = backend().chat_response(body, chat(), target())
+    assert fu.request.url == "https://api.replicate.com/v1/predictions/..%2F..%2Fv1%2Faccount%3Fx%3D1"
+
+
+@pytest.mark.parametrize("stream_url", [
+    "https://evil.example/v1/predictions/p1", "http://stream.replicate.com/v1/predictions/p1",
+    "https://stream.replicate.com:8443/p1", "https://evilreplicate.com/p1", "https://replicate.com.evil.example/p1",
+    "https://r8@stream.replicate.com/p1", "https://stream.replicate.com\\@evil.example/p1", "javascript:alert(1)",
+])
+def test_stream_url_off_trusted_hosts_is_refused(stream_url):
+    body = prediction("starting", urls={"stream": stream_url})
+    with pytest.raises(ProxyError) as err:
+        backend().chat_response(body, chat(stream=True), target())
+    assert err.value.kind == "upstream_protocol" and "evil" not in err.value.message
+
+
+def test_stream_hosts_option():
+    body = prediction("starting", urls={"stream": "https://streaming-api.svc.us.c.replicate.net/v1/streams/p1"})
+    assert backend().chat_response(body, chat(stream=True), target()).request.url.endswith("/streams/p1")
+    with pytest.raises(ProxyError):
+        backend(stream_hosts=[]).chat_response(body, chat(stream=True), target())
+    own = ReplicateBackend("http://127.0.0.1:9000", "k", {}, msgspec.convert({"stream_hosts": []}, Options))
+    same_origin = prediction("starting", urls={"stream": "http://127.0.0.1:9000/stream/v1/predictions/p1"})
+    assert own.chat_response(same_origin, chat(stream=True), target()).request.headers["Authorization"] == "Bearer k"
+
+
 @pytest.mark.parametrize("age, delay", [(0, 0.5), (1, 1.0), (2, 1.5), (3.5, 2.25), (100, 5.0), (-10, 0.5)])
 def test_poll_delay_backs_off_with_age(age, delay):
     b = backend(poll_interval=0.5, poll_backoff=1.5, poll_max_interval=5)
