@@ -7,6 +7,7 @@ saturated backend cannot starve another's connections.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,11 +19,15 @@ from adapters.errors import ProxyError
 from . import upstream_auth
 from .config import BackendConfig, Config, ConfigError
 
+# A credential an upstream quotes masked (OpenAI: "Incorrect API key provided: sk-abc*****6789").
+_MASKED = re.compile(r"[\w.\-]*\*{3,}[\w.\-]*")
+_MASKED_BYTES = re.compile(_MASKED.pattern.encode())
+
 
 class BackendRuntime:
     """A configured backend: its adapter (built once) and, once the app runs, its session."""
 
-    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "auth", "_secrets")
+    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "auth", "_secrets", "_mark")
 
     def __init__(self, name: str, config: BackendConfig, options) -> None:
         cls = registry.provider_class(config.provider)
@@ -36,24 +41,36 @@ class BackendRuntime:
         self.family: str | None = getattr(self.adapter, "family", None)
         self.auth = upstream_auth.build(name, self.adapter)  # signing / token step, or None
         self.session: aiohttp.ClientSession | None = None
-        # What must never reach a client or a log in an upstream's error text, longest first.
+        # What must never reach a client or a log in an upstream's error text, longest first: its URL,
+        # host with and without port, key and configured header values (often credentials too).
         base = self.adapter.base_url
-        secrets = {base, urlsplit(base).netloc, config.api_key or "", *config.headers.values()}
+        parts = urlsplit(base)
+        secrets = {base, parts.netloc, parts.hostname or "", config.api_key or "", *config.headers.values()}
         self._secrets = sorted((x for x in secrets if x and len(x) >= 4), key=len, reverse=True)
+        self._mark = f"<backend {name}>"
+
+    def scrub_text(self, text: str) -> str:
+        """`text` without this backend's URL, host or credentials, nor anything masked like a key."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, self._mark)
+        return _MASKED.sub("<redacted>", text) if "***" in text else text
 
     def scrub_bytes(self, data: bytes) -> bytes:
         """The same for an upstream event relayed as bytes (pass-through error events)."""
         for secret in self._secrets:
             raw = secret.encode()
             if raw in data:
-                data = data.replace(raw, f"<backend {self.name}>".encode())
-        return data
+                data = data.replace(raw, self._mark.encode())
+        return _MASKED_BYTES.sub(b"<redacted>", data) if b"***" in data else data
 
     def scrub(self, err: ProxyError) -> ProxyError:
-        """Blank out this backend's URL, host and credentials from an error message it produced."""
-        for secret in self._secrets:
-            if secret in err.message:
-                err.message = err.message.replace(secret, f"<backend {self.name}>")
+        """Scrub every text field of an error this backend produced (the upstream chose them all)."""
+        err.message = self.scrub_text(err.message)
+        if err.code:
+            err.code = self.scrub_text(err.code)
+        if err.param:
+            err.param = self.scrub_text(err.param)
         return err
 
     def open(self) -> None:

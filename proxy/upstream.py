@@ -49,7 +49,7 @@ class Exchange:
         except TimeoutError:
             raise _timeout(self.backend, "total") from None
         except aiohttp.ClientError as exc:
-            log.debug("backend %s: body read failed: %r", self.backend.name, exc)
+            log.debug("backend %s: body read failed: %s", self.backend.name, _describe(self.backend, exc))
             raise ProxyError("upstream_unavailable", f"backend {self.backend.name!r} broke the connection") from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -64,7 +64,7 @@ class Exchange:
             except TimeoutError:
                 raise _timeout(self.backend, "idle" if loop.time() < deadline else "total") from None
             except aiohttp.ClientError as exc:
-                log.debug("backend %s: stream broke: %r", self.backend.name, exc)
+                log.debug("backend %s: stream broke: %s", self.backend.name, _describe(self.backend, exc))
                 raise ProxyError(
                     "upstream_unavailable", f"backend {self.backend.name!r} closed the stream unexpectedly"
                 ) from None
@@ -86,6 +86,14 @@ class Exchange:
             else:
                 response.close()
         return elapsed
+
+
+def _describe(backend: BackendRuntime, exc: BaseException) -> str:
+    """An aiohttp exception for the debug log, without the host, port and URL its text names."""
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError):  # connector errors: "Cannot connect to host h:p ... ('h', p)"
+        return f"{type(exc).__name__} ({type(os_error).__name__}, errno {os_error.errno})"
+    return f"{type(exc).__name__}: {backend.scrub_text(str(exc))}"
 
 
 def _timeout(backend: BackendRuntime, phase: str) -> ProxyError:
@@ -112,15 +120,21 @@ async def send(backend: BackendRuntime, http: HttpRequest, extra_headers: dict[s
     t_sent = perf_counter()
     try:
         async with asyncio.timeout_at(min(now + t.first_byte, deadline)):
-            response = await session.request(http.method, url, data=http.body, headers=headers)
+            # Redirects are not followed: aiohttp would re-send custom credential headers (api-key,
+            # x-api-key, x-goog-api-key) to wherever the Location points.
+            response = await session.request(http.method, url, data=http.body, headers=headers,
+                                             allow_redirects=False)
     except aiohttp.ServerTimeoutError:  # raised by the session's sock_connect limit
         raise _timeout(backend, "connect") from None
     except TimeoutError:
         raise _timeout(backend, "first_byte") from None
     except aiohttp.ClientConnectorError as exc:
-        log.debug("backend %s: connect failed: %r", backend.name, exc)
+        log.debug("backend %s: connect failed: %s", backend.name, _describe(backend, exc))
         raise ProxyError("upstream_unavailable", f"could not connect to backend {backend.name!r}") from None
     except aiohttp.ClientError as exc:
-        log.debug("backend %s: request failed: %r", backend.name, exc)
+        log.debug("backend %s: request failed: %s", backend.name, _describe(backend, exc))
         raise ProxyError("upstream_unavailable", f"backend {backend.name!r} closed the connection") from None
+    if 300 <= response.status < 400:
+        response.close()
+        raise ProxyError("upstream_protocol", f"backend {backend.name!r} answered a redirect, which is not followed")
     return Exchange(backend, response, t_sent, deadline)
