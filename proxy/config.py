@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
-import yaml
 from msgspec import Struct, field
+
+from .config_yaml import YAMLConfigError, load_yaml
 
 
 class ConfigError(Exception):
@@ -196,9 +197,9 @@ def _convert(obj: Any, typ: Any, path: str) -> Any:
 
 def load_config_text(text: str, env: Mapping[str, str] | None = None) -> Config:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"<root>: not valid YAML: {exc}") from None
+        doc = load_yaml(text)  # bounded: no alias bombs, no stack exhaustion, no duplicate keys
+    except YAMLConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
