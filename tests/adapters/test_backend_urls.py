@@ -18,6 +18,7 @@ from yarl import URL
 from adapters import chat_templates, ir, jsonio, registry
 from adapters.base import Target
 from adapters.common import path_segment, url_origin
+from adapters.openai_backend import PRESET_PROVIDERS
 from adapters.errors import ProxyError
 
 BASE = "http://backend.test:8080/prefix"
@@ -33,7 +34,7 @@ HOSTILE = [
 # provider -> option variants (each a distinct URL style)
 VARIANTS: list[tuple[str, dict]] = [
     (p, {}) for p in registry.PROVIDERS if p not in ("azure", "huggingface")
-] + [(p, {}) for p in registry.PRESET_ALIASES] + [
+] + [(p, {}) for p in PRESET_PROVIDERS] + [
     ("azure", {"api_style": "deployments"}), ("azure", {"api_style": "v1"}), ("azure", {"api_style": "models"}),
     ("huggingface", {"endpoint_style": "serverless"}), ("huggingface", {"endpoint_style": "endpoint"}),
 ]
