@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .accesslog import flush_at_exit
 from .config import Config
-from .handlers import Gateway
+from .gateway import Gateway
 from .metrics import PROCESS_SAMPLE_INTERVAL, sample_process
 from .reload import GatewaySwitch
 

@@ -37,8 +37,8 @@ from adapters.errors import ProxyError
 from . import relay
 from .balancer import ABANDONED, Balancer, Slot
 from .config import RoutingConfig
+from .handlers import Call
 from .metrics import FALLBACKS, RETRIES
-from .relay import Call
 from .routing import Deployment, Route, Router
 
 

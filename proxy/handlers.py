@@ -1,30 +1,27 @@
-"""HTTP endpoints.  Each API handler does the same few steps: authenticate, read the body (bounded),
-read `model`/`stream` from the top level only, route, dispatch -- and turns any ProxyError into the
-caller's own error format.  Metrics and the one access-log line are written in exactly one place."""
+"""The API endpoints: one `ApiHandler` per route, built at start-up.  Each request goes through the same
+few steps: authenticate, read the body (bounded), read `model`/`stream` from the top level only (or the
+URL), route, dispatch -- and any ProxyError becomes the caller's own error format.  Metrics and the one
+access-log line are written in exactly one place.  `Call` is what a request is parsed into for the
+dispatcher and the relay."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from adapters import jsonio, registry
+from adapters import ir, jsonio
 from adapters.errors import ProxyError, bad_request
 
 from . import relay
 from .accesslog import access_line
-from .config import Config
 from .context import RequestContext, new_request_id
-from .dispatch import Dispatcher
-from .keys import KeyRing
-from .metrics import Recorder, exposition, sample_process
-from .pools import BackendRuntime, build_backends
-from .relay import Call, FrontendOps
-from .routing import Router
 from .tracing import Tracing
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 log = logging.getLogger("llm_proxy")
 
@@ -63,48 +60,67 @@ LOGGED_BODY_MAX = 4096
 MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
 
 
-class Gateway:
-    """Everything a worker builds once from the config: backends, router, frontends, metrics."""
+class Call:
+    """One client request, parsed as far as routing needs (shared by every attempt)."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.backends: dict[str, BackendRuntime] = build_backends(cfg)
-        self.router = Router(cfg, self.backends)
-        self.dispatcher = Dispatcher(self.router, cfg.routing, list(self.backends))
-        self.recorder = Recorder()
-        self.keys = KeyRing(cfg.auth)
-        self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
-        self.routes = [path for path, (fname, _) in API_ROUTES.items() if fname in self.frontends]
-        self.ready = False
-        self.max_body = cfg.server.max_body_bytes
-        self.tracing = Tracing(cfg.tracing)
-        self.log_prompts = cfg.server.log_prompts
+    __slots__ = ("request", "ctx", "frontend", "op", "body", "raw", "req", "ops", "tracing", "trace_headers")
 
-    # -- the API handlers ---------------------------------------------------------------------------
-    def api_handler(self, route: str):
-        fname, operations = API_ROUTES[route]
-        frontend = self.frontends[fname]
-        ops = {
+    def __init__(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, body: bytes,
+                 raw: dict[str, Any], ops: "FrontendOps", tracing: Tracing) -> None:
+        self.request = request
+        self.ctx = ctx
+        self.frontend = frontend
+        self.op = op
+        self.body = body
+        self.raw = raw  # top-level keys -> undecoded values (pass-through rewrites only `model`)
+        self.req: ir.ChatRequest | None = None  # parsed lazily: pass-through never needs it
+        self.ops = ops
+        self.tracing = tracing
+        # Sent with every upstream attempt (an attempt's span replaces traceparent in its copy).
+        self.trace_headers = tracing.upstream_headers(request.headers, ctx.request_id)
+
+    def chat_request(self) -> ir.ChatRequest:
+        if self.req is None:
+            self.req = self.ops.parse(self.body)
+            self.req.model = self.ctx.client_model  # formats that name it in the URL leave it empty
+        return self.req
+
+
+class FrontendOps:
+    """The frontend methods one route uses, bound once at start-up."""
+
+    __slots__ = ("parse", "render", "encoder")
+
+    def __init__(self, parse, render, encoder) -> None:
+        self.parse = parse
+        self.render = render
+        self.encoder = encoder
+
+
+class ApiHandler:
+    """The handler of one API route: its frontend and that frontend's methods, bound once."""
+
+    def __init__(self, gw: Gateway, route: str, frontend: Any, operations: dict[str, tuple[str, str, str | None]]) -> None:
+        self.gw = gw
+        self.route = route
+        self.frontend = frontend
+        self.ops = {
             op: FrontendOps(getattr(frontend, p), getattr(frontend, r), getattr(frontend, e) if e else None)
             for op, (p, r, e) in operations.items()
         }
 
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return await self._handle(request, route, frontend, ops)
-
-        return handler
-
-    async def _handle(self, request: web.Request, route: str, frontend: Any, ops: dict[str, FrontendOps]) -> web.StreamResponse:
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        route, frontend, ops = self.route, self.frontend, self.ops
         rid = request.headers.get("x-request-id")
         ctx = RequestContext(rid if rid and len(rid) <= MAX_REQUEST_ID else new_request_id(), route)
-        ctx.span = self.tracing.start_request(request.headers, route, ctx.request_id)
-        gauge = self.recorder.in_flight(route)
+        ctx.span = self.gw.tracing.start_request(request.headers, route, ctx.request_id)
+        gauge = self.gw.recorder.in_flight(route)
         gauge.inc()
         resp: web.StreamResponse | None = None
         try:
             resp = await self._serve(request, ctx, frontend, ops)
         except ProxyError as err:
-            resp = self._error(frontend, err, ctx)
+            resp = error_response(frontend, err, ctx)
         except (asyncio.CancelledError, ConnectionError):
             # The client went away (cancelled handler, or a write on its closed connection); the
             # relay has released the upstream exchange.
@@ -112,20 +128,20 @@ class Gateway:
             raise
         except Exception:  # a bug: log it with its traceback, give the client a clean 500
             log.exception("internal error serving request %s", ctx.request_id)
-            resp = self._error(frontend, ProxyError("server", "internal error in the gateway"), ctx)
+            resp = error_response(frontend, ProxyError("server", "internal error in the gateway"), ctx)
         finally:
             gauge.dec()
             if resp is not None and not ctx.status:
                 ctx.status = resp.status
             self._record(ctx)
-            self.tracing.end_request(ctx.span, ctx.status, ctx.client_model, ctx.error_kind)
+            self.gw.tracing.end_request(ctx.span, ctx.status, ctx.client_model, ctx.error_kind)
         return resp
 
     async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any,
                      ops: dict[str, FrontendOps]) -> web.StreamResponse:
-        key = await self.keys.authenticate(request)
+        key = await self.gw.keys.authenticate(request)
         body = await self._read_body(request)
-        if self.log_prompts:  # explicit debug opt-in: request bodies are user data
+        if self.gw.log_prompts:  # explicit debug opt-in: request bodies are user data
             ctx.debug_body = body[:LOGGED_BODY_MAX].decode("utf-8", "replace")
         try:
             raw = jsonio.top_level_raw(body)
@@ -146,14 +162,14 @@ class Gateway:
         if key is not None and not key.may_use(model):
             raise ProxyError("permission", f"this API key may not use model {model!r}", param="model",
                              code="model_not_allowed")  # fmt: skip
-        route = self.router.resolve(model)
+        route = self.gw.router.resolve(model)
         if route is None:
             raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
         ctx.model_label = route.config.name
-        call = Call(request, ctx, frontend, op, body, raw, op_methods, self.tracing)
+        call = Call(request, ctx, frontend, op, body, raw, op_methods, self.gw.tracing)
         if op == "count_tokens" and route.deployments[0].backend.family != frontend.name:
             return self._estimate_tokens(call)
-        return await self.dispatcher.dispatch(call, route)
+        return await self.gw.dispatcher.dispatch(call, route)
 
     def _estimate_tokens(self, call: Call) -> web.Response:
         frontend = call.frontend
@@ -163,23 +179,12 @@ class Gateway:
         return web.Response(body=frontend.render_token_count(n), content_type="application/json", headers=headers)
 
     async def _read_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise ProxyError("request_too_large", f"request body exceeds {self.max_body} bytes")
+        if request.content_length is not None and request.content_length > self.gw.max_body:
+            raise ProxyError("request_too_large", f"request body exceeds {self.gw.max_body} bytes")
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise ProxyError("request_too_large", f"request body exceeds {self.max_body} bytes") from None
-
-    def _error(self, frontend: Any, err: ProxyError, ctx: RequestContext) -> web.Response:
-        ctx.error_kind = err.kind
-        status, body = frontend.render_error(err)
-        headers = {"x-request-id": ctx.request_id, "Server-Timing": ctx.server_timing()}
-        if err.retry_after is not None:
-            headers["Retry-After"] = str(max(0, round(err.retry_after)))
-        if ctx.deployment:
-            headers[relay.DEPLOYMENT_HEADER] = ctx.deployment
-        ctx.status = status
-        return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+            raise ProxyError("request_too_large", f"request body exceeds {self.gw.max_body} bytes") from None
 
     def _record(self, ctx: RequestContext) -> None:
         total = ctx.elapsed()
@@ -190,79 +195,26 @@ class Gateway:
         else:
             added = total - ctx.upstream_time
         backend = ctx.backend or "none"
-        self.recorder.observe(
+        self.gw.recorder.observe(
             ctx.route, backend, ctx.model_label, ctx.stream, ctx.status, max(0.0, added),
             ctx.upstream_time if ctx.backend else None, ttft,
         )  # fmt: skip
         if ctx.usage is not None:
-            self.recorder.tokens(backend, ctx.model_label, ctx.usage.input_tokens, ctx.usage.output_tokens)
+            self.gw.recorder.tokens(backend, ctx.model_label, ctx.usage.input_tokens, ctx.usage.output_tokens)
         access_line(ctx, total, added, ttft)
 
-    # -- other endpoints ------------------------------------------------------------------------------
-    async def _model_names(self, request: web.Request) -> list[str]:
-        """The configured models the caller's key may use."""
-        key = await self.keys.authenticate(request)
-        names = self.router.names()
-        return names if key is None or key.allows is None else [n for n in names if key.allows(n)]
 
-    async def models(self, request: web.Request) -> web.Response:
-        try:
-            names = await self._model_names(request)
-        except ProxyError as err:
-            return self._error(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
-        if "anthropic-version" in request.headers:
-            data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
-            body = {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
-        else:
-            body = {"object": "list", "data": [_openai_model(n) for n in names]}
-        return web.Response(body=jsonio.dumps(body), content_type="application/json")
-
-    async def model(self, request: web.Request) -> web.Response:
-        name = request.match_info["model"]
-        try:
-            key = await self.keys.authenticate(request)
-        except ProxyError as err:
-            return self._error(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
-        if self.router.resolve(name) is None or (key is not None and not key.may_use(name)):
-            err = ProxyError("not_found", f"model {name!r} is not configured on this gateway", code="model_not_found")
-            status, body = self.frontends["openai"].render_error(err)
-            return web.Response(status=status, body=body, content_type="application/json")
-        return web.Response(body=jsonio.dumps(_openai_model(name)), content_type="application/json")
-
-    async def ollama_tags(self, request: web.Request) -> web.Response:
-        try:
-            names = await self._model_names(request)
-        except ProxyError as err:
-            return self._error(self.frontends["ollama"], err, RequestContext(new_request_id(), "/api/tags"))
-        body = self.frontends["ollama"].render_models(names)
-        return web.Response(body=body, content_type="application/json")
-
-    async def ollama_version(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.frontends["ollama"].render_version(), content_type="application/json")
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        sample_process()
-        body, content_type = exposition()
-        resp = web.Response(body=body)
-        resp.headers["Content-Type"] = content_type
-        return resp
-
-    async def live(self, request: web.Request) -> web.Response:
-        # The pid tells multi-worker deployments (and their tests) which process answered.
-        return web.json_response({"status": "ok", "pid": os.getpid()})
-
-    async def ready_check(self, request: web.Request) -> web.Response:
-        health = self.dispatcher.health()  # circuit-breaker state per backend and deployment
-        backends = {
-            name: {"pool": "open" if b.session is not None else "closed", **health.get(name, {})}
-            for name, b in self.backends.items()
-        }
-        ok = self.ready and all(b.session is not None for b in self.backends.values())
-        return web.json_response({"status": "ready" if ok else "not ready", "backends": backends}, status=200 if ok else 503)
-
-
-def _openai_model(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
+def error_response(frontend: Any, err: ProxyError, ctx: RequestContext) -> web.Response:
+    """`err` in the caller's own format, with the request id and (if one was tried) the deployment."""
+    ctx.error_kind = err.kind
+    status, body = frontend.render_error(err)
+    headers = {"x-request-id": ctx.request_id, "Server-Timing": ctx.server_timing()}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(0, round(err.retry_after)))
+    if ctx.deployment:
+        headers[relay.DEPLOYMENT_HEADER] = ctx.deployment
+    ctx.status = status
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 def _top_level(raw: dict[str, Any], key: str, typ: type) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from aiohttp import web
@@ -31,50 +31,15 @@ from adapters.sse import SSEParser, encode_event
 
 from .context import RequestContext
 from .routing import Deployment
-from .tracing import Tracing
 from .upstream import Exchange, send
+
+if TYPE_CHECKING:
+    from .handlers import Call
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 JSON_TYPE = "application/json"
 DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
 EMBEDDING_OPS = frozenset({"embeddings", "embed", "batch_embed"})  # OpenAI / Ollama, Gemini's two
-
-
-class Call:
-    """One client request, parsed as far as routing needs (shared by every attempt)."""
-
-    __slots__ = ("request", "ctx", "frontend", "op", "body", "raw", "req", "ops", "tracing", "trace_headers")
-
-    def __init__(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, body: bytes,
-                 raw: dict[str, Any], ops: "FrontendOps", tracing: Tracing) -> None:
-        self.request = request
-        self.ctx = ctx
-        self.frontend = frontend
-        self.op = op
-        self.body = body
-        self.raw = raw  # top-level keys -> undecoded values (pass-through rewrites only `model`)
-        self.req: ir.ChatRequest | None = None  # parsed lazily: pass-through never needs it
-        self.ops = ops
-        self.tracing = tracing
-        # Sent with every upstream attempt (an attempt's span replaces traceparent in its copy).
-        self.trace_headers = tracing.upstream_headers(request.headers, ctx.request_id)
-
-    def chat_request(self) -> ir.ChatRequest:
-        if self.req is None:
-            self.req = self.ops.parse(self.body)
-            self.req.model = self.ctx.client_model  # formats that name it in the URL leave it empty
-        return self.req
-
-
-class FrontendOps:
-    """The frontend methods one route uses, bound once at start-up."""
-
-    __slots__ = ("parse", "render", "encoder")
-
-    def __init__(self, parse, render, encoder) -> None:
-        self.parse = parse
-        self.render = render
-        self.encoder = encoder
 
 
 def response_headers(ctx: RequestContext, dep: Deployment | None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from .config import Config
-from .handlers import Gateway
+from .gateway import Gateway
 
 log = logging.getLogger("llm_proxy")
 
