@@ -62,31 +62,37 @@ def run_worker(config_path: str, host: str | None, port: int | None, reuse_port:
     )
 
 
-def _prepare_multiprocess_dir() -> str:
-    """A clean prometheus-client multiprocess directory, set in the environment before any import of
-    prometheus_client by the workers."""
+def _prepare_metrics_dir(workers: int) -> str | None:
+    """Make prometheus-client's multiprocess directory ready before anything imports prometheus_client.
+
+    A directory named by PROMETHEUS_MULTIPROC_DIR (the image sets one for every command) is created and
+    emptied of a previous run's files, whatever the worker count: a restarted container keeps its /tmp,
+    and stale counters would come back.  With several workers and no directory given, a temporary one
+    is made and returned so the caller removes it; one worker without one uses the in-process registry.
+    """
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):
             if name.endswith(".db"):
                 os.unlink(os.path.join(path, name))
-    else:
-        path = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        return None
+    if workers <= 1:
+        return None
+    path = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
 
 
 def serve(config_path: str, host: str | None, port: int | None, workers: int | None) -> None:
     cfg = _load_or_exit(config_path)
     n = workers or cfg.server.workers
+    temp_dir = _prepare_metrics_dir(n)
     if n <= 1:
         run_worker(config_path, host, port, reuse_port=False)
         return
     import multiprocessing
 
-    created = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    mp_dir = _prepare_multiprocess_dir()
     ctx = multiprocessing.get_context("spawn")
     procs = {}
 
@@ -123,8 +129,8 @@ def serve(config_path: str, host: str | None, port: int | None, workers: int | N
                     print(f"llm-proxy: worker {pid} exited with {p.exitcode}; starting a new one", file=sys.stderr)
                     start_one()
     finally:
-        if created:
-            shutil.rmtree(mp_dir, ignore_errors=True)
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def check_config(path: str) -> int:
@@ -166,6 +172,7 @@ def emulate(fmt: str, host: str, port: int, profile_name: str | None) -> None:
 
 def demo(host: str, port: int) -> None:
     _install_uvloop()
+    _prepare_metrics_dir(1)
     from .demo import run_demo
 
     try:
@@ -177,32 +184,57 @@ def demo(host: str, port: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def _workers(value: str) -> int:
+    if value == "auto":
+        from .cpus import usable_cpus
+
+        return usable_cpus()
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or `auto`, got {value!r}")
+    return n
+
+
+def build_parser(environ=os.environ) -> argparse.ArgumentParser:
+    """The command line.  LLM_PROXY_HOST and LLM_PROXY_PORT, when set, are the default --host and --port
+    of the commands that listen (the container image sets LLM_PROXY_HOST=0.0.0.0, so `docker run -p
+    4000:4000 llm-proxy demo` and emulator containers are reachable from outside their container)."""
+    env_host = environ.get("LLM_PROXY_HOST") or None
+    env_port = environ.get("LLM_PROXY_PORT") or None  # a string default goes through type=int, errors included
     parser = argparse.ArgumentParser(prog="llm-proxy", description="Universal LLM API translation gateway")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int, help="worker processes sharing the port (default: server.workers)")
+    p.add_argument("--host", default=env_host, help="default: $LLM_PROXY_HOST, else server.host")
+    p.add_argument("--port", type=int, default=env_port, help="default: $LLM_PROXY_PORT, else server.port")
+    p.add_argument("--workers", type=_workers,
+                   help="worker processes sharing the port, or `auto`: one per CPU this process may use "
+                        "(cgroup quota included); default: server.workers")  # fmt: skip
 
     p = sub.add_parser("check-config", help="validate a config file and print the routing table")
     p.add_argument("file")
 
     p = sub.add_parser("demo", help="run the gateway with built-in emulated backends (no config needed)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=4000)
+    p.add_argument("--host", default=env_host or "127.0.0.1", help="default: $LLM_PROXY_HOST, else 127.0.0.1")
+    p.add_argument("--port", type=int, default=env_port or "4000", help="default: $LLM_PROXY_PORT, else 4000")
 
     p = sub.add_parser("emulate", help="run one emulated backend")
     p.add_argument("format", choices=EMULATOR_FORMATS)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default=env_host or "127.0.0.1", help="default: $LLM_PROXY_HOST, else 127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--profile", help="latency profile name (see loadtest/profiles.py)")
 
     sub.add_parser("bench", help="benchmark added latency against direct calls (see `llm-proxy bench --help`)",
                    add_help=False)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     # Everything after `bench` belongs to the harness's own parser, flags included.
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "bench":

@@ -1,17 +1,14 @@
-"""deploy/Dockerfile, checked statically (no Docker engine here): multi-stage slim Python 3.11, non-root,
-exec-form entrypoint, a HEALTHCHECK that really works, the documented config path and metrics dir."""
+"""deploy/Dockerfile, checked statically: multi-stage slim Python 3.11, non-root, exec-form entrypoint,
+the HEALTHCHECK script, the documented config path and metrics dir, nothing that needs BuildKit or a
+registry-hosted frontend.  test_image.py builds and runs it for real where a Docker daemon answers."""
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import json
-import subprocess
-import sys
 
 import pytest
-from aiohttp import web
-from deploy_support import DEPLOY, REPO, free_port
+from deploy_support import DEPLOY, REPO
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 
@@ -89,7 +86,16 @@ def test_exec_form_entrypoint_and_serve_default():
     assert json.loads(one("CMD")) == ["serve"]
     assert one("STOPSIGNAL") == "SIGTERM"
     copy = [a for i, a in FINAL if i == "COPY" and a.endswith(entry[0])]
-    assert copy and "deploy/entrypoint.sh" in copy[0] and "--chmod=0755" in copy[0]
+    assert copy and "deploy/entrypoint.sh" in copy[0]
+    assert any(i == "RUN" and f"chmod 0755 {entry[0]}" in a for i, a in FINAL)
+
+
+def test_builds_without_buildkit_or_a_registry_frontend():
+    # A `# syntax=` line makes BuildKit pull a frontend image; --chmod / --mount / heredocs need BuildKit,
+    # which the Docker CLI only offers with the buildx plugin.
+    assert not DOCKERFILE.read_text().startswith("# syntax")
+    for instr, args in INSTR:
+        assert not any(flag in args for flag in ("--chmod", "--mount", "--link", "<<")), (instr, args)
 
 
 def test_config_path_port_and_metrics_dir():
@@ -121,45 +127,23 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_copied_files_exist_and_are_not_dockerignored():
+    # At the context root: the legacy builder reads only that one (BuildKit also <Dockerfile>.dockerignore).
+    assert not (DEPLOY / "Dockerfile.dockerignore").exists()
     patterns = [
-        line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for src in _copy_sources():
         if src == "README.md" and not (REPO / src).exists():
             pytest.fail("README.md is needed by pyproject.toml's readme and copied into the image")
         assert (REPO / src).exists(), src
-        assert not _ignored(src, patterns), f"{src} is excluded by Dockerfile.dockerignore"
+        assert not _ignored(src, patterns), f"{src} is excluded by .dockerignore"
     assert _ignored(".venv", patterns) and _ignored("tests", patterns) and _ignored(".git", patterns)
 
 
-def _healthcheck_argv() -> list[str]:
+def test_healthcheck_runs_the_shipped_script():
     args = one("HEALTHCHECK")
-    assert "--interval=" in args and "--timeout=" in args
+    assert "--interval=" in args and "--timeout=3s" in args
     argv = json.loads(args.split("CMD", 1)[1])
-    assert argv[:2] == ["python", "-c"] and "/health/live" in argv[2] and "urllib" in argv[2]
-    return argv
-
-
-@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
-async def test_healthcheck_command_reflects_health_live(aiohttp_server, status, healthy):
-    async def live(request: web.Request) -> web.Response:
-        return web.Response(status=status, text="x")
-
-    app = web.Application()
-    app.router.add_get("/health/live", live)
-    server = await aiohttp_server(app, host="127.0.0.1")
-    argv = [sys.executable, *_healthcheck_argv()[1:]]
-    proc = await _run(argv, {"LLM_PROXY_PORT": str(server.port)})
-    assert (proc == 0) is healthy
-
-
-async def test_healthcheck_fails_when_nothing_listens():
-    assert await _run([sys.executable, *_healthcheck_argv()[1:]], {"LLM_PROXY_PORT": str(free_port())}) != 0
-
-
-async def _run(argv: list[str], env_vars: dict[str, str]) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env_vars, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    return await asyncio.wait_for(proc.wait(), timeout=10)
+    assert argv == ["python", "/opt/llm-proxy/healthcheck.py"]  # its behaviour: test_healthcheck.py
+    assert any(i == "COPY" and "deploy/healthcheck.py" in a and a.endswith("/opt/llm-proxy/") for i, a in FINAL)

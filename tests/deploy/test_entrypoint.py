@@ -1,9 +1,9 @@
-"""deploy/entrypoint.sh: `serve` gets the config path, port and one worker per usable CPU; every other
-command goes to `llm-proxy` untouched; the proxy is exec'd (same PID, so it receives SIGTERM)."""
+"""deploy/entrypoint.sh: `serve` gets the config path and `--workers auto` (the CLI counts the usable CPUs,
+tests/proxy/test_cpus.py) unless LLM_PROXY_WORKERS says otherwise; every other command goes to `llm-proxy`
+untouched; the proxy is exec'd (same PID, so it receives SIGTERM)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,7 +24,7 @@ def run(tmp_path: Path, *args: str, shell: str = "/bin/sh", **env: str) -> tuple
     fake = bindir / "llm-proxy"
     fake.write_text(FAKE)
     fake.chmod(0o755)
-    base = {"PATH": f"{bindir}:/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    base = {"PATH": f"{bindir}:/usr/bin:/bin"}
     # `echo $$` before exec: the same PID printed by the fake proves the entrypoint exec'd it.
     script = f'echo "pid=$$"; exec {shell} {ENTRYPOINT} "$@"'
     res = subprocess.run([shell, "-c", script, "sh", *args], env={**base, **env}, capture_output=True,
@@ -33,15 +33,6 @@ def run(tmp_path: Path, *args: str, shell: str = "/bin/sh", **env: str) -> tuple
     lines = res.stdout.splitlines()
     assert lines[0] == lines[1], "the proxy must replace the entrypoint (exec), not run as its child"
     return res.returncode, lines[2:]
-
-
-def usable_cpus() -> int:
-    cpu_max = Path("/sys/fs/cgroup/cpu.max")
-    if cpu_max.exists():
-        quota, period = cpu_max.read_text().split()
-        if quota != "max":
-            return -(-int(quota) // int(period))
-    return len(os.sched_getaffinity(0))
 
 
 def test_syntax():
@@ -53,11 +44,7 @@ def test_syntax():
 @pytest.mark.parametrize("args", [(), ("serve",)])
 def test_serve_defaults(tmp_path, shell, args):
     _, argv = run(tmp_path, *args, shell=shell)
-    assert argv == [
-        "serve", "--config", "/etc/llm-proxy/config.yaml", "--host", "0.0.0.0", "--port", "4000",
-        "--workers", str(usable_cpus()),
-    ]
-    assert (tmp_path / "metrics").is_dir()  # the multiprocess dir exists before the workers start
+    assert argv == ["serve", "--config", "/etc/llm-proxy/config.yaml", "--workers", "auto"]
 
 
 def test_serve_from_environment(tmp_path):
@@ -65,15 +52,13 @@ def test_serve_from_environment(tmp_path):
         tmp_path, "serve", "--log-level", "debug",
         LLM_PROXY_WORKERS="3", LLM_PROXY_CONFIG="/cfg/x.yaml", LLM_PROXY_PORT="8080", LLM_PROXY_HOST="127.0.0.1",
     )
-    assert argv == [
-        "serve", "--config", "/cfg/x.yaml", "--host", "127.0.0.1", "--port", "8080", "--workers", "3",
-        "--log-level", "debug",
-    ]
+    # Host and port are the CLI's defaults from LLM_PROXY_HOST / LLM_PROXY_PORT (tests/proxy/test_cli.py).
+    assert argv == ["serve", "--config", "/cfg/x.yaml", "--workers", "3", "--log-level", "debug"]
 
 
-def test_empty_workers_means_cpu_count(tmp_path):
+def test_empty_workers_means_auto(tmp_path):
     _, argv = run(tmp_path, LLM_PROXY_WORKERS="")
-    assert argv[argv.index("--workers") + 1] == str(usable_cpus())
+    assert argv[argv.index("--workers") + 1] == "auto"
 
 
 @pytest.mark.parametrize(

@@ -114,3 +114,87 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path, emulator_
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+
+
+def test_listening_commands_default_to_llm_proxy_host_and_port():
+    from proxy.cli import build_parser
+
+    env = {"LLM_PROXY_HOST": "0.0.0.0", "LLM_PROXY_PORT": "4100"}
+    demo = build_parser(env).parse_args(["demo"])
+    emu = build_parser(env).parse_args(["emulate", "openai"])
+    serve = build_parser(env).parse_args(["serve", "--config", "c.yaml"])
+    assert (demo.host, demo.port) == ("0.0.0.0", 4100)
+    assert (emu.host, emu.port) == ("0.0.0.0", 8000)  # an emulator keeps its own port
+    assert (serve.host, serve.port) == ("0.0.0.0", 4100)
+    bare = build_parser({})
+    assert (bare.parse_args(["demo"]).host, bare.parse_args(["demo"]).port) == ("127.0.0.1", 4000)
+    assert bare.parse_args(["emulate", "openai"]).host == "127.0.0.1"
+    serve = bare.parse_args(["serve", "--config", "c.yaml"])
+    assert (serve.host, serve.port) == (None, None)  # the config's server section decides
+    assert bare.parse_args(["demo", "--host", "::1"]).host == "::1"
+
+
+@pytest.mark.parametrize("bad", [{"LLM_PROXY_PORT": "http"}, {}])
+def test_bad_port_or_workers_is_a_usage_error(bad, capsys):
+    from proxy.cli import build_parser
+
+    argv = ["demo"] if bad else ["serve", "--config", "c.yaml", "--workers", "0"]
+    with pytest.raises(SystemExit) as exc:
+        build_parser(bad).parse_args(argv)
+    assert exc.value.code == 2
+    assert ("--port" if bad else "--workers") in capsys.readouterr().err
+
+
+def test_workers_auto_is_the_usable_cpu_count(monkeypatch):
+    import proxy.cpus
+    from proxy.cli import build_parser
+
+    monkeypatch.setattr(proxy.cpus, "usable_cpus", lambda: 3)
+    assert build_parser({}).parse_args(["serve", "--config", "c.yaml", "--workers", "auto"]).workers == 3
+    assert build_parser({}).parse_args(["serve", "--config", "c.yaml", "--workers", "5"]).workers == 5
+
+
+def test_one_worker_still_empties_the_metrics_dir(tmp_path, monkeypatch):
+    # A restarted container keeps /tmp: a previous run's counters must not come back.
+    import proxy.cli
+
+    mp = tmp_path / "metrics"
+    mp.mkdir()
+    (mp / "counter_1.db").write_bytes(b"stale")
+    (mp / "keep.txt").write_text("not ours")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backends: {emu: {provider: openai, base_url: 'http://127.0.0.1:9/v1'}}\nmodels: [{name: m, backend: emu}]\n")
+    started = []
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(mp))
+    monkeypatch.setattr(proxy.cli, "run_worker", lambda *a, **kw: started.append(sorted(os.listdir(mp))))
+    proxy.cli.serve(str(cfg), None, None, 1)
+    assert started == [["keep.txt"]]
+
+
+def test_demo_creates_the_metrics_dir_it_is_given(tmp_path):
+    # The image sets PROMETHEUS_MULTIPROC_DIR for every command; `demo` used to crash on the missing dir.
+    port = free_port()
+    mp = tmp_path / "not-yet" / "metrics"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp), "LLM_PROXY_HOST": "127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "demo", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, time.monotonic() + 30)
+        import urllib.request
+
+        req = urllib.request.Request(url + "/v1/chat/completions", method="POST", headers={"content-type": "application/json"},
+                                     data=b'{"model": "demo-openai", "messages": [{"role": "user", "content": "hi"}]}')  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+            assert re.search(rb'^llm_proxy_requests_total\{[^}]*status="200"[^}]*\} 1\.0$', r.read(), re.M)
+        assert any(p.suffix == ".db" for p in mp.iterdir())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert b"Traceback" not in proc.stderr.read()
