@@ -59,6 +59,16 @@ def wait_ready(url: str, deadline: float) -> None:
     raise AssertionError("the gateway did not become ready in time")
 
 
+def stop(proc: subprocess.Popen, sig: int) -> None:
+    """Signal, wait up to 20 s, and kill what is still running (so no test leaves a process behind)."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.fixture
 def emulator_process():
     port = free_port()
@@ -107,12 +117,7 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path, emulator_
         largest = max(int(open(f"/proc/{pid}/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") for pid in pids)
         assert rss and float(rss.group(1)) > 1.5 * largest
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        stop(proc, signal.SIGTERM)
     assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
 
 
@@ -191,10 +196,5 @@ def test_demo_creates_the_metrics_dir_it_is_given(tmp_path):
             assert re.search(rb'^llm_proxy_requests_total\{[^}]*status="200"[^}]*\} 1\.0$', r.read(), re.M)
         assert any(p.suffix == ".db" for p in mp.iterdir())
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        stop(proc, signal.SIGINT)
     assert b"Traceback" not in proc.stderr.read()
