@@ -80,6 +80,11 @@ def image(request) -> str:
         pytest.skip(f"no Docker client ({DOCKER}); `bash ../shared/ci/offline-base-image.sh` installs one")
     if _daemon_version() is None:
         pytest.skip(f"no Docker daemon answers to `{DOCKER} version`; `bash ../shared/ci/offline-base-image.sh` starts one")
+    if docker("image", "inspect", BASE_IMAGE, check=False).returncode != 0:
+        pull = docker("pull", BASE_IMAGE, timeout=300, check=False)
+        if pull.returncode != 0:
+            pytest.skip(f"base image {BASE_IMAGE} is not here and cannot be pulled ({pull.stderr.strip()[-200:]}); "
+                        "set PYTHON_IMAGE, e.g. from `bash ../shared/ci/offline-base-image.sh`")  # fmt: skip
     tag = f"{RUN_ID}:latest"
     request.addfinalizer(lambda: docker("rmi", "-f", tag, timeout=120, check=False))
     res = docker("build", "-f", str(DEPLOY / "Dockerfile"), "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}",
