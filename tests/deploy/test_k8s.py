@@ -44,7 +44,8 @@ def probes() -> dict[str, dict]:
 def test_kustomization_lists_every_manifest_but_the_secret_example():
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "config.yaml"}
     assert set(KUSTOMIZATION["resources"]) == on_disk - {"secret.example.yaml"}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"} <= set(DOCS)
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor",
+            "PrometheusRule"} <= set(DOCS)
 
 
 def test_container_port_service_target_port_and_probe_ports_agree():

@@ -1,5 +1,6 @@
 """deploy/prometheus: alert rules use only the proxy's metrics, promtool accepts rules and config, and
-the rules' unit tests (alerts.test.yml) pass."""
+the rules' unit tests (alerts.test.yml) pass -- for alerts.yml and for the same rules shipped as a
+PrometheusRule (deploy/k8s/prometheusrule.yaml), whose spec must equal alerts.yml."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import yaml
 from deploy_support import (
     ALERTS,
     DEPLOY,
+    K8S,
     METRICS,
     TARGET_LABELS,
     PromQLRefs,
@@ -24,10 +26,31 @@ needs_promtool = pytest.mark.skipif(
     reason="promtool not installed (Debian package `prometheus`: apt-get install -y prometheus)",
 )
 RULES = alert_rules()
+PROMETHEUS_RULE = K8S / "prometheusrule.yaml"
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], cwd=ALERTS.parent, capture_output=True, text=True, timeout=60)
+@pytest.fixture(params=["alerts.yml", "PrometheusRule"])
+def rules_file(request, tmp_path):
+    """The rules as Prometheus loads them: alerts.yml itself, or the PrometheusRule's spec (what the
+    operator hands to Prometheus) written to a file beside a copy of the unit tests."""
+    if request.param == "alerts.yml":
+        return ALERTS
+    spec = yaml.safe_load(PROMETHEUS_RULE.read_text())["spec"]
+    out = tmp_path / ALERTS.name
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    shutil.copy(ALERTS.parent / "alerts.test.yml", tmp_path / "alerts.test.yml")
+    return out
+
+
+def test_prometheus_rule_ships_exactly_alerts_yml():
+    doc = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert doc["spec"] == yaml.safe_load(ALERTS.read_text())  # one source of truth: edit both or neither
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+
+
+def promtool(*args: str, cwd=ALERTS.parent) -> subprocess.CompletedProcess:
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_required_alerts_exist():
@@ -61,8 +84,8 @@ def test_rule_uses_only_exported_metrics_and_labels(rule):
 
 
 @needs_promtool
-def test_promtool_accepts_the_rules():
-    res = promtool("check", "rules", ALERTS.name)
+def test_promtool_accepts_the_rules(rules_file):
+    res = promtool("check", "rules", rules_file.name, cwd=rules_file.parent)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"SUCCESS: {len(RULES)} rules found" in res.stdout
 
@@ -75,8 +98,8 @@ def test_promtool_accepts_the_config():
 
 
 @needs_promtool
-def test_alert_unit_tests_pass():
-    res = promtool("test", "rules", "alerts.test.yml")
+def test_alert_unit_tests_pass(rules_file):
+    res = promtool("test", "rules", "alerts.test.yml", cwd=rules_file.parent)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout
 
