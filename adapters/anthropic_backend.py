@@ -18,7 +18,7 @@ Quirks handled (what is dropped, renamed or synthesised):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -69,15 +69,20 @@ class AnthropicBackend(Backend):
             headers["anthropic-beta"] = ",".join(betas)
         return headers
 
-    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+    def message_body(self, req: ir.ChatRequest, target: Target) -> dict[str, Any]:
+        """The Messages API body for `req` (also what Claude on Vertex AI takes, minus `model`)."""
         opts: AnthropicOptions = self.options  # type: ignore[assignment]
         client_max = req.max_tokens is not None
         max_tokens = req.max_tokens or target.default_max_tokens or opts.default_max_tokens
         body = build_body(req, target.model, max_tokens or model_default_max_tokens(target.model), client_max)
         body.update(target.params)
+        return body
+
+    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+        opts: AnthropicOptions = self.options  # type: ignore[assignment]
         return HttpRequest(
             url=f"{self.base_url}/v1/messages",
-            body=jsonio.dumps(body),
+            body=jsonio.dumps(self.message_body(req, target)),
             headers=self._headers(opts.anthropic_version, list(opts.beta)),
             stream=req.stream,
         )

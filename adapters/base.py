@@ -60,6 +60,7 @@ class Target:
     default_max_tokens: int | None = None  # used by backends that require max_tokens (Anthropic)
     chat_template: Any = None  # adapters.chat_templates.ChatTemplate for prompt-only backends
     params: Mapping[str, Any] = field(default_factory=dict)  # per-model fixed backend fields
+    options: Any = None  # the backend's per-model settings: an instance of `Backend.ModelOptions`
 
 
 class StreamDecoder(Protocol):
@@ -155,6 +156,9 @@ class Backend:
     family: ClassVar[str | None] = None
     # Provider-specific config keys, decoded from the backend's config block (unknown keys rejected).
     Options: ClassVar[type[msgspec.Struct]]
+    # Provider-specific keys of a *model entry* routed to this backend (e.g. Vertex's `location`),
+    # decoded into `Target.options`; None = the provider has none (such keys are a config error).
+    ModelOptions: ClassVar[type[msgspec.Struct] | None] = None
     # IR optional parameters (see ir.OPTIONAL_PARAMS, plus "n") this backend can honour.  The rest are
     # dropped or rejected per the model's `unsupported_params` policy before chat_request is called.
     supported_params: ClassVar[frozenset[str]] = frozenset()
@@ -177,6 +181,11 @@ class Backend:
         self.api_key = api_key or None
         self.extra_headers = dict(headers)
         self.options = options
+
+    def supported_params_for(self, target: Target) -> frozenset[str]:
+        """The parameters honoured for this model; a backend fronting several model families
+        (Vertex AI: Gemini and Claude) narrows `supported_params` per target."""
+        return self.supported_params
 
     # -- chat ------------------------------------------------------------------------------------
     def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:

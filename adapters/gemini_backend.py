@@ -88,9 +88,10 @@ class GeminiBackend(Backend):
         return self._url(model, "streamGenerateContent") + "?alt=sse" if stream else self._url(model, "generateContent")
 
     # -- chat -----------------------------------------------------------------------------------------
-    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+    def generate_body(self, req: ir.ChatRequest, target: Target) -> dict[str, Any]:
+        """The generateContent body for `req` (also what Gemini on Vertex AI takes)."""
         if req.prompt is not None:
-            raise unsupported("the gemini backend has no raw-prompt completion endpoint", param="prompt")
+            raise unsupported(f"the {self.provider} backend has no raw-prompt completion endpoint", param="prompt")
         contents, system = build_contents(req)
         body: dict[str, Any] = {"contents": contents}
         if system:
@@ -112,6 +113,10 @@ class GeminiBackend(Backend):
         if req.source_format == "gemini":
             body.update(req.extra)  # the client's safetySettings, cachedContent, ...
         merge_params(body, target.params, nested="generationConfig")
+        return body
+
+    def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:
+        body = self.generate_body(req, target)
         return HttpRequest(url=self._generate_url(target.model, req.stream), body=jsonio.dumps(body),
                            headers=self._headers(), stream=req.stream)
 

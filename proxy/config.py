@@ -149,6 +149,9 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     models: list[ModelConfig] = field(default_factory=list)
     # Provider-specific options per backend name, decoded into each adapter's Options Struct.
     backend_options: dict[str, Any] = field(default_factory=dict)
+    # Provider-specific keys of model entries (model name -> raw keys), checked against the
+    # `ModelOptions` of each backend the model routes to; routing decodes them into Target.options.
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,11 +245,47 @@ def load_config_dict(doc: dict[str, Any], env: Mapping[str, str] | None = None) 
         if not common[name].base_url and not getattr(cls, "default_base_url", None):
             raise ConfigError(f"{path}.base_url: required for provider {provider!r}")
     doc = {k: v for k, v in doc.items() if k != "backends"}
+    model_extra = _split_model_options(doc)
     cfg: Config = _convert(doc, Config, "")
     cfg.backends = common
     cfg.backend_options = options
     _check(cfg)
+    _check_model_options(cfg, model_extra)
     return cfg
+
+
+_MODEL_KEYS = frozenset(ModelConfig.__struct_fields__)
+
+
+def _split_model_options(doc: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Take the keys ModelConfig does not know out of each model entry (index -> keys)."""
+    models = doc.get("models")
+    if not isinstance(models, list):
+        return {}
+    extra: dict[int, dict[str, Any]] = {}
+    plain = []
+    for i, m in enumerate(models):
+        if isinstance(m, dict) and not _MODEL_KEYS.issuperset(m):
+            extra[i] = {k: v for k, v in m.items() if k not in _MODEL_KEYS}
+            m = {k: v for k, v in m.items() if k in _MODEL_KEYS}
+        plain.append(m)
+    doc["models"] = plain
+    return extra
+
+
+def _check_model_options(cfg: Config, extra: dict[int, dict[str, Any]]) -> None:
+    """Provider-specific model keys must be known to every backend the model routes to."""
+    from adapters import registry
+
+    for i, keys in extra.items():
+        m = cfg.models[i]
+        for d in deployments_of(m):
+            provider = cfg.backends[d.backend].provider
+            model_options = registry.provider_class(provider).ModelOptions
+            if model_options is None:
+                raise ConfigError(f"models[{i}].{next(iter(keys))}: unknown field (provider {provider!r} has no per-model settings)")
+            _convert(keys, model_options, f"models[{i}]")
+        cfg.model_options[m.name] = keys
 
 
 def _check(cfg: Config) -> None:

@@ -161,7 +161,7 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
     ctx, adapter, target = call.ctx, dep.backend.adapter, dep.target
     # Each attempt gets its own shallow copy: the policy may drop different fields per backend.
     req = msgspec.structs.replace(call.chat_request())
-    ctx.dropped = apply_policy(req, adapter.supported_params, target.unsupported_params, dep.backend.provider)
+    ctx.dropped = apply_policy(req, adapter.supported_params_for(target), target.unsupported_params, dep.backend.provider)
     http = adapter.chat_request(req, target)
     while True:
         ex = await _open(dep, http, call)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import msgspec
+
 from adapters.base import Target
 
 from .config import Config, ConfigError, ModelConfig, deployments_of
@@ -43,7 +45,8 @@ class Router:
         self.wildcards: list[tuple[str, str, ModelConfig, list[Deployment]]] = []
         self._cache: dict[str, Route | None] = {}
         for i, m in enumerate(cfg.models):
-            deployments = [self._deployment(m, d, backends, f"models[{i}]") for d in deployments_of(m)]
+            options = cfg.model_options.get(m.name)
+            deployments = [self._deployment(m, d, backends, f"models[{i}]", options) for d in deployments_of(m)]
             if "*" in m.name:
                 prefix, _, suffix = m.name.partition("*")
                 self.wildcards.append((prefix, suffix, m, deployments))
@@ -51,7 +54,8 @@ class Router:
                 self.exact[m.name] = Route(m.name, deployments, m)
 
     @staticmethod
-    def _deployment(m: ModelConfig, d, backends: dict[str, BackendRuntime], path: str) -> Deployment:
+    def _deployment(m: ModelConfig, d, backends: dict[str, BackendRuntime], path: str,
+                    options: dict | None = None) -> Deployment:
         runtime = backends[d.backend]
         template = None
         if getattr(runtime.adapter, "uses_chat_template", False):
@@ -68,6 +72,8 @@ class Router:
             default_max_tokens=m.max_tokens,
             chat_template=template,
             params=m.params,
+            # Already validated by the config loader against this backend's ModelOptions.
+            options=msgspec.convert(options, runtime.adapter.ModelOptions, strict=False) if options else None,
         )
         return Deployment(
             backend=runtime,
