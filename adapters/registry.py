@@ -25,6 +25,7 @@ PROVIDERS = {
     "replicate": "adapters.replicate_backend:ReplicateBackend",
     "gemini": "adapters.gemini_backend:GeminiBackend",
     "cohere": "adapters.cohere_backend:CohereBackend",
+    "vertex": "adapters.vertex_backend:VertexBackend",
 }
 
 

@@ -30,6 +30,7 @@ class AuthStep(Protocol):
 # scheme -> (import path of the step class, the optional extra its library comes from)
 SCHEMES: dict[str, tuple[str, str]] = {
     "aws-sigv4": ("proxy.auth_aws:SigV4Step", "bedrock"),
+    "google-oauth": ("proxy.auth_google:GoogleOAuthStep", "vertex"),
 }
 
 

@@ -119,3 +119,50 @@ def test_provider_default_base_url():
 
     cfg = load_config_text("backends: {r: {provider: replicate, api_key: k}}\nmodels: []\n", env={})
     assert build_backends(cfg)["r"].adapter.base_url == "https://api.replicate.com"
+
+
+CLOUD = """
+backends:
+  vx: {provider: vertex, project: my-project, location: us-central1}
+  co: {provider: cohere, api_key: k}
+models:
+"""
+
+
+def test_provider_specific_model_keys_reach_the_target():
+    from proxy.pools import build_backends
+    from proxy.routing import Router
+
+    cfg = load_config_text(CLOUD + """
+  - {name: claude, backend: vx, model: claude-3-5-sonnet-v2@20241022, location: us-east5}
+  - {name: tuned, backend: vx, model: my-model, publisher: anthropic, max_tokens: 100}
+  - {name: gem, backend: vx, model: gemini-2.0-flash}
+""", env={})
+    targets = {r.name: r.deployments[0].target for r in Router(cfg, build_backends(cfg)).exact.values()}
+    assert targets["claude"].options.location == "us-east5" and targets["claude"].options.publisher is None
+    assert targets["tuned"].options.publisher == "anthropic" and targets["tuned"].default_max_tokens == 100
+    assert targets["gem"].options is None
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("{name: c, backend: co, location: us-east5}", "models[0].location: unknown field (provider 'cohere' has no per-model settings)"),
+    ("{name: v, backend: vx, publisher: meta}", "models[0].publisher: Invalid enum value 'meta'"),
+    ("{name: v, backend: vx, regoin: x}", "models[0]: Object contains unknown field `regoin`"),
+    ("{name: v, backend: vx, location: ../x}", "models[0].location: Expected `str` matching regex"),
+])
+def test_provider_specific_model_keys_are_checked(entry, message):
+    with pytest.raises(ConfigError) as e:
+        load_config_text(CLOUD + f"  - {entry}\n", env={})
+    assert str(e.value).startswith(message)
+
+
+def test_vertex_without_the_extra_names_it(monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "proxy.auth_google", raising=False)
+    monkeypatch.setitem(sys.modules, "google.auth", None)
+    from proxy.pools import build_backends
+
+    cfg = load_config_text(CLOUD + "  - {name: g, backend: vx}\n", env={})
+    with pytest.raises(ConfigError, match=r"backends\.vx: provider vertex needs: pip install -e '\.\[vertex\]'"):
+        build_backends(cfg)

@@ -1,0 +1,92 @@
+"""Google OAuth2 access tokens for Vertex AI: google-auth credentials (extra `vertex`).
+
+Credentials: the service-account JSON file in the backend's `credentials` (read at start-up, so a
+missing or malformed file fails before the server starts; google-auth signs a JWT with its key and
+exchanges it at the file's `token_uri`), else Application Default Credentials (GOOGLE_APPLICATION_
+CREDENTIALS, gcloud's user credentials, workload identity, the GCE/GKE metadata server), resolved
+on first use because that may need the network.
+
+google-auth's refresh is synchronous HTTP, so it runs in a worker thread, at most one at a time per
+backend, bounded by CREDENTIALS_TIMEOUT.  The token is cached; once it is stale (google-auth's
+refresh threshold, a few minutes before expiry) requests keep using it while one background
+refresh runs, and only a missing or expired token makes requests wait -- all for the same refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+import google.auth
+import google.auth.transport.requests
+from google.auth.credentials import Credentials, TokenState
+from google.auth.exceptions import GoogleAuthError
+from google.oauth2 import service_account
+
+from adapters.base import Backend, HttpRequest
+from adapters.errors import ProxyError
+
+from .config import ConfigError
+
+log = logging.getLogger("llm_proxy.auth")
+
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+CREDENTIALS_TIMEOUT = 15.0  # seconds a request waits for a token (and the token endpoint's HTTP timeout)
+
+
+class GoogleOAuthStep:
+    __slots__ = ("name", "_credentials", "_pending", "_http")
+
+    def __init__(self, name: str, adapter: Backend) -> None:
+        self.name = name
+        path = getattr(adapter.options, "credentials", None)
+        self._credentials: Credentials | None = None
+        if path:
+            try:
+                self._credentials = service_account.Credentials.from_service_account_file(path, scopes=SCOPES)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"backends.{name}.credentials: not a readable service-account JSON file ({exc})") from None
+        self._pending: asyncio.Future[str] | None = None
+        self._http = None  # google-auth's requests transport, made in the worker thread on first refresh
+
+    async def apply(self, req: HttpRequest) -> None:
+        creds = self._credentials
+        state = creds.token_state if creds is not None else TokenState.INVALID
+        if state == TokenState.FRESH:
+            token = creds.token  # type: ignore[union-attr]
+        elif state == TokenState.STALE:
+            token = creds.token  # type: ignore[union-attr]  # still valid: refresh ahead, do not wait
+            self._start_refresh()
+        else:
+            token = await self._wait_refresh()
+        req.headers["authorization"] = f"Bearer {token}"
+
+    def _start_refresh(self) -> asyncio.Future[str]:
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._refresh))
+            # A background refresh nobody awaits must not log "exception never retrieved".
+            self._pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return self._pending
+
+    async def _wait_refresh(self) -> str:
+        pending = self._start_refresh()
+        try:
+            async with asyncio.timeout(CREDENTIALS_TIMEOUT):
+                return await asyncio.shield(pending)
+        except TimeoutError:
+            raise ProxyError("upstream_unavailable", f"backend {self.name!r}: timed out getting a Google access token") from None
+        except GoogleAuthError as exc:
+            log.warning("backend %s: Google credentials failed: %s", self.name, exc)
+            raise ProxyError("upstream_unavailable", f"backend {self.name!r}: could not get a Google access token") from None
+
+    def _refresh(self) -> str:
+        """In a worker thread: resolve ADC once, then fetch a new access token."""
+        creds = self._credentials
+        if creds is None:
+            creds, _project = google.auth.default(scopes=SCOPES)
+        if self._http is None:
+            self._http = functools.partial(google.auth.transport.requests.Request(), timeout=CREDENTIALS_TIMEOUT)
+        creds.refresh(self._http)
+        self._credentials = creds
+        return creds.token
