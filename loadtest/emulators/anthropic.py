@@ -21,7 +21,8 @@ overloaded_error included), context_length ("prompt is too long: ..."), chunks, 
 reasoning, first_byte, chunk_delay, hang, reset_after / truncate_after / error_after (counted in
 content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body that
 is not JSON; in a stream, an event that is not JSON in place of the last delta and what follows it),
-max_tokens (stop_reason max_tokens), usage_in / usage_out.
+max_tokens (stop_reason max_tokens), usage_in / usage_out.  A `stop_sequences` entry found in the
+reply text cuts it there (stop_reason stop_sequence, with the sequence).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
+                        reply_text, split_text, write_stream)
 
 PROFILE = web.AppKey("anthropic_profile", LatencyProfile)
 RNG = web.AppKey("anthropic_rng", random.Random)
@@ -135,6 +136,7 @@ class Reply:
         self.id = _id("msg_")
         self.model = str(body.get("model", ""))
         self.blocks: list[dict[str, Any]] = []
+        self.stop_sequence: str | None = None
         if b.reasoning:
             self.blocks.append({"type": "thinking", "thinking": THINKING, "signature": "EmuSig" + uuid.uuid4().hex})
         text = reply_text(b, last_user_text(body))
@@ -145,8 +147,10 @@ class Reply:
             name, args = _tool_call(body)
             self.blocks.append({"type": "tool_use", "id": _id("toolu_"), "name": name, "input": args})
         else:
+            text, self.stop_sequence = cut_at_stop(text, body.get("stop_sequences"))
             self.blocks.append({"type": "text", "text": text})
-        self.stop_reason = "max_tokens" if b.max_tokens else ("tool_use" if uses_tool else "end_turn")
+        self.stop_reason = ("max_tokens" if b.max_tokens else "tool_use" if uses_tool
+                            else "stop_sequence" if self.stop_sequence else "end_turn")
         self.input_tokens = b.usage_in if b.usage_in is not None else prompt_tokens(body)
         out_text = "".join(json.dumps(x) for x in self.blocks)
         self.output_tokens = b.usage_out if b.usage_out is not None else count_tokens(out_text)
@@ -157,7 +161,8 @@ class Reply:
 
     def message(self, content: list[dict[str, Any]], stop_reason: str | None, output_tokens: int) -> dict[str, Any]:
         return {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
-                "stop_reason": stop_reason, "stop_sequence": None, "usage": self.usage(output_tokens)}
+                "stop_reason": stop_reason,
+                "stop_sequence": self.stop_sequence if stop_reason else None, "usage": self.usage(output_tokens)}
 
 
 def _sse(name: str, data: dict[str, Any]) -> bytes:
@@ -197,7 +202,7 @@ async def _stream(request: web.Request, reply: Reply, b: Behaviour) -> web.Strea
         if i == 0:
             events.insert(2, ("ping", {"type": "ping"}))
     events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
+                                     "delta": {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence},
                                      "usage": {"output_tokens": reply.output_tokens}}))
     events.append(("message_stop", {"type": "message_stop"}))
     # The scenarios count content_block_delta events: each frame is one delta and the events after it.
@@ -211,27 +216,34 @@ async def _stream(request: web.Request, reply: Reply, b: Behaviour) -> web.Strea
     return resp
 
 
-async def _scenario(request: web.Request) -> tuple[dict[str, Any] | None, Behaviour | None, web.Response | None]:
-    """(body, behaviour, early response): header and body checks, then the scenario's error replies."""
-    bad = _check_headers(request)
-    if bad is not None:
-        return None, None, bad
+async def read_body(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    """(body, early response): the request body as a JSON object, or the API's 400."""
     try:
         body = json.loads(await request.read())
     except ValueError:
-        return None, None, error_response(400, "There was an error parsing the body of your request")
+        return None, error_response(400, "There was an error parsing the body of your request")
     if not isinstance(body, dict):
-        return None, None, error_response(400, "request body must be a JSON object")
+        return None, error_response(400, "request body must be a JSON object")
+    return body, None
+
+
+async def _read(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    bad = _check_headers(request)
+    return (None, bad) if bad is not None else await read_body(request)
+
+
+async def _scenario(request: web.Request, body: dict[str, Any]) -> tuple[Behaviour, web.Response | None]:
+    """(behaviour, early response): the scenario's delays and error replies, then required fields."""
     b = behaviour_for(body.get("model"), request.headers)
     await before_first_byte(b, request.app[PROFILE], request.app[RNG])
     if b.status is not None:
-        return body, b, error_response(b.status, f"emulated error {b.status}", b.retry_after)
+        return b, error_response(b.status, f"emulated error {b.status}", b.retry_after)
     if b.context_length:
-        return body, b, error_response(400, CONTEXT_MESSAGE)
+        return b, error_response(400, CONTEXT_MESSAGE)
     for field in ("model", "messages"):
         if field not in body:
-            return body, b, error_response(400, f"{field}: Field required")
-    return body, b, None
+            return b, error_response(400, f"{field}: Field required")
+    return b, None
 
 
 def unmatched_tool_results(messages: list) -> str | None:
@@ -248,10 +260,19 @@ def unmatched_tool_results(messages: list) -> str | None:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    body, b, early = await _scenario(request)
+    body, early = await _read(request)
     if early is not None:
         return early
-    assert body is not None and b is not None
+    assert body is not None
+    return await answer(request, body)
+
+
+async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """A Messages answer once the caller is authenticated (shared with the Vertex AI emulator,
+    which puts the model from its URL into `body`)."""
+    b, early = await _scenario(request, body)
+    if early is not None:
+        return early
     if not isinstance(body.get("max_tokens"), int):
         return error_response(400, "max_tokens: Field required")
     unmatched = unmatched_tool_results(body["messages"])
@@ -268,7 +289,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def count_tokens_route(request: web.Request) -> web.Response:
-    body, _b, early = await _scenario(request)
+    body, early = await _read(request)
+    if early is None:
+        assert body is not None
+        _b, early = await _scenario(request, body)
     if early is not None:
         return early
     assert body is not None

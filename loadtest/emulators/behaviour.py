@@ -103,6 +103,15 @@ def split_text(text: str, n: int) -> list[str]:
     return out
 
 
+def cut_at_stop(text: str, stops) -> tuple[str, str | None]:
+    """A model stops before the first stop sequence it would generate: (text up to it, which one)."""
+    found = [(text.index(s), s) for s in stops or [] if isinstance(s, str) and s and s in text]
+    if not found:
+        return text, None
+    at, stop = min(found)
+    return text[:at], stop
+
+
 def reply_text(b: Behaviour, user_text: str) -> str:
     if b.text is not None:
         return b.text

@@ -35,8 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, unit_vector, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
+                        reply_text, split_text, unit_vector, write_stream)
 
 PROFILE = web.AppKey("cohere_profile", LatencyProfile)
 RNG = web.AppKey("cohere_rng", random.Random)
@@ -211,9 +211,9 @@ class Reply:
         self.thinking = THINKING if b.reasoning else None
         self.text = "" if self.call else reply_text(b, last_user_text(body))
         self.finish = "MAX_TOKENS" if b.max_tokens else ("TOOL_CALL" if self.call else "COMPLETE")
-        for stop in body.get("stop_sequences") or []:
-            if not self.call and stop and stop in self.text:  # generation ends before a stop sequence
-                self.text, self.finish = self.text[: self.text.index(stop)], "STOP_SEQUENCE"
+        self.text, stop = cut_at_stop(self.text, body.get("stop_sequences"))
+        if stop is not None:
+            self.finish = "STOP_SEQUENCE"
         prompt = json.dumps(body.get("messages")) + json.dumps(body.get("tools") or [])
         self.input_tokens = b.usage_in if b.usage_in is not None else count_tokens(prompt)
         out = json.dumps(self.call) if self.call else self.text

@@ -30,7 +30,8 @@ retry_after (the status's Gemini `status`, 429 with a RetryInfo detail), context
 "input token count ... exceeds the maximum number of tokens allowed"), chunks, text, tools,
 reasoning, first_byte, chunk_delay, hang, reset_after / truncate_after / error_after (counted in
 content chunks; error_after sends `data: {"error": ...}` 500 INTERNAL), malformed, max_tokens
-(finishReason MAX_TOKENS), usage_in / usage_out.
+(finishReason MAX_TOKENS), usage_in / usage_out.  A generationConfig.stopSequences entry found in
+the reply text cuts it there (finishReason STOP, as Gemini reports it).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, unit_vector, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
+                        reply_text, split_text, unit_vector, write_stream)
 
 PROFILE = web.AppKey("gemini_profile", LatencyProfile)
 RNG = web.AppKey("gemini_rng", random.Random)
@@ -192,6 +193,7 @@ class Reply:
         mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
         self.call = _function_call(body) if b.tools or (mode == "ANY" and body.get("tools")) else None
         self.text = "" if self.call else reply_text(b, last_user_text(body))
+        self.text, _stop = cut_at_stop(self.text, (body.get("generationConfig") or {}).get("stopSequences"))
         self.finish = "MAX_TOKENS" if b.max_tokens else "STOP"
         self.prompt = b.usage_in if b.usage_in is not None else prompt_tokens(body)
         out = json.dumps(self.call) if self.call else self.text
@@ -304,17 +306,32 @@ async def _embed(model: str, body: dict[str, Any], batch: bool) -> web.Response:
     return web.json_response({"embeddings": out})
 
 
+async def read_body(request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+    """(body, early response): the request body as a JSON object, or Google's 400."""
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        return None, error_response(400, "Invalid JSON payload received. Unexpected token.")
+    if not isinstance(body, dict):
+        return None, error_response(400, "Invalid JSON payload received. Expected an object.")
+    return body, None
+
+
 async def model_action(request: web.Request) -> web.StreamResponse:
     bad = _check_key(request)
     if bad is not None:
         return bad
     model, action = _split_target(request)
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        return error_response(400, "Invalid JSON payload received. Unexpected token.")
-    if not isinstance(body, dict):
-        return error_response(400, "Invalid JSON payload received. Expected an object.")
+    body, bad = await read_body(request)
+    if bad is not None:
+        return bad
+    assert body is not None
+    return await answer(request, model, action, body)
+
+
+async def answer(request: web.Request, model: str, action: str, body: dict[str, Any]) -> web.StreamResponse:
+    """The answer to `model:action` once the caller is authenticated (shared with the Vertex AI
+    emulator, publisher google)."""
     b = behaviour_for(model, request.headers)
     await before_first_byte(b, request.app[PROFILE], request.app[RNG])
     if b.status is not None:
