@@ -12,7 +12,7 @@ import tempfile
 
 from .config import ConfigError, load_config
 
-EMULATOR_FORMATS = ("openai", "anthropic", "ollama", "tgi", "llamacpp", "replicate", "gemini", "cohere")
+EMULATOR_FORMATS = ("openai", "anthropic", "ollama", "tgi", "llamacpp", "replicate", "gemini", "cohere", "vertex")
 
 
 def _install_uvloop() -> None:
@@ -167,7 +167,14 @@ def emulate(fmt: str, host: str, port: int, profile_name: str | None) -> None:
 
         profile = PROFILES[profile_name]
     module = importlib.import_module(f"loadtest.emulators.{fmt}")
-    web.run_app(module.create_app(profile), host=host, port=port, access_log=None, print=None)
+    app = module.create_app(profile)
+    if hasattr(module, "demo_credentials"):  # an emulator that only trusts credentials it issued (Vertex)
+        import tempfile
+        from pathlib import Path
+
+        keys = module.demo_credentials(app, f"http://{host}:{port}", Path(tempfile.mkdtemp(prefix=f"llm-proxy-{fmt}-")))
+        print(f"backend keys for this emulator: {keys}", flush=True)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
 
 
 def demo(host: str, port: int) -> None:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from adapters import registry
 from loadtest.emulators.server import start
 
+from . import upstream_auth
 from .app import create_app
 from .config import load_config_dict
 
@@ -27,31 +32,52 @@ DEMO_MODELS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "demo-replicate": ("replicate", "replicate", "", "meta/meta-llama-3-8b-instruct", {"api_key": "demo"}),
     "demo-gemini": ("gemini", "gemini", "", "gemini-2.5-flash", {"api_key": "demo"}),
     "demo-cohere": ("cohere", "cohere", "", "command-r-plus-08-2024", {"api_key": "demo"}),
+    "demo-vertex-gemini": ("vertex", "vertex", "", "gemini-2.0-flash", {}),
+    "demo-vertex-claude": ("vertex", "vertex", "", "claude-3-5-sonnet-v2@20241022", {}),
 }
 
 TEMPLATES = {"demo-tgi": "llama3", "demo-llamacpp": "llama3", "demo-replicate": "llama3"}
 
 
-async def start_emulators() -> tuple[list[web.AppRunner], dict[str, str]]:
-    """Start every available emulator; returns the runners and format -> root URL."""
-    runners, urls = [], {}
-    for fmt in dict.fromkeys(v[0] for v in DEMO_MODELS.values()):
+def _usable(provider: str) -> bool:
+    """Whether the gateway can serve this provider here: its auth step's optional extra (Vertex's
+    google-auth) is installed."""
+    scheme = registry.provider_class(provider).auth_scheme
+    if scheme is None:
+        return True
+    try:
+        importlib.import_module(upstream_auth.SCHEMES[scheme][0].partition(":")[0])
+    except ImportError:
+        return False
+    return True
+
+
+async def start_emulators(workdir: Path) -> tuple[list[web.AppRunner], dict[str, str], dict[str, dict[str, str]]]:
+    """Start every available emulator; returns the runners, format -> root URL and format -> backend
+    keys an emulator hands out (`demo_credentials`: e.g. a service-account file it trusts, in `workdir`)."""
+    runners, urls, keys = [], {}, {}
+    for fmt, provider in dict.fromkeys((v[0], v[1]) for v in DEMO_MODELS.values()):
         try:
             module = importlib.import_module(f"loadtest.emulators.{fmt}")
         except ImportError:
             continue
-        runner, url = await start(module.create_app())
+        if not _usable(provider):
+            continue
+        app = module.create_app()
+        runner, url = await start(app)
         runners.append(runner)
         urls[fmt] = url
-    return runners, urls
+        if hasattr(module, "demo_credentials"):
+            keys[fmt] = module.demo_credentials(app, url, workdir)
+    return runners, urls, keys
 
 
-def demo_config(urls: dict[str, str], host: str, port: int) -> dict[str, Any]:
+def demo_config(urls: dict[str, str], host: str, port: int, keys: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     backends, models = {}, []
     for name, (fmt, provider, suffix, backend_model, extra) in DEMO_MODELS.items():
         if fmt not in urls:
             continue
-        backends[f"emu-{fmt}"] = {"provider": provider, "base_url": urls[fmt] + suffix, **extra}
+        backends[f"emu-{fmt}"] = {"provider": provider, "base_url": urls[fmt] + suffix, **extra, **(keys or {}).get(fmt, {})}
         entry = {"name": name, "backend": f"emu-{fmt}", "model": backend_model}
         if name in TEMPLATES:
             entry["chat_template"] = TEMPLATES[name]
@@ -60,9 +86,12 @@ def demo_config(urls: dict[str, str], host: str, port: int) -> dict[str, Any]:
 
 
 async def start_demo(host: str = "127.0.0.1", port: int = 4000) -> tuple[list[web.AppRunner], str, list[str]]:
-    runners, urls = await start_emulators()
-    cfg = load_config_dict(demo_config(urls, host, port), env={})
-    runner = web.AppRunner(create_app(cfg), handler_cancellation=True, access_log=None)
+    workdir = Path(tempfile.mkdtemp(prefix="llm-proxy-demo-"))  # throwaway credentials, removed at shutdown
+    runners, urls, keys = await start_emulators(workdir)
+    cfg = load_config_dict(demo_config(urls, host, port, keys), env={})
+    app = create_app(cfg)
+    app.on_cleanup.append(lambda _app: asyncio.to_thread(shutil.rmtree, workdir, True))
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import proxy_url
+from tests.vertex_support import PROJECT, start_vertex
 
 WEATHER_OAI = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city", "strict": True,
@@ -19,20 +20,28 @@ WEATHER_OAI = [{"type": "function", "function": {
 WEATHER_ANT = [{"name": "get_weather", "description": "Weather for a city",
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 
-# backend row -> (emulator, backend config without base_url, backend model)
+VERTEX = {"provider": "vertex", "project": PROJECT, "location": "us-central1"}
+# backend row -> (emulator, backend config without base_url, backend model, model-entry keys)
 BACKENDS = {
-    "cohere": ("cohere", {"provider": "cohere", "api_key": "co-test"}, "command-r-plus-08-2024"),
+    "cohere": ("cohere", {"provider": "cohere", "api_key": "co-test"}, "command-r-plus-08-2024", {}),
+    "vertex-gemini": ("vertex", VERTEX, "gemini-2.0-flash", {}),
+    "vertex-claude": ("vertex", VERTEX, "claude-3-5-sonnet-v2@20241022", {"location": "us-east5"}),
 }
 SCENARIOS = {"": "", "-tools": "::tools", "-short": "::max_tokens", "-429": "::status=429,retry_after=1",
              "-500": "::status=500"}
 
 
 @pytest.fixture
-async def gateway(start_emulator, start_proxy):
+async def gateway(start_emulator, start_proxy, aiohttp_server, tmp_path):
     backends, models = {}, []
-    for row, (emu, config, model) in BACKENDS.items():
-        backends[row] = {**config, "base_url": await start_emulator(emu)}
-        models += [{"name": f"{row}{name}", "backend": row, "model": model + suffix} for name, suffix in SCENARIOS.items()]
+    vertex_url, _, credentials = await start_vertex(aiohttp_server, tmp_path)
+    for row, (emu, config, model, keys) in BACKENDS.items():
+        if emu == "vertex":  # the emulator trusts the service account the gateway authenticates as
+            backends[row] = {**config, "base_url": vertex_url, "credentials": str(credentials)}
+        else:
+            backends[row] = {**config, "base_url": await start_emulator(emu)}
+        models += [{"name": f"{row}{name}", "backend": row, "model": model + suffix, **keys}
+                   for name, suffix in SCENARIOS.items()]
     server = await start_proxy({"backends": backends, "models": models})
     oai = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="k", max_retries=0)
     ant = anthropic.AsyncAnthropic(base_url=proxy_url(server), api_key="k", max_retries=0)
