@@ -37,6 +37,7 @@ from .anthropic_backend import AnthropicBackend, AnthropicOptions
 from .anthropic_response import parse_error_body as anthropic_error
 from .anthropic_stream import AnthropicStreamDecoder
 from .base import Backend, HttpRequest, Target
+from .common import path_segment
 from .errors import ProxyError
 from .gemini_backend import GeminiBackend, GeminiOptions
 from .gemini_response import parse_error_body as google_error
@@ -123,7 +124,9 @@ class VertexBackend(Backend):
         opts: VertexModelOptions | None = target.options
         location = (opts.location if opts is not None else None) or self.options.location
         host = self._host_override or host_for(location)
-        model = quote(target.model, safe="-._~@")
+        # One path segment (a wildcard route puts client text here); `@` stays literal as in
+        # Vertex's own ids (claude-3-5-sonnet-v2@20241022): it is a path character.
+        model = path_segment(target.model).replace("%40", "@")
         return f"{host}{self._prefix}{location}/publishers/{publisher}/models/{model}:{action}"
 
     def supported_params_for(self, target: Target) -> frozenset[str]:

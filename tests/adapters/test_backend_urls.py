@@ -33,8 +33,9 @@ HOSTILE = [
 
 # provider -> option variants (each a distinct URL style)
 VARIANTS: list[tuple[str, dict]] = [
-    (p, {}) for p in registry.PROVIDERS if p not in ("azure", "huggingface")
+    (p, {}) for p in registry.PROVIDERS if p not in ("azure", "huggingface", "vertex")
 ] + [(p, {}) for p in PRESET_PROVIDERS] + [
+    ("vertex", {"project": "p"}), ("vertex", {"project": "p", "location": "global"}),
     ("azure", {"api_style": "deployments"}), ("azure", {"api_style": "v1"}), ("azure", {"api_style": "models"}),
     ("huggingface", {"endpoint_style": "serverless"}), ("huggingface", {"endpoint_style": "endpoint"}),
 ]
