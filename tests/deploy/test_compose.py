@@ -117,3 +117,16 @@ def test_proxy_accepts_the_config():
     assert cfg.server.port == 4000
     assert {m.name for m in cfg.models} == {m["name"] for m in CONFIG["models"]}
     assert load_config_text(CONFIG_TEXT, env={"PROXY_KEY": "k"}).auth.keys == ["k"]
+
+
+def test_proxy_state_is_the_compose_redis():
+    # The image's default config keeps a SQLite file; the compose proxy is pointed at the Redis service.
+    assert load_config_text(CONFIG_TEXT, env={}).state.url.startswith("sqlite:///")
+    url = SERVICES["proxy"]["environment"]["LLM_PROXY_STATE_URL"]
+    assert load_config_text(CONFIG_TEXT, env={"LLM_PROXY_STATE_URL": url}).state.url == url
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    redis = SERVICES[host]
+    assert str(port) in redis["expose"] and "ports" not in redis  # reachable by the proxy only
+    assert host in SERVICES["proxy"]["depends_on"]
+    assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") for v in redis["volumes"])

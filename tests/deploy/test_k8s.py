@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -16,10 +17,10 @@ from proxy.app import create_app
 from proxy.config import load_config_text
 
 KUSTOMIZATION = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-DOCS = {}
+DOCS, REDIS = {}, {}  # kind -> the proxy's object / Redis's object (redis.yaml)
 for _f in KUSTOMIZATION["resources"]:
     for _d in yaml.safe_load_all((K8S / _f).read_text()):
-        DOCS[_d["kind"]] = _d
+        (REDIS if _d["metadata"]["name"] == "redis" else DOCS)[_d["kind"]] = _d
 DEPLOYMENT = DOCS["Deployment"]
 POD = DEPLOYMENT["spec"]["template"]["spec"]
 (CONTAINER,) = POD["containers"]
@@ -173,8 +174,50 @@ def test_manifests_validate_against_kubernetes_schemas(rendered):
             continue  # a CRD: its schema is not bundled
         kv.validate(doc, "1.30.0", strict=True)
         checked.add(doc["kind"])
-    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= checked
+    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget", "StatefulSet",
+            "NetworkPolicy"} <= checked
     broken = yaml.safe_load(yaml.safe_dump(DEPLOYMENT))
     broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
     with pytest.raises(kv.ValidationError):
         kv.validate(broken, "1.30.0", strict=True)
+
+
+def test_replicas_share_one_redis_state_store():
+    # Several replicas (Deployment, HPA) with per-key limits need one shared store: state.url names the
+    # Redis Service, on its port, with the password every Redis client here gets from the same Secret.
+    assert DEPLOYMENT["spec"]["replicas"] > 1
+    state_url = yaml.safe_load(CONFIG_TEXT)["state"]["url"]
+    cfg = load_config_text(CONFIG_TEXT, env={k: "pw" for k in secret_keys()})
+    url = urlsplit(cfg.state.url)
+    assert url.scheme == "redis" and url.password == "pw" and "${REDIS_PASSWORD}" in state_url
+    svc = REDIS["Service"]
+    assert url.hostname == svc["metadata"]["name"]
+    (port,) = svc["spec"]["ports"]
+    assert url.port == port["port"]
+    sts = REDIS["StatefulSet"]
+    pod = sts["spec"]["template"]
+    (redis,) = pod["spec"]["containers"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert port["targetPort"] in {p["name"] for p in redis["ports"]}
+    assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    password = {e["name"]: e for e in redis["env"]}["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == ENV["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password["key"] in secret_keys() and not password.get("optional")
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"  # kubelet expands it from env
+
+
+def test_redis_keeps_its_data_and_admits_only_the_proxy():
+    sts = REDIS["StatefulSet"]
+    (redis,) = sts["spec"]["template"]["spec"]["containers"]
+    args = redis["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"  # never drop counters silently
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in redis["volumeMounts"]
+    assert redis["securityContext"]["readOnlyRootFilesystem"] and sts["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+    np = REDIS["NetworkPolicy"]["spec"]
+    assert np["podSelector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    (rule,) = np["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= DEPLOYMENT["spec"]["template"]["metadata"]["labels"].items()
