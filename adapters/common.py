@@ -182,3 +182,5 @@ def decode_client_body(decoder: Any, body: bytes, what: str) -> Any:
         raise validation_error(exc, what) from None
     except jsonio.DecodeError:
         raise bad_request(f"the {what} body is not valid JSON") from None
+    except RecursionError:
+        raise bad_request(f"the {what} body is nested too deeply") from None

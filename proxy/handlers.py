@@ -81,7 +81,8 @@ class Call:
 
     def chat_request(self) -> ir.ChatRequest:
         if self.req is None:
-            self.req = self.ops.parse(self.body)
+            with relay.client_values(self.body):
+                self.req = self.ops.parse(self.body)
             self.req.model = self.ctx.client_model  # formats that name it in the URL leave it empty
         return self.req
 
@@ -173,7 +174,8 @@ class ApiHandler:
 
     def _estimate_tokens(self, call: Call) -> web.Response:
         frontend = call.frontend
-        n = frontend.count_tokens_estimate(call.body)
+        with relay.client_values(call.body):
+            n = frontend.count_tokens_estimate(call.body)
         headers = {"x-request-id": call.ctx.request_id, "Server-Timing": call.ctx.server_timing(),
                    ESTIMATE_HEADER: "estimate"}
         return web.Response(body=frontend.render_token_count(n), content_type="application/json", headers=headers)

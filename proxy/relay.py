@@ -17,6 +17,8 @@ Two paths:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,7 @@ from aiohttp import web
 
 from adapters import ir, jsonio
 from adapters.base import FollowUp
-from adapters.errors import ProxyError
+from adapters.errors import ProxyError, bad_request
 from adapters.params import DROPPED_HEADER, apply_policy
 from adapters.sse import SSEParser, encode_event
 
@@ -162,13 +164,15 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
     # Each attempt gets its own shallow copy: the policy may drop different fields per backend.
     req = msgspec.structs.replace(call.chat_request())
     ctx.dropped = apply_policy(req, adapter.supported_params_for(target), target.unsupported_params, dep.backend.provider)
-    http = adapter.chat_request(req, target)
+    with client_values(req):
+        http = adapter.chat_request(req, target)
     while True:
         ex = await _open(dep, http, call)
         if http.stream:
             return await _relay_translated(call, dep, req, ex)
         data = await _read_all(ex, ctx)
-        result = adapter.chat_response(data, req, target)
+        with upstream_values(dep, None):
+            result = adapter.chat_response(data, req, target)
         if not isinstance(result, FollowUp):
             if result.usage is not None and not result.usage.input_tokens:
                 result.usage.input_tokens = adapter.prompt_tokens_from_headers(ex.response.headers) or 0
@@ -177,7 +181,8 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
             await asyncio.sleep(result.delay)
         http = result.request
     ctx.usage = result.usage
-    body = call.ops.render(result, ctx.client_model)
+    with upstream_values(dep, result):
+        body = call.ops.render(result, ctx.client_model)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 
@@ -223,15 +228,16 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
     resp: web.StreamResponse | None = None
     try:
         try:
-            async for chunk in ex.chunks():
-                if ctx.upstream_ttfb is None:
-                    ctx.upstream_ttfb = perf_counter() - ex.t_sent
-                out = step.feed(chunk)
+            with upstream_values(dep, None):
+                async for chunk in ex.chunks():
+                    if ctx.upstream_ttfb is None:
+                        ctx.upstream_ttfb = perf_counter() - ex.t_sent
+                    out = step.feed(chunk)
+                    if out:
+                        resp = await _write(call, dep, resp, out)
+                out = step.close()
                 if out:
                     resp = await _write(call, dep, resp, out)
-            out = step.close()
-            if out:
-                resp = await _write(call, dep, resp, out)
         except ProxyError as err:
             dep.backend.scrub(err)  # an in-band upstream error carries the upstream's own words
             if resp is None:
@@ -247,16 +253,56 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
 
 async def _embeddings(call: Call, dep: Deployment) -> web.Response:
     ctx, adapter = call.ctx, dep.backend.adapter
-    req = call.ops.parse(call.body)
-    ex = await _open(dep, adapter.embeddings_request(req, dep.target), call)
-    result = adapter.embeddings_response(await _read_all(ex, ctx), req)
+    with client_values(call.body):
+        req = call.ops.parse(call.body)
+    with client_values(req):
+        http = adapter.embeddings_request(req, dep.target)
+    ex = await _open(dep, http, call)
+    data = await _read_all(ex, ctx)
+    with upstream_values(dep, None):
+        result = adapter.embeddings_response(data, req)
     ctx.usage = result.usage
-    body = call.ops.render(result, ctx.client_model, req.encoding_format)
+    with upstream_values(dep, result):
+        body = call.ops.render(result, ctx.client_model, req.encoding_format)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 
 # --------------------------------------------------------------------------------------------------
 # Shared steps
+
+
+# JSON a decoder accepts but the encoder cannot write (integers past 64 bits, nesting past its limit)
+# or that exhausts the stack is the fault of whoever sent it: a 400 naming the field for the client's
+# values, an upstream protocol error for the backend's.  `value` is what was being encoded or the
+# body it came from (None: nothing, so only a RecursionError is theirs); a TypeError the value does
+# not explain is a gateway bug and propagates.
+@contextmanager
+def client_values(value: object) -> Iterator[None]:
+    try:
+        yield
+    except RecursionError:
+        raise bad_request("the request is nested too deeply") from None
+    except jsonio.EncodeError:
+        found = jsonio.unencodable(value) if value is not None else None
+        if found is None:
+            raise
+        path, why = found
+        if len(path) > 100:
+            path = path[:100] + "..."
+        raise bad_request(f"{path!r} cannot be sent: {why}", param=path) from None
+
+
+@contextmanager
+def upstream_values(dep: Deployment, value: object) -> Iterator[None]:
+    try:
+        yield
+    except RecursionError:
+        raise ProxyError("upstream_protocol", f"backend {dep.backend.name!r} answered JSON nested too deeply") from None
+    except jsonio.EncodeError:
+        if value is None or jsonio.unencodable(value) is None:
+            raise
+        raise ProxyError("upstream_protocol",
+                         f"backend {dep.backend.name!r} answered a value that cannot be sent on") from None
 
 
 async def _open(dep: Deployment, http, call: Call) -> Exchange:
