@@ -13,8 +13,10 @@ whose slots and queue are both full is skipped.  Strategies:
 - latency: lowest EWMA of the time to first byte (streams) or to the whole answer (non-streaming);
   a deployment not measured yet counts as 0 so it gets tried.
 
-State is kept per deployment label (`backend/model`), so two model names routed to the same
-deployment share its slots, breaker and latency figure.  It belongs to one Gateway: a config reload
+State is kept per configured deployment (its key: the label `backend/model`, with the `*` of a
+wildcard left in), so two model names routed to the same deployment share its slots, breaker and
+latency figure, and the names a client makes up on a wildcard add no state: memory is bounded by the
+config.  It belongs to one Gateway: a config reload
 starts from fresh state.
 """
 
@@ -33,7 +35,6 @@ from .routing import Deployment, Route
 
 EWMA_ALPHA = 0.3
 BUSY_RETRY_AFTER = 1.0  # seconds suggested to a client turned away because every deployment is full
-_RR_MAX_ROUTES = 4096  # bound on per-route round-robin state (wildcard routes are per concrete name)
 
 
 class Limiter:
@@ -130,10 +131,10 @@ class Balancer:
         self._rr: dict[str, dict[str, float]] = {}
 
     def state(self, dep: Deployment) -> DeploymentState:
-        st = self.states.get(dep.label)
+        st = self.states.get(dep.key)
         if st is None:
-            st = self.states[dep.label] = DeploymentState(
-                self.board.get(dep.label, dep.backend.name), Limiter(dep.max_concurrency, dep.max_queue)
+            st = self.states[dep.key] = DeploymentState(
+                self.board.get(dep.key, dep.backend.name), Limiter(dep.max_concurrency, dep.max_queue)
             )
         return st
 
@@ -159,20 +160,18 @@ class Balancer:
         return deps  # ordered
 
     def _smooth_rr(self, route: Route, deps: list[Deployment]) -> Deployment:
-        current = self._rr.get(route.name)
+        current = self._rr.get(route.config.name)
         if current is None:
-            if len(self._rr) >= _RR_MAX_ROUTES:
-                self._rr.clear()
-            current = self._rr[route.name] = {}
+            current = self._rr[route.config.name] = {}
         total = 0.0
         best = deps[0]
         for d in deps:
-            w = current.get(d.label, 0.0) + d.weight
-            current[d.label] = w
+            w = current.get(d.key, 0.0) + d.weight
+            current[d.key] = w
             total += d.weight
-            if w > current[best.label]:
+            if w > current[best.key]:
                 best = d
-        current[best.label] -= total
+        current[best.key] -= total
         return best
 
     # -- slots -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .handlers import API_ROUTES, ApiHandler, error_response
 from .keys import KeyRing
 from .metrics import Recorder, exposition, sample_process
 from .pools import BackendRuntime, build_backends
-from .routing import Router
+from .routing import Router, check_model_name
 from .tracing import Tracing
 
 
@@ -67,6 +67,7 @@ class Gateway:
         name = request.match_info["model"]
         try:
             key = await self.keys.authenticate(request)
+            check_model_name(name)
         except ProxyError as err:
             return error_response(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
         if self.router.resolve(name) is None or (key is not None and not key.may_use(name)):

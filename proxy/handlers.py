@@ -18,6 +18,7 @@ from adapters.errors import ProxyError, bad_request
 from . import relay
 from .accesslog import access_line
 from .context import RequestContext, new_request_id
+from .routing import check_model_name
 from .tracing import Tracing
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class ApiHandler:
             model, op, ctx.stream = frontend.request_target(request.match_info["target"], request.query)
             op_methods = ops[op]
             ctx.route = f"{ctx.route.split('{', 1)[0]}*:{op}"
-        ctx.client_model = model
+        ctx.client_model = check_model_name(model)  # before anything stores, logs or forwards it
         if key is not None and not key.may_use(model):
             raise ProxyError("permission", f"this API key may not use model {model!r}", param="model",
                              code="model_not_allowed")  # fmt: skip

@@ -9,10 +9,12 @@ templates) are built once, and wildcard resolutions are cached.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from urllib.parse import quote
 
 import msgspec
 
 from adapters.base import Target
+from adapters.errors import bad_request
 
 from .config import Config, ConfigError, ModelConfig, deployments_of
 from .pools import BackendRuntime
@@ -27,6 +29,13 @@ class Deployment:
     max_queue: int = 0
     # Identity used in metrics, logs and the x-llm-proxy-deployment header.
     label: str = ""
+    # The configured deployment it comes from (its label, a wildcard's `*` left in): what balancer
+    # and breaker state is kept by, so client-made names on a wildcard add none.  Default: the label.
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.label
 
 
 @dataclass(slots=True)
@@ -37,6 +46,28 @@ class Route:
 
 
 _WILDCARD_CACHE_MAX = 4096
+MAX_MODEL_NAME = 256  # bytes (UTF-8) of a client's model name
+
+
+def check_model_name(model: str) -> str:
+    """A client's model name, or a 400 before anything stores, logs or forwards it: at most 256
+    bytes, and no control, format or separator characters (CR/LF, NUL, DEL, bidi overrides...).
+    The message does not echo the name."""
+    if len(model) > MAX_MODEL_NAME:
+        raise bad_request(f"model name is longer than {MAX_MODEL_NAME} bytes", param="model")
+    if not model.isprintable():  # False for every Unicode category C* (surrogates too), Zl and Zp
+        raise bad_request("model name contains control or invisible characters", param="model")
+    if len(model.encode()) > MAX_MODEL_NAME:
+        raise bad_request(f"model name is longer than {MAX_MODEL_NAME} bytes", param="model")
+    return model
+
+
+def header_safe(text: str) -> str:
+    """Checked client text for a response header: non-ASCII characters percent-encoded."""
+    return text if text.isascii() else quote(text, safe=_PRINTABLE_ASCII)
+
+
+_PRINTABLE_ASCII = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 class Router:
@@ -102,7 +133,7 @@ class Router:
                     replace(
                         d,
                         target=replace(d.target, model=d.target.model.replace("*", matched)),
-                        label=d.label.replace("*", matched),
+                        label=d.label.replace("*", header_safe(matched)),
                     )
                     for d in deployments
                 ]
