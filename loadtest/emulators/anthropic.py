@@ -13,8 +13,10 @@ SDK sends for `api_key`) -> else 401 authentication_error, and `anthropic-versio
 Stream order as the API sends it: message_start (input usage, output_tokens 1), then per block
 content_block_start / content_block_delta... / content_block_stop, a `ping` after the first block
 start, message_delta (stop_reason, cumulative usage), message_stop.  Blocks: thinking (thinking_delta
-pieces + one signature_delta) with `reasoning`, text (text_delta pieces), tool_use (input_json_delta
-fragments, the first one empty as the API does) with `tools` or a forced `tool_choice` (any / tool).
+pieces + one signature_delta) with `reasoning` or a request's `thinking`, text (text_delta pieces) cut at
+`max_tokens` (stop_reason max_tokens), tool_use (input_json_delta fragments, the first one empty as the
+API does) for the tools the last user turn names, a forced `tool_choice` (any / tool; none suppresses)
+or the `tools` key (behaviour.tools_to_call).  A model named `no-such-model...` is a 404 not_found_error.
 
 Scenario keys (behaviour.py): status/retry_after (the status's Anthropic error type, 529
 overloaded_error included), context_length ("prompt is too long: ..."), chunks, text, tools,
@@ -34,8 +36,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
-                        reply_text, split_text, write_stream)
+from . import defects
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
+                        reply_text, split_text, tools_to_call, unknown_model, write_stream)
+from .defects import request_hook, stream_hook
 
 PROFILE = web.AppKey("anthropic_profile", LatencyProfile)
 RNG = web.AppKey("anthropic_rng", random.Random)
@@ -118,15 +122,30 @@ def _example(schema: Any) -> Any:
     return {"integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "Paris")
 
 
-def _tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
-    choice = body.get("tool_choice") or {}
-    if choice.get("type") == "tool":
-        tools = [t for t in tools if t.get("name") == choice.get("name")] or tools
-    if not tools:
-        return "get_weather", {"city": "Paris"}
-    value = _example(tools[0].get("input_schema") or {})
-    return str(tools[0].get("name")), value if isinstance(value, dict) else {}
+def _tool_mode(body: dict[str, Any]) -> str:
+    choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
+    kind = choice.get("type")
+    return {"any": "required", "none": "none"}.get(kind) or (str(choice.get("name")) if kind == "tool" else "auto")
+
+
+def _last_user_turn(body: dict[str, Any]) -> str | None:
+    """The last message's text when it is a user turn that is not tool results (what a model reacts to)."""
+    msgs = body.get("messages") or []
+    last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
+    blocks = last.get("content") if isinstance(last.get("content"), list) else []
+    if last.get("role") != "user" or any(isinstance(x, dict) and x.get("type") == "tool_result" for x in blocks):
+        return None
+    return " ".join(_texts(last.get("content")))
+
+
+def _tool_calls(body: dict[str, Any], b: Behaviour) -> list[tuple[str, dict[str, Any]]]:
+    """(name, input) of the calls the model makes (behaviour.tools_to_call); inputs follow the schemas."""
+    tools = {str(t.get("name")): t for t in body.get("tools") or [] if isinstance(t, dict)}
+    calls = []
+    for name in tools_to_call(list(tools), _tool_mode(body), _last_user_turn(body), b.tools):
+        value = _example(tools[name].get("input_schema") or {}) if name in tools else {"city": "Paris"}
+        calls.append((name, value if isinstance(value, dict) else {}))
+    return calls
 
 
 class Reply:
@@ -136,21 +155,19 @@ class Reply:
         self.id = _id("msg_")
         self.model = str(body.get("model", ""))
         self.blocks: list[dict[str, Any]] = []
-        self.stop_sequence: str | None = None
-        if b.reasoning:
+        thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+        if b.reasoning or thinking.get("type") in ("enabled", "adaptive"):
             self.blocks.append({"type": "thinking", "thinking": THINKING, "signature": "EmuSig" + uuid.uuid4().hex})
-        text = reply_text(b, last_user_text(body))
-        # A forced tool_choice ("any" / "tool") makes the real model call a tool, scenario or not.
-        forced = isinstance(body.get("tool_choice"), dict) and body["tool_choice"].get("type") in ("any", "tool")
-        uses_tool = b.tools or (forced and bool(body.get("tools")))
-        if uses_tool:
-            name, args = _tool_call(body)
-            self.blocks.append({"type": "tool_use", "id": _id("toolu_"), "name": name, "input": args})
-        else:
-            text, self.stop_sequence = cut_at_stop(text, body.get("stop_sequences"))
+        text, cut, stop = cut_reply(reply_text(b, last_user_text(body)), body.get("stop_sequences"), body.get("max_tokens"))
+        calls = _tool_calls(body, b)
+        self.blocks += [{"type": "tool_use", "id": _id("toolu_"), "name": n, "input": a} for n, a in calls]
+        if not calls:
             self.blocks.append({"type": "text", "text": text})
-        self.stop_reason = ("max_tokens" if b.max_tokens else "tool_use" if uses_tool
-                            else "stop_sequence" if self.stop_sequence else "end_turn")
+        self.stop_sequence = stop if not calls else None
+        if b.max_tokens or (cut == "length" and not calls):
+            self.stop_reason = "max_tokens"
+        else:
+            self.stop_reason = "tool_use" if calls else "stop_sequence" if self.stop_sequence else "end_turn"
         self.input_tokens = b.usage_in if b.usage_in is not None else prompt_tokens(body)
         out_text = "".join(json.dumps(x) for x in self.blocks)
         self.output_tokens = b.usage_out if b.usage_out is not None else count_tokens(out_text)
@@ -205,6 +222,7 @@ async def _stream(request: web.Request, reply: Reply, b: Behaviour) -> web.Strea
                                      "delta": {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence},
                                      "usage": {"output_tokens": reply.output_tokens}}))
     events.append(("message_stop", {"type": "message_stop"}))
+    events = stream_hook(b, "anthropic", events)
     # The scenarios count content_block_delta events: each frame is one delta and the events after it.
     frames = [b""]
     for name, data in events:
@@ -236,6 +254,8 @@ async def _scenario(request: web.Request, body: dict[str, Any]) -> tuple[Behavio
     """(behaviour, early response): the scenario's delays and error replies, then required fields."""
     b = behaviour_for(body.get("model"), request.headers)
     await before_first_byte(b, request.app[PROFILE], request.app[RNG])
+    if unknown_model(body.get("model")):
+        return b, error_response(404, f"model: {body['model']}")
     if b.status is not None:
         return b, error_response(b.status, f"emulated error {b.status}", b.retry_after)
     if b.context_length:
@@ -273,6 +293,7 @@ async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamRespon
     b, early = await _scenario(request, body)
     if early is not None:
         return early
+    body = request_hook(b, "anthropic", body)
     if not isinstance(body.get("max_tokens"), int):
         return error_response(400, "max_tokens: Field required")
     unmatched = unmatched_tool_results(body["messages"])
@@ -309,7 +330,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 def create_app(profile: LatencyProfile | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[defects.middleware("anthropic")])
     app[PROFILE] = profile or LatencyProfile()
     app[RNG] = random.Random(0)
     app.router.add_post("/v1/messages", messages)

@@ -12,7 +12,8 @@ One emulator serves every scenario, so tests and the demo configure behaviour th
     context_length    a 400 whose message is the format's context-length wording
     chunks=N          number of content chunks when streaming (default 4)
     text=WORDS        reply text (`_` stands for a space); default echoes the last user text
-    tools             answer with a tool call (to the first tool offered, else `get_weather`)
+    tools             answer with a tool call (to the first tool offered, else `get_weather`); without
+                      it the emulators steer like a model: see `tools_to_call`
     reasoning         include reasoning / thinking output where the format has it
     first_byte=S      delay before the response headers (slow first byte)
     chunk_delay=S     delay between stream chunks
@@ -23,6 +24,12 @@ One emulator serves every scenario, so tests and the demo configure behaviour th
     malformed         a body / chunk that is not valid JSON
     max_tokens        stop with the format's "length" finish reason
     usage_in=N,usage_out=N   token counts to report (defaults derive from the text)
+    defect=NAME       break one protocol rule on purpose (loadtest/emulators/defects.py), so that
+                      `llm-proxy conformance` can be shown to catch it
+
+Whatever the scenario, the emulators honour the request as a model server would: the max-tokens limit
+cuts the reply (finish "length"), a stop string ends it before the string (`cut_reply`), and a model
+named `no-such-model...` does not exist (404 in the format's shape; `UNKNOWN_MODEL_PREFIX`).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ class Behaviour:
     max_tokens: bool = False
     usage_in: int | None = None
     usage_out: int | None = None
+    defect: str = ""
 
     @classmethod
     def parse(cls, spec: str) -> "Behaviour":
@@ -75,8 +83,8 @@ class Behaviour:
                 setattr(b, key, int(value))
             elif "float" in typ:
                 setattr(b, key, float(value))
-            else:
-                setattr(b, key, value.replace("_", " "))
+            else:  # in text, `_` stands for a space (a model name cannot hold one)
+                setattr(b, key, value.replace("_", " ") if key == "text" else value)
         return b
 
 
@@ -149,6 +157,44 @@ def unit_vector(text: str, dims: int) -> list[float]:
     raw = [(seed[i % len(seed)] - 127.5) / 127.5 + i * 1e-3 for i in range(dims)]
     norm = math.sqrt(sum(x * x for x in raw)) or 1.0
     return [x / norm for x in raw]
+
+
+UNKNOWN_MODEL_PREFIX = "no-such-model"
+
+
+def unknown_model(model: object) -> bool:
+    return isinstance(model, str) and model.startswith(UNKNOWN_MODEL_PREFIX)
+
+
+def cut_reply(text: str, stops: object, max_tokens: object) -> tuple[str, str | None, str | None]:
+    """(text, reason, stop string) as a server returns the reply: cut before the first stop string found
+    (reason "stop", and which string), else to `max_tokens` tokens when it is longer (reason "length");
+    reason None when nothing cut it."""
+    cut, stop = cut_at_stop(text, [stops] if isinstance(stops, str) else stops if isinstance(stops, list) else [])
+    if stop is not None:
+        return cut, "stop", stop
+    if isinstance(max_tokens, int) and max_tokens >= 0 and count_tokens(text) > max_tokens:
+        return text[: max_tokens * 4], "length", None
+    return text, None, None
+
+
+def tools_to_call(offered: list[str], mode: str, last_user: str | None, forced: bool) -> list[str]:
+    """Which offered tools the emulated model calls, steered the way a real model is:
+
+        mode "none"        no call (the scenario's `tools` key included)
+        mode "required"    the tools the last user turn names, else the first offered
+        mode <tool name>   that tool
+        mode "auto"        the tools the last user turn names (none after a tool result: last_user None)
+        forced (`tools`)   as "required"; `get_weather` when the request offers no tools
+    """
+    named = [t for t in offered if last_user and t in last_user]
+    if mode == "none":
+        return []
+    if mode not in ("auto", "required"):
+        return [mode] if mode in offered else []
+    if mode == "required" or forced:
+        return named or offered[:1] or (["get_weather"] if forced else [])
+    return named
 
 
 def count_tokens(text: str) -> int:

@@ -13,8 +13,12 @@ AsyncAzureOpenAI); it never imports adapters/.
             need an `api-key` header or a Bearer token (401 otherwise); missing api-version -> 404.
             Azure streams start with a `choices: []` chunk carrying `prompt_filter_results`.
 
-Default reply `echo: <last user text>`.  Tools: a call to the first tool offered (else get_weather)
-with arguments built from its schema's properties, streamed in several fragments.  Scenario keys
+Default reply `echo: <last user text>`, cut by `max_tokens` / `max_completion_tokens` (finish
+`length`) or before a `stop` string; JSON for `response_format` (json_schema: a value built from the
+schema); token `logprobs` on request; `reasoning_content` for `reasoning_effort`; a model named
+`no-such-model...` is a 404.  Tools (behaviour.tools_to_call): the functions the last user turn names,
+or forced by `tool_choice` (required / named; none suppresses), or the `tools` key; arguments built
+from each schema's properties, streamed in several fragments, one index per call.  Scenario keys
 (behaviour.py): status/retry_after, context_length (OpenAI's wording and code), chunks, text, tools,
 reasoning (`reasoning_content` deltas), first_byte, chunk_delay, hang, reset_after (transport aborted),
 truncate_after (clean EOF, no finish, no [DONE]), error_after (`data: {"error": ...}`, no [DONE]),
@@ -35,8 +39,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, write_stream)
+from . import defects
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
+                        reply_text, split_text, tools_to_call, unknown_model, write_stream)
+from .defects import request_hook, stream_hook
 
 PROFILE = web.AppKey("profile", LatencyProfile)
 RNG = web.AppKey("rng", random.Random)
@@ -111,29 +117,72 @@ def _example(schema: Any, name: str) -> Any:
     return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(str(kind), f"{name}-value")
 
 
-def _tool_call(body: dict[str, Any]) -> tuple[str, str]:
-    """(name, arguments JSON) for the first tool offered, else get_weather."""
-    tools = body.get("tools") or []
-    fn = tools[0].get("function", {}) if tools and isinstance(tools[0], dict) else {}
-    if not fn:
-        return "get_weather", json.dumps({"city": "Paris"})
-    params = fn.get("parameters") or {"type": "object", "properties": {}}
-    return fn.get("name", "tool"), json.dumps(_example(params, "arg"))
+def _functions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The offered functions by name, in order."""
+    out: dict[str, dict[str, Any]] = {}
+    for tool in body.get("tools") or []:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            out[fn["name"]] = fn
+    return out
+
+
+def _tool_mode(body: dict[str, Any]) -> str:
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        return str((choice.get("function") or {}).get("name"))
+    return choice if choice in ("none", "required") else "auto"
+
+
+def _tool_calls(body: dict[str, Any], b: Behaviour, last_user: str | None) -> list[tuple[str, str]]:
+    """(name, arguments JSON) of the calls the model makes (`tools_to_call`); arguments follow the
+    function's schema, `{"city": "Paris"}` for the default get_weather."""
+    fns = _functions(body)
+    calls = []
+    for name in tools_to_call(list(fns), _tool_mode(body), last_user, b.tools):
+        params = (fns.get(name) or {}).get("parameters") or {"type": "object", "properties": {}}
+        calls.append((name, json.dumps(_example(params, "arg")) if name in fns else json.dumps({"city": "Paris"})))
+    return calls
+
+
+def _answer_text(body: dict[str, Any], b: Behaviour, last_text: str) -> str:
+    """The reply text; a JSON object when response_format asks for one (json_schema: one matching it)."""
+    fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    if fmt.get("type") == "json_schema":
+        return json.dumps(_example((fmt.get("json_schema") or {}).get("schema") or {"type": "object"}, "value"))
+    if fmt.get("type") == "json_object":
+        return json.dumps({"answer": reply_text(b, last_text)})
+    return reply_text(b, last_text)
+
+
+def _logprobs(text: str, top: Any) -> dict[str, Any]:
+    """Token logprobs for `text` in four-character tokens, each with `top` alternatives."""
+    tokens = [text[i:i + 4] for i in range(0, len(text), 4)]
+
+    def entry(tok: str) -> dict[str, Any]:
+        return {"token": tok, "logprob": -0.25, "bytes": list(tok.encode())}
+
+    n = top if isinstance(top, int) and top > 0 else 0
+    return {"content": [{**entry(t), "top_logprobs": [entry(t)] * n} for t in tokens], "refusal": None}
 
 
 class Reply:
     """What the emulated model answers for one request."""
 
-    def __init__(self, body: dict[str, Any], b: Behaviour, prompt_text: str, last_text: str) -> None:
+    def __init__(self, body: dict[str, Any], b: Behaviour, prompt_text: str, last_text: str,
+                 last_is_user: bool = True) -> None:
         self.id = _id("chatcmpl-")
         self.created = int(time.time())
         self.model = str(body.get("model") or MODELS[0])
-        self.text = reply_text(b, last_text)
-        self.reasoning = f"Thinking about: {last_text or 'the request'}" if b.reasoning else ""
-        self.tool = _tool_call(body) if b.tools else None
-        self.call_id = _id("call_")
-        self.finish = "length" if b.max_tokens else "tool_calls" if self.tool else "stop"
-        out_text = self.text + self.reasoning + (self.tool[1] if self.tool else "")
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        self.text, cut, _ = cut_reply(_answer_text(body, b, last_text), body.get("stop"), limit)
+        thinks = b.reasoning or body.get("reasoning_effort") not in (None, "none")
+        self.reasoning = f"Thinking about: {last_text or 'the request'}" if thinks else ""
+        self.calls = [(name, args, _id("call_")) for name, args in
+                      _tool_calls(body, b, last_text if last_is_user else None)]
+        self.logprobs = _logprobs(self.text, body.get("top_logprobs")) if body.get("logprobs") else None
+        self.finish = "length" if b.max_tokens or cut == "length" else "tool_calls" if self.calls else "stop"
+        out_text = self.text + self.reasoning + "".join(c[1] for c in self.calls)
         self.prompt_tokens = b.usage_in if b.usage_in is not None else count_tokens(prompt_text)
         self.completion_tokens = b.usage_out if b.usage_out is not None else count_tokens(out_text)
 
@@ -146,25 +195,24 @@ class Reply:
         }
 
     def message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"role": "assistant", "content": None if self.tool else self.text, "refusal": None}
+        msg: dict[str, Any] = {"role": "assistant", "content": None if self.calls else self.text, "refusal": None}
         if self.reasoning:
             msg["reasoning_content"] = self.reasoning
-        if self.tool:
-            msg["tool_calls"] = [{"id": self.call_id, "type": "function",
-                                  "function": {"name": self.tool[0], "arguments": self.tool[1]}}]
+        if self.calls:
+            msg["tool_calls"] = [{"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+                                 for name, args, cid in self.calls]
         return msg
 
     def deltas(self, chunks: int) -> list[dict[str, Any]]:
         """The chat deltas after the role chunk: reasoning, then text or the tool call in fragments."""
         out: list[dict[str, Any]] = [{"reasoning_content": p} for p in split_text(self.reasoning, chunks)
                                      if self.reasoning]
-        if self.tool:
-            first = {"index": 0, "id": self.call_id, "type": "function",
-                     "function": {"name": self.tool[0], "arguments": ""}}
+        for i, (name, args, cid) in enumerate(self.calls):
+            first = {"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}
             out.append({"tool_calls": [first]})
-            out += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
-                    for p in split_text(self.tool[1], max(3, chunks))]
-        else:
+            out += [{"tool_calls": [{"index": i, "function": {"arguments": p}}]}
+                    for p in split_text(args, max(3, chunks))]
+        if not self.calls:
             out += [{"content": p} for p in split_text(self.text, chunks)]
         return out
 
@@ -179,7 +227,8 @@ def _data(obj: Any) -> bytes:
 
 async def _stream(request: web.Request, b: Behaviour, envelope: dict[str, Any],
                   chunks: list[dict[str, Any]]) -> web.StreamResponse:
-    """Write `chunks` in the envelope, then [DONE]; all are counted for the chunk-based scenarios."""
+    """Write `chunks` in the envelope, then [DONE]; all are counted for the chunk-based scenarios
+    (a `defect` may rewrite the list first)."""
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "x-request-id": _id("req_")})
     await resp.prepare(request)
@@ -187,7 +236,8 @@ async def _stream(request: web.Request, b: Behaviour, envelope: dict[str, Any],
     if request.get(AZURE):
         await resp.write(_data({"id": "", "object": "", "created": 0, "model": "", "choices": [],
                                 "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}))
-    frames = [_data({**envelope, **chunk}) for chunk in chunks] + [b"data: [DONE]\n\n"]
+    events = stream_hook(b, "openai", [{**envelope, **chunk} for chunk in chunks] + ["[DONE]"])
+    frames = [_data(e) if isinstance(e, dict) else b"data: [DONE]\n\n" for e in events]
     await write_stream(request, resp, b, frames, gap, _data(STREAM_ERROR), b"data: {not json\n\n")
     return resp
 
@@ -216,7 +266,11 @@ async def _read(
     if not isinstance(body.get("model"), str):
         return error_response(400, "you must provide a model parameter", param="model")
     b = behaviour_for(model_from_path or body["model"], request.headers)
+    body = request_hook(b, "openai", body)
     await before_first_byte(b, request.app[PROFILE], request.app[RNG])
+    if unknown_model(body["model"]):
+        return error_response(404, f"The model `{body['model']}` does not exist or you do not have access to it.",
+                              code="model_not_found")
     if b.status is not None:
         return error_response(b.status, f"emulated error {b.status}", retry_after=b.retry_after)
     if b.context_length:
@@ -238,7 +292,8 @@ async def chat(request: web.Request, model_from_path: str | None = None) -> web.
         return bad
     msgs = body["messages"]
     last_user = next((_text_of(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
-    reply = Reply(body, b, "".join(_text_of(m.get("content")) for m in msgs), last_user)
+    reply = Reply(body, b, "".join(_text_of(m.get("content")) for m in msgs), last_user,
+                  last_is_user=msgs[-1].get("role") == "user")
     envelope = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
                 "system_fingerprint": "fp_emulated"}
     if body.get("stream"):
@@ -254,7 +309,7 @@ async def chat(request: web.Request, model_from_path: str | None = None) -> web.
     if b.malformed:
         return _malformed()
     n = body.get("n") or 1
-    choice = {"message": reply.message(), "logprobs": None, "finish_reason": reply.finish}
+    choice = {"message": reply.message(), "logprobs": reply.logprobs, "finish_reason": reply.finish}
     return web.json_response({**envelope, "object": "chat.completion",
                               "choices": [{"index": i, **choice} for i in range(n)], "usage": reply.usage()})
 
@@ -270,7 +325,7 @@ async def completions(request: web.Request, model_from_path: str | None = None) 
     if not isinstance(prompt, str):
         return error_response(400, "'prompt' must be a string or an array of strings", param="prompt")
     b.tools = b.reasoning = False  # no slot for them in text completions
-    reply = Reply(body, b, prompt, prompt)
+    reply = Reply({k: v for k, v in body.items() if k not in ("tools", "reasoning_effort")}, b, prompt, prompt)
     envelope = {"id": _id("cmpl-"), "object": "text_completion", "created": reply.created, "model": reply.model}
     if body.get("stream"):
         events = [{"choices": [{"index": 0, "text": p, "logprobs": None, "finish_reason": None}]}
@@ -358,7 +413,7 @@ def _azure(style: str) -> Any:
 
 
 def create_app(profile: LatencyProfile | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[defects.middleware("openai")])
     app[PROFILE] = profile or LatencyProfile()
     app[RNG] = random.Random(0)
     app.router.add_post("/v1/chat/completions", chat)
