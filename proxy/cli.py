@@ -1,4 +1,4 @@
-"""`llm-proxy` command line: serve, check-config, demo, emulate, bench."""
+"""`llm-proxy` command line: serve, check-config, demo, emulate, bench, conformance."""
 
 from __future__ import annotations
 
@@ -235,6 +235,11 @@ def build_parser(environ=os.environ) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--profile", help="latency profile name (see loadtest/profiles.py)")
 
+    p = sub.add_parser("conformance", help="check an OpenAI- or Anthropic-compatible server (or this gateway)")
+    from .conformance.command import add_arguments as conformance_arguments
+
+    conformance_arguments(p)
+
     sub.add_parser("bench", help="benchmark added latency against direct calls (see `llm-proxy bench --help`)",
                    add_help=False)
     return parser
@@ -254,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         demo(args.host, args.port)
     elif args.command == "emulate":
         emulate(args.format, args.host, args.port, args.profile)
+    elif args.command == "conformance":
+        from .conformance.command import main as conformance_main
+
+        return conformance_main(args)
     elif args.command == "bench":
         from loadtest.bench.cli import main as bench_main
 
