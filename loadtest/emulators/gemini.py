@@ -19,8 +19,11 @@ API_KEY_INVALID (Gemini does not answer 401 for a bad key).  Errors are
 `contents` required, roles `user` / `model`, and a turn of function responses must follow a model
 turn with as many function calls (so translated tool results must be merged into one content).
 
-Replies: `echo: <last user text>` (function-response outputs count as user text).  A function call
-(whole, in one chunk; no id, as the Developer API) when `tools` or toolConfig mode ANY; with
+Replies: `echo: <last user text>` (function-response outputs count as user text), cut before a
+`generationConfig.stopSequences` entry or at `maxOutputTokens` (finishReason MAX_TOKENS).  Function
+calls (whole, in one chunk; no id, as the Developer API) for the declarations the last user turn names,
+toolConfig mode ANY (one allowed name: that one; NONE suppresses) or the `tools` key
+(behaviour.tools_to_call); with
 `reasoning`, a thought part first and a `thoughtSignature` on the first function call (or on the last
 text part).  `usageMetadata` is on every stream chunk, cumulative; `candidatesTokenCount` excludes
 `thoughtsTokenCount`.
@@ -45,8 +48,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
-                        reply_text, split_text, unit_vector, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
+                        reply_text, split_text, tools_to_call, unit_vector, write_stream)
 
 PROFILE = web.AppKey("gemini_profile", LatencyProfile)
 RNG = web.AppKey("gemini_rng", random.Random)
@@ -162,19 +165,46 @@ def _example(schema: Any) -> Any:
     return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, "Paris")
 
 
-def _function_call(body: dict[str, Any]) -> dict[str, Any]:
-    decls = [d for t in body.get("tools") or [] if isinstance(t, dict)
-             for d in t.get("functionDeclarations") or [] if isinstance(d, dict)]
+def _declarations(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(d.get("name")): d for t in body.get("tools") or [] if isinstance(t, dict)
+            for d in t.get("functionDeclarations") or [] if isinstance(d, dict)}
+
+
+def _tool_mode(body: dict[str, Any]) -> str:
+    """functionCallingConfig as behaviour.tools_to_call's mode: NONE, ANY (one allowed name: that tool)."""
     fcc = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
-    allowed = fcc.get("allowedFunctionNames") or []
-    decls = [d for d in decls if d.get("name") in allowed] or decls
-    if not decls:
-        return {"name": "get_weather", "args": {"city": "Paris"}}
-    # Protobuf JSON accepts field names in both spellings; google-genai sends `parameters_json_schema`.
-    d = decls[0]
-    schema = d.get("parametersJsonSchema") or d.get("parameters_json_schema") or d.get("parameters") or {}
-    args = _example(schema)
-    return {"name": str(decls[0].get("name")), "args": args if isinstance(args, dict) else {}}
+    mode, allowed = str(fcc.get("mode", "AUTO")).upper(), fcc.get("allowedFunctionNames") or []
+    if mode == "NONE":
+        return "none"
+    if mode == "ANY":
+        return str(allowed[0]) if len(allowed) == 1 else "required"
+    return "auto"
+
+
+def _last_user_turn(body: dict[str, Any]) -> str | None:
+    """The last content's text when it is a user turn of text (not function responses)."""
+    contents = body.get("contents") or []
+    last = contents[-1] if contents and isinstance(contents[-1], dict) else {}
+    parts = [p for p in last.get("parts") or [] if isinstance(p, dict)]
+    if last.get("role", "user") != "user" or any("functionResponse" in p for p in parts):
+        return None
+    return " ".join(str(p.get("text", "")) for p in parts)
+
+
+def _function_calls(body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
+    """The calls the model makes (behaviour.tools_to_call), args built from each declaration's schema."""
+    decls = _declarations(body)
+    calls = []
+    for name in tools_to_call(list(decls), _tool_mode(body), _last_user_turn(body), b.tools):
+        d = decls.get(name)
+        if d is None:
+            calls.append({"name": name, "args": {"city": "Paris"}})
+            continue
+        # Protobuf JSON accepts field names in both spellings; google-genai sends `parameters_json_schema`.
+        schema = d.get("parametersJsonSchema") or d.get("parameters_json_schema") or d.get("parameters") or {}
+        args = _example(schema)
+        calls.append({"name": name, "args": args if isinstance(args, dict) else {}})
+    return calls
 
 
 # --------------------------------------------------------------------------------------------------
@@ -190,13 +220,14 @@ class Reply:
         self.thought = THINKING if b.reasoning else None
         # Signatures are opaque base64 (the SDK decodes them into bytes).
         self.signature = base64.b64encode(b"emu-sig:" + uuid.uuid4().bytes).decode() if b.reasoning else None
-        mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
-        self.call = _function_call(body) if b.tools or (mode == "ANY" and body.get("tools")) else None
-        self.text = "" if self.call else reply_text(b, last_user_text(body))
-        self.text, _stop = cut_at_stop(self.text, (body.get("generationConfig") or {}).get("stopSequences"))
-        self.finish = "MAX_TOKENS" if b.max_tokens else "STOP"
+        self.calls = _function_calls(body, b)
+        config = body.get("generationConfig") or {}
+        text, cut, _ = cut_reply(reply_text(b, last_user_text(body)), config.get("stopSequences"),
+                                 config.get("maxOutputTokens"))
+        self.text = "" if self.calls else text
+        self.finish = "MAX_TOKENS" if b.max_tokens or (cut == "length" and not self.calls) else "STOP"
         self.prompt = b.usage_in if b.usage_in is not None else prompt_tokens(body)
-        out = json.dumps(self.call) if self.call else self.text
+        out = json.dumps(self.calls) if self.calls else self.text
         self.candidates = b.usage_out if b.usage_out is not None else count_tokens(out)
         self.thoughts = count_tokens(THINKING) if b.reasoning else 0
 
@@ -221,12 +252,12 @@ class Reply:
                 "responseId": self.id}
 
     def answer_parts(self, chunks: int) -> list[list[dict[str, Any]]]:
-        """The answer's parts per content chunk: text pieces, or the whole function call."""
-        if self.call is not None:
-            part: dict[str, Any] = {"functionCall": self.call}
+        """The answer's parts per content chunk: text pieces, or the whole function calls."""
+        if self.calls:
+            parts: list[dict[str, Any]] = [{"functionCall": call} for call in self.calls]
             if self.signature:
-                part["thoughtSignature"] = self.signature
-            return [[part]]
+                parts[0]["thoughtSignature"] = self.signature
+            return [parts]
         pieces: list[list[dict[str, Any]]] = [[{"text": p}] for p in split_text(self.text, chunks)]
         if self.signature:
             pieces[-1][-1]["thoughtSignature"] = self.signature

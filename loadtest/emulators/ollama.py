@@ -16,6 +16,7 @@ line, then a `done: true` line with `done_reason`, the token counts and duration
 Errors are `{"error": "<string>"}`; the model `missing` (any tag) answers 404 "not found, try pulling
 it first", as does `status=404`.  Default reply: `echo: <last user text>`, cut at the first
 `options.stop` string (done_reason stop) or at `options.num_predict` tokens (done_reason length).
+Tool calls (whole, in the message) for the tools the last user message names (behaviour.tools_to_call).
 
 Scenario keys (behaviour.py): status/retry_after, context_length (400 with Ollama's wording), chunks,
 text, tools (a call to the first tool offered, else `get_weather`), reasoning (`message.thinking`,
@@ -38,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, write_stream)
+                        split_text, tools_to_call, write_stream)
 
 VERSION = "0.12.6"
 CONTEXT_MESSAGE = "the input length exceeds the context length"
@@ -67,13 +68,20 @@ def _not_found(model: str) -> web.Response:
     return web.json_response({"error": f'model "{name}" not found, try pulling it first'}, status=404)
 
 
-def _tool_call(tools: list[Any]) -> dict[str, Any]:
-    """A call to the first tool offered (a string for each declared property), else get_weather."""
-    fn = (tools[0].get("function") or {}) if tools and isinstance(tools[0], dict) else {}
-    name = fn.get("name") or "get_weather"
-    props = ((fn.get("parameters") or {}).get("properties") or {}) if fn else {"city": {}}
-    call_id = "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
-    return {"id": call_id, "function": {"index": 0, "name": name, "arguments": {p: "Paris" for p in props}}}
+def _tool_calls(body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
+    """The calls the model makes (behaviour.tools_to_call; Ollama has no tool_choice): "Paris" for each
+    declared property, get_weather(city) under the `tools` key when nothing is offered."""
+    fns = {str(f.get("name")): f for t in body.get("tools") or [] if isinstance(t, dict)
+           for f in [t.get("function") or {}] if isinstance(f, dict) and f.get("name")}
+    msgs = body.get("messages") or []
+    last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
+    last_user = _content(last.get("content")) if last.get("role") == "user" else None
+    calls = []
+    for i, name in enumerate(tools_to_call(list(fns), "auto", last_user, b.tools)):
+        props = ((fns[name].get("parameters") or {}).get("properties") or {}) if name in fns else {"city": {}}
+        call_id = "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+        calls.append({"id": call_id, "function": {"index": i, "name": name, "arguments": {p: "Paris" for p in props}}})
+    return calls
 
 
 @dataclass
@@ -93,8 +101,8 @@ class _Reply:
         reply = cls(text=reply_text(b, last_user))
         if b.reasoning or body.get("think") not in (None, False):
             reply.thinking = f"The user wrote {len(last_user)} characters; answer briefly."
-        if b.tools:
-            reply.tool_calls = [_tool_call(body.get("tools") or [])]
+        reply.tool_calls = _tool_calls(body, b)
+        if reply.tool_calls:
             reply.text = ""
         for stop in options.get("stop") or ():
             if stop and stop in reply.text:

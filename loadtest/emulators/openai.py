@@ -14,8 +14,8 @@ AsyncAzureOpenAI); it never imports adapters/.
             Azure streams start with a `choices: []` chunk carrying `prompt_filter_results`.
 
 Default reply `echo: <last user text>`, cut by `max_tokens` / `max_completion_tokens` (finish
-`length`) or before a `stop` string; JSON for `response_format` (json_schema: a value built from the
-schema); token `logprobs` on request; `reasoning_content` for `reasoning_effort`; a model named
+`length`) or before a `stop` string (named in vLLM's `choices[].stop_reason`, null otherwise); JSON
+for `response_format` (json_schema: a value built from the schema); token `logprobs` on request; `reasoning_content` for `reasoning_effort`; a model named
 `no-such-model...` is a 404.  Tools (behaviour.tools_to_call): the functions the last user turn names,
 or forced by `tool_choice` (required / named; none suppresses), or the `tools` key; arguments built
 from each schema's properties, streamed in several fragments, one index per call.  Scenario keys
@@ -175,7 +175,7 @@ class Reply:
         self.created = int(time.time())
         self.model = str(body.get("model") or MODELS[0])
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        self.text, cut, _ = cut_reply(_answer_text(body, b, last_text), body.get("stop"), limit)
+        self.text, cut, self.stop_string = cut_reply(_answer_text(body, b, last_text), body.get("stop"), limit)
         thinks = b.reasoning or body.get("reasoning_effort") not in (None, "none")
         self.reasoning = f"Thinking about: {last_text or 'the request'}" if thinks else ""
         self.calls = [(name, args, _id("call_")) for name, args in
@@ -302,14 +302,16 @@ async def chat(request: web.Request, model_from_path: str | None = None) -> web.
             envelope["usage"] = None
         events = [{"role": "assistant", "content": ""}] + reply.deltas(b.chunks)
         choices = [{"choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]} for d in events]
-        tail = [{"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reply.finish}]}]
+        tail = [{"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reply.finish,
+                              "stop_reason": reply.stop_string}]}]
         if usage:
             tail.append({"choices": [], "usage": reply.usage()})
         return await _stream(request, b, envelope, choices + tail)
     if b.malformed:
         return _malformed()
     n = body.get("n") or 1
-    choice = {"message": reply.message(), "logprobs": reply.logprobs, "finish_reason": reply.finish}
+    choice = {"message": reply.message(), "logprobs": reply.logprobs, "finish_reason": reply.finish,
+              "stop_reason": reply.stop_string}
     return web.json_response({**envelope, "object": "chat.completion",
                               "choices": [{"index": i, **choice} for i in range(n)], "usage": reply.usage()})
 
