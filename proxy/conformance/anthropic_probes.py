@@ -12,7 +12,7 @@ from typing import Any
 from adapters import jsonio
 
 from .http import Session, StreamReply
-from .probe import REFUSAL_STATUSES, Fail, Unsupported, expect, probe, short
+from .probe import REFUSAL_STATUSES, Fail, Unsupported, expect, expect_not_found, probe, short
 
 MESSAGES = "/v1/messages"
 VERSION = "2023-06-01"
@@ -168,12 +168,7 @@ async def errors_unknown_model(s: Session) -> str:
     """A model the server does not serve is answered 404 (`NotFoundError` in the SDK).
 
     Clients fall back to another model on 404; a 500 makes them retry a request that cannot succeed."""
-    sent = f"POST {MESSAGES} model={UNKNOWN_MODEL!r}"
-    reply = await s.post(MESSAGES, {"model": UNKNOWN_MODEL, "max_tokens": 8, "messages": [user("Say hello.")]})
-    if 200 <= reply.status < 300:
-        raise Unsupported(f"{sent} -> {reply.status}: the server answers any model name (single-model server)")
-    expect(reply.status == 404, f"{sent} {reply.brief()}, want 404")
-    return f"{sent} -> 404"
+    return await expect_not_found(s, MESSAGES, {"model": UNKNOWN_MODEL, "max_tokens": 8, "messages": [user("Say hello.")]})
 
 
 @probe("anthropic", "errors.invalid_body", "core")

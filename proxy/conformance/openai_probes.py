@@ -12,7 +12,7 @@ from typing import Any
 from adapters import jsonio
 
 from .http import Session, StreamReply
-from .probe import REFUSAL_STATUSES, Fail, Unsupported, expect, probe, short
+from .probe import REFUSAL_STATUSES, Fail, Unsupported, expect, expect_not_found, probe, short
 
 CHAT = "/chat/completions"
 MAX_TOKENS = 64  # bounds every answer a probe does not need long
@@ -144,16 +144,20 @@ async def chat_basic(s: Session) -> str:
     return f"{sent} -> 200 content {short(content, 40)} finish_reason={finish}"
 
 
+async def _answered(s: Session, msgs: list[dict[str, Any]]) -> str:
+    """The conversation gets a 200 with string content (what the history probes check)."""
+    data, sent = await chat(s, msgs, max_tokens=MAX_TOKENS)
+    content = message_of(data, sent).get("content")
+    expect(isinstance(content, str) and content, f"{sent} -> message.content={short(content)}")
+    return f"{sent} -> 200 content {short(content, 40)}"
+
+
 @probe("openai", "chat.system", "core")
 async def chat_system(s: Session) -> str:
     """A `system` message before the user turn is accepted and answered.
 
     Nearly every application sends a system prompt; a server that refuses the role breaks them all."""
-    msgs = [{"role": "system", "content": "You are terse."}, user("Say hello.")]
-    data, sent = await chat(s, msgs, max_tokens=MAX_TOKENS)
-    content = message_of(data, sent).get("content")
-    expect(isinstance(content, str) and content, f"{sent} -> message.content={short(content)}")
-    return f"{sent} -> 200 content {short(content, 40)}"
+    return await _answered(s, [{"role": "system", "content": "You are terse."}, user("Say hello.")])
 
 
 @probe("openai", "chat.multi_turn", "core")
@@ -161,11 +165,8 @@ async def chat_multi_turn(s: Session) -> str:
     """A conversation (user, assistant, user) is accepted and answered.
 
     Chat clients resend the whole history every turn, including the assistant's earlier answers."""
-    msgs = [user("My name is Ada."), {"role": "assistant", "content": "Hello Ada."}, user("What is my name?")]
-    data, sent = await chat(s, msgs, max_tokens=MAX_TOKENS)
-    content = message_of(data, sent).get("content")
-    expect(isinstance(content, str) and content, f"{sent} -> message.content={short(content)}")
-    return f"{sent} -> 200 content {short(content, 40)}"
+    return await _answered(s, [user("My name is Ada."), {"role": "assistant", "content": "Hello Ada."},
+                               user("What is my name?")])
 
 
 @probe("openai", "chat.max_tokens", "core")
@@ -238,12 +239,7 @@ async def errors_unknown_model(s: Session) -> str:
     """A model the server does not serve is answered 404 (`NotFoundError` in the SDKs).
 
     Clients fall back to another model on 404; a 500 makes them retry a request that cannot succeed."""
-    sent = f"POST {CHAT} model={UNKNOWN_MODEL!r}"
-    reply = await s.post(CHAT, {"model": UNKNOWN_MODEL, "messages": [user("Say hello.")], "max_tokens": 8})
-    if 200 <= reply.status < 300:
-        raise Unsupported(f"{sent} -> {reply.status}: the server answers any model name (single-model server)")
-    expect(reply.status == 404, f"{sent} {reply.brief()}, want 404")
-    return f"{sent} -> 404"
+    return await expect_not_found(s, CHAT, {"model": UNKNOWN_MODEL, "messages": [user("Say hello.")], "max_tokens": 8})
 
 
 @probe("openai", "errors.invalid_body", "core")

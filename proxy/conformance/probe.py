@@ -88,6 +88,17 @@ def probes(fmt: str) -> list[Probe]:
     return REGISTRY[fmt]
 
 
+async def expect_not_found(s: Any, path: str, body: dict[str, Any]) -> str:
+    """The unknown-model rule both formats share: 404; a 2xx means a single-model server that answers
+    any name (not supported), anything else fails."""
+    sent = f"POST {path} model={body['model']!r}"
+    reply = await s.post(path, body)
+    if 200 <= reply.status < 300:
+        raise Unsupported(f"{sent} -> {reply.status}: the server answers any model name (single-model server)")
+    expect(reply.status == 404, f"{sent} {reply.brief()}, want 404")
+    return f"{sent} -> 404"
+
+
 def short(value: Any, limit: int = 60) -> str:
     """A value as it may appear in an evidence line: repr, cut to `limit` characters."""
     text = repr(value)
