@@ -33,8 +33,8 @@ retry_after (the status's Gemini `status`, 429 with a RetryInfo detail), context
 "input token count ... exceeds the maximum number of tokens allowed"), chunks, text, tools,
 reasoning, first_byte, chunk_delay, hang, reset_after / truncate_after / error_after (counted in
 content chunks; error_after sends `data: {"error": ...}` 500 INTERNAL), malformed, max_tokens
-(finishReason MAX_TOKENS), usage_in / usage_out.  A generationConfig.stopSequences entry found in
-the reply text cuts it there (finishReason STOP, as Gemini reports it).
+(finishReason MAX_TOKENS), usage_in / usage_out.  A stop sequence cut reports finishReason STOP, as
+Gemini does.
 """
 
 from __future__ import annotations
