@@ -77,6 +77,7 @@ def access_line(ctx: RequestContext, total: float, added: float, ttft: float | N
         "backend": ctx.backend or None,
         "deployment": ctx.deployment or None,
         "status": ctx.status,
+        "key_name": ctx.key_name or None,
         "stream": ctx.stream,
         "duration_ms": round(total * 1000, 3),
         "upstream_ms": round(ctx.upstream_time * 1000, 3),

@@ -39,6 +39,9 @@ def create_app(cfg: Config) -> web.Application:
         app.router.add_get("/api/version", switch.forward("ollama_version"))
     app.router.add_get("/v1/models", switch.forward("models"))
     app.router.add_get("/v1/models/{model:.+}", switch.forward("model"))
+    if gw.admin is not None:  # turning the admin API on needs a restart; off works with a reload
+        for method, path, endpoint in gw.admin.routes():
+            app.router.add_route(method, path, switch.admin(endpoint.__name__))
     app.router.add_get("/metrics", switch.forward("metrics"))
     app.router.add_get("/health/live", switch.forward("live"))
     app.router.add_get("/health/ready", switch.forward("ready_check"))

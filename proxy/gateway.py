@@ -16,10 +16,13 @@ from .config import Config
 from .context import RequestContext, new_request_id
 from .dispatch import Dispatcher
 from .handlers import API_ROUTES, ApiHandler, error_response
+from .admin import AdminAPI
 from .keys import KeyRing
+from .limiter import Limiter
 from .metrics import Recorder, exposition, sample_process
 from .pools import BackendRuntime, build_backends
 from .routing import Router, check_model_name
+from .state.base import StateStore, open_store
 from .tracing import Tracing
 
 
@@ -32,13 +35,29 @@ class Gateway:
         self.router = Router(cfg, self.backends)
         self.dispatcher = Dispatcher(self.router, cfg.routing, list(self.backends))
         self.recorder = Recorder()
-        self.keys = KeyRing(cfg.auth)
         self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
+        self.keys = KeyRing(cfg.auth)
+        self.store, self.limiter, self.admin = self._limits(cfg)
         self.routes = [path for path, (fname, _) in API_ROUTES.items() if fname in self.frontends]
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
         self.tracing = Tracing(cfg.tracing)
         self.log_prompts = cfg.server.log_prompts
+
+    def _limits(self, cfg: Config) -> tuple[StateStore | None, Limiter, AdminAPI | None]:
+        """The state store (only when some key needs it: keys without limits never touch it, and are
+        served while it is unreachable; opened lazily), the limiter and the admin API."""
+        auth = cfg.auth
+        admin_on = auth is not None and auth.admin_key is not None
+        needed = admin_on or any(k.limited for k in self.keys.config.values())
+        store = open_store(cfg.state.url, cfg.state.timeout) if needed else None
+        # A killed worker's in-flight leases expire after twice the longest exchange.
+        lease_ttl = 2 * max((b.timeouts.total for b in cfg.backends.values()), default=600.0)
+        admin = None
+        if admin_on:
+            self.keys.store = store  # run-time keys
+            admin = AdminAPI(auth.admin_key, self.keys, store, self.frontends["openai"].render_error)
+        return store, Limiter(cfg.state, store, lease_ttl), admin
 
     def api_handler(self, route: str) -> ApiHandler:
         fname, operations = API_ROUTES[route]

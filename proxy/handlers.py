@@ -18,6 +18,7 @@ from adapters.errors import ProxyError, bad_request
 from . import relay
 from .accesslog import access_line
 from .context import RequestContext, new_request_id
+from .limiter import cost_usd
 from .routing import check_model_name
 from .tracing import Tracing
 
@@ -141,7 +142,11 @@ class ApiHandler:
 
     async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any,
                      ops: dict[str, FrontendOps]) -> web.StreamResponse:
-        key = await self.gw.keys.authenticate(request)
+        ctx.frontend_name = frontend.name
+        gw = self.gw
+        key = await gw.keys.authenticate(request)
+        if key is not None:
+            ctx.key_name = key.name
         body = await self._read_body(request)
         if self.gw.log_prompts:  # explicit debug opt-in: request bodies are user data
             ctx.debug_body = body[:LOGGED_BODY_MAX].decode("utf-8", "replace")
@@ -162,14 +167,38 @@ class ApiHandler:
             ctx.route = f"{ctx.route.split('{', 1)[0]}*:{op}"
         ctx.client_model = check_model_name(model)  # before anything stores, logs or forwards it
         if key is not None and not key.may_use(model):
-            raise ProxyError("permission", f"this API key may not use model {model!r}", param="model",
-                             code="model_not_allowed")  # fmt: skip
+            if key.source == "admin":  # a run-time key may have been widened on another replica
+                key = await gw.keys.refresh(key)
+                if key is None:
+                    raise ProxyError("authentication", "invalid API key (revoked)", code="invalid_api_key")
+            if not key.may_use(model):
+                raise _forbidden(model)
         route = self.gw.router.resolve(model)
         if route is None:
             raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
         ctx.model_label = route.config.name
-        call = Call(request, ctx, frontend, op, body, raw, op_methods, self.gw.tracing)
-        if op == "count_tokens" and route.deployments[0].backend.family != frontend.name:
+        ctx.price = route.config.price
+        call = Call(request, ctx, frontend, op, body, raw, op_methods, gw.tracing)
+        if key is None or not key.limited:
+            return await self._call(call, route)
+        ticket = await gw.limiter.admit(key, ctx, op, body, raw, route.config.max_tokens, ctx.price, gw.keys.refresh)
+        if ticket is None:  # state store down and on_error: open
+            return await self._call(call, route)
+        outcome = "error"
+        try:
+            if not ticket.key.may_use(model):  # admission found the key narrowed on another replica
+                raise _forbidden(model)
+            resp = await self._call(call, route)
+            outcome = "ok"
+            return resp
+        except (asyncio.CancelledError, ConnectionError):
+            outcome = "cut"
+            raise
+        finally:
+            await gw.limiter.settle(ticket, ctx, outcome)
+
+    async def _call(self, call: Call, route) -> web.StreamResponse:
+        if call.op == "count_tokens" and route.deployments[0].backend.family != call.frontend.name:
             return self._estimate_tokens(call)
         return await self.gw.dispatcher.dispatch(call, route)
 
@@ -178,7 +207,7 @@ class ApiHandler:
         with relay.client_values(call.body):
             n = frontend.count_tokens_estimate(call.body)
         headers = {"x-request-id": call.ctx.request_id, "Server-Timing": call.ctx.server_timing(),
-                   ESTIMATE_HEADER: "estimate"}
+                   ESTIMATE_HEADER: "estimate", **call.ctx.extra_headers}
         return web.Response(body=frontend.render_token_count(n), content_type="application/json", headers=headers)
 
     async def _read_body(self, request: web.Request) -> bytes:
@@ -204,6 +233,11 @@ class ApiHandler:
         )  # fmt: skip
         if ctx.usage is not None:
             self.gw.recorder.tokens(backend, ctx.model_label, ctx.usage.input_tokens, ctx.usage.output_tokens)
+        if ctx.key_name:
+            u = ctx.usage
+            prompt, completion = ctx.charged or ((u.input_tokens, u.output_tokens) if u is not None else (0, 0))
+            usd = cost_usd(ctx.price, prompt, completion)
+            self.gw.recorder.key(ctx.key_name, ctx.model_label, ctx.status, prompt, completion, usd)
         access_line(ctx, total, added, ttft)
 
 
@@ -211,13 +245,17 @@ def error_response(frontend: Any, err: ProxyError, ctx: RequestContext) -> web.R
     """`err` in the caller's own format, with the request id and (if one was tried) the deployment."""
     ctx.error_kind = err.kind
     status, body = frontend.render_error(err)
-    headers = {"x-request-id": ctx.request_id, "Server-Timing": ctx.server_timing()}
+    headers = {"x-request-id": ctx.request_id, "Server-Timing": ctx.server_timing(), **ctx.extra_headers}
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(0, round(err.retry_after)))
     if ctx.deployment:
         headers[relay.DEPLOYMENT_HEADER] = ctx.deployment
     ctx.status = status
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _forbidden(model: str) -> ProxyError:
+    return ProxyError("permission", f"this API key may not use model {model!r}", param="model", code="model_not_allowed")
 
 
 def _top_level(raw: dict[str, Any], key: str, typ: type) -> Any:

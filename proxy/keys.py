@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 from aiohttp import web
 
 from adapters.errors import ProxyError
 
 from .config import AuthConfig, KeyLimits, key_configs, period_seconds
+from .state.base import KeyRecord, StateStore, StoreUnavailable
 
 NEGATIVE_TTL = 5.0  # seconds an unknown key hash is not looked up again
 CACHE_MAX = 4096  # run-time keys cached per worker (and unknown hashes remembered)
@@ -58,6 +60,11 @@ def identity(name: str, digest: str, limits: KeyLimits, source: str = "config", 
                     period_seconds(budget.period) if budget is not None else None)  # fmt: skip
 
 
+def from_record(rec: KeyRecord) -> Identity:
+    """A run-time key from its stored record."""
+    return identity(rec.name, rec.digest, msgspec.json.decode(rec.limits, type=KeyLimits), "admin", rec.version)
+
+
 def model_filter(globs: list[str] | None) -> Callable[[str], bool] | None:
     """One compiled regex for a key's model globs (`*`, `?`, `[...]` as in shell patterns)."""
     if globs is None:
@@ -87,7 +94,8 @@ def supplied_key(request: web.Request) -> str:
 class KeyRing:
     """Config keys by hash, plus (with the admin API on) run-time keys read from the state store."""
 
-    def __init__(self, auth: AuthConfig | None, store_keys=None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, auth: AuthConfig | None, store: StateStore | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.enabled = auth is not None
         self.config: dict[str, Identity] = {}
         if auth is not None:
@@ -95,8 +103,7 @@ class KeyRing:
                 digest = k.key_sha256 or sha256_hex(k.key or "")
                 self.config[digest] = identity(k.name, digest, k)
         self.names = {ident.name for ident in self.config.values()}
-        # `store_keys(digest) -> Identity | None` (awaitable): run-time keys; None = admin API off.
-        self.store_keys = store_keys
+        self.store = store  # run-time keys are read from it (None: admin API off)
         self._clock = clock
         self._cache: dict[str, Identity] = {}
         self._unknown: dict[str, float] = {}
@@ -111,7 +118,7 @@ class KeyRing:
                              code="invalid_api_key")  # fmt: skip
         digest = sha256_hex(supplied)
         found = self.config.get(digest) or self._cache.get(digest)
-        if found is None and self.store_keys is not None:
+        if found is None and self.store is not None:
             found = await self._lookup(digest)
         if found is None:
             raise ProxyError("authentication", "invalid API key", code="invalid_api_key")
@@ -122,13 +129,30 @@ class KeyRing:
         seen = self._unknown.get(digest)
         if seen is not None and now - seen < NEGATIVE_TTL:
             return None
-        found = await self.store_keys(digest)  # StoreUnavailable propagates: the caller answers 503
+        found = await self._read(digest)
         if found is None:
             if len(self._unknown) >= CACHE_MAX:
                 self._unknown.clear()
             self._unknown[digest] = now
             return None
         self.remember(found)
+        return found
+
+    async def _read(self, digest: str) -> Identity | None:
+        try:
+            rec = await self.store.key_by_digest(digest)
+        except StoreUnavailable:
+            # Never admit a key that cannot be checked, whatever state.on_error says.
+            raise ProxyError("overloaded", "the gateway's state store is unavailable; try again shortly",
+                             status=503) from None  # fmt: skip
+        return None if rec is None else from_record(rec)
+
+    async def refresh(self, key: Identity) -> Identity | None:
+        """Read a run-time key again (its stored version changed); None once it is gone."""
+        self.forget(key.digest)
+        found = await self._read(key.digest)
+        if found is not None:
+            self.remember(found)
         return found
 
     def remember(self, ident: Identity) -> None:

@@ -101,6 +101,24 @@ EJECTIONS = Counter(
     ("backend",),
     registry=REGISTRY,
 )
+KEY_REQUESTS = Counter(
+    "llm_proxy_key_requests",
+    "Requests per client key (by its name, never the secret), by HTTP status.",
+    ("key_name", "model", "status"),
+    registry=REGISTRY,
+)
+KEY_TOKENS = Counter(
+    "llm_proxy_key_tokens",
+    "Tokens charged to a client key (backend usage; a cut stream's estimate).",
+    ("key_name", "model", "kind"),
+    registry=REGISTRY,
+)
+KEY_SPEND = Counter(
+    "llm_proxy_key_spend_usd",
+    "USD spent by a client key, from the models' configured prices.",
+    ("key_name", "model"),
+    registry=REGISTRY,
+)
 PROCESS_CPU = Counter(
     "llm_proxy_process_cpu_seconds",
     "CPU time of the proxy's worker processes.",
@@ -117,7 +135,7 @@ PROCESS_RSS = Gauge(
 class Recorder:
     """Cached labelled children for the per-request metrics."""
 
-    __slots__ = ("_added", "_upstream", "_ttft", "_requests", "_in_flight", "_tokens")
+    __slots__ = ("_added", "_upstream", "_ttft", "_requests", "_in_flight", "_tokens", "_keys")
 
     def __init__(self) -> None:
         self._added: dict[tuple, object] = {}
@@ -126,6 +144,7 @@ class Recorder:
         self._requests: dict[tuple, object] = {}
         self._in_flight: dict[str, object] = {}
         self._tokens: dict[tuple, object] = {}
+        self._keys: dict[tuple, tuple] = {}
 
     def in_flight(self, route: str):
         g = self._in_flight.get(route)
@@ -175,6 +194,24 @@ class Recorder:
                 if c is None:
                     c = self._tokens[key] = TOKENS.labels(*key)
                 c.inc(n)
+
+    def key(self, key_name: str, model: str, status: int, prompt: int, completion: int, usd: float) -> None:
+        """One request of a client key: its status, tokens and spend."""
+        k = (key_name, model, status)
+        children = self._keys.get(k)
+        if children is None:
+            children = self._keys[k] = (
+                KEY_REQUESTS.labels(key_name, model, str(status)), KEY_TOKENS.labels(key_name, model, "prompt"),
+                KEY_TOKENS.labels(key_name, model, "completion"), KEY_SPEND.labels(key_name, model),
+            )  # fmt: skip
+        requests, prompt_c, completion_c, spend = children
+        requests.inc()
+        if prompt:
+            prompt_c.inc(prompt)
+        if completion:
+            completion_c.inc(completion)
+        if usd:
+            spend.inc(usd)
 
 
 

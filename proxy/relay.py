@@ -50,6 +50,8 @@ def response_headers(ctx: RequestContext, dep: Deployment | None) -> dict[str, s
         headers[DEPLOYMENT_HEADER] = dep.label
     if ctx.dropped:
         headers[DROPPED_HEADER] = ",".join(ctx.dropped)
+    if ctx.extra_headers:
+        headers.update(ctx.extra_headers)
     return headers
 
 
@@ -232,6 +234,7 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
                 async for chunk in ex.chunks():
                     if ctx.upstream_ttfb is None:
                         ctx.upstream_ttfb = perf_counter() - ex.t_sent
+                    ctx.stream_chunks += 1
                     out = step.feed(chunk)
                     if out:
                         resp = await _write(call, dep, resp, out)

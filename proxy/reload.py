@@ -57,6 +57,17 @@ class GatewaySwitch:
 
         return handler
 
+    def admin(self, name: str) -> Handler:
+        """An admin API endpoint of the current gateway (404 once a reload turned the admin API off)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            api = self.current.admin
+            if api is None:
+                raise web.HTTPNotFound()
+            return await getattr(api, name)(request)
+
+        return handler
+
     # -- lifetime -------------------------------------------------------------------------------------
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         """`cleanup_ctx`: open the pools at start-up, close every gateway's pools at shutdown."""
@@ -115,6 +126,8 @@ async def _close(gw: Gateway) -> None:
     gw.ready = False
     for b in gw.backends.values():
         await b.close()
+    if gw.store is not None:
+        await gw.store.close()
     await asyncio.to_thread(gw.tracing.shutdown)  # flushes spans: may wait on the collector
 
 

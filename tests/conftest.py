@@ -36,3 +36,37 @@ def start_proxy(aiohttp_server):
 
 def proxy_url(server, suffix: str = "") -> str:
     return str(server.make_url(suffix)).rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def redis_session():
+    from tests.redis_support import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_session) -> str:
+    """URL of a real, empty Redis (one server per test session, flushed for each test)."""
+    redis_session.flush()
+    return redis_session.url
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis server of the test's own (it may stop it)."""
+    from tests.redis_support import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def state_url(request, tmp_path) -> str:
+    """Each state store in turn: an SQLite file in the test's directory, then a real Redis."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/state.db"
+    return request.getfixturevalue("redis_url")
