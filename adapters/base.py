@@ -206,7 +206,10 @@ class Backend:
         raise NotImplementedError
 
     # -- embeddings (optional) -------------------------------------------------------------------
-    def embeddings_request(self, req: ir.EmbeddingRequest, target: Target) -> HttpRequest:
+    def embeddings_request(self, req: ir.EmbeddingRequest, target: Target) -> HttpRequest | list[HttpRequest]:
+        """One request, or a list when the provider embeds one input (or batch) per call (Bedrock
+        Titan): the proxy sends them concurrently, parses each answer with `embeddings_response`
+        (a missing token count filled from `prompt_tokens_from_headers`) and joins them in order."""
         raise unsupported(f"provider {self.provider!r} does not offer embeddings", param="model")
 
     def embeddings_response(self, body: bytes, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from . import ir, jsonio
-from .errors import ProxyError, bad_request
+from .errors import ProxyError, bad_request, unsupported
 from .sse import NDJSONParser, SSEParser
 
 _ALNUM = string.ascii_letters + string.digits
@@ -99,6 +99,23 @@ def parse_tool_arguments(raw: str, name: str) -> dict[str, Any]:
     if value is None:
         raise bad_request(f"arguments of tool call {name!r} are not a JSON object", param="messages")
     return value
+
+
+def inline_image(img: ir.Image, provider: str, param: str) -> tuple[str, str]:
+    """(media type, base64 data) of an image given inline or as a base64 `data:` URL; a backend that
+    takes only inline images refuses other URLs (the gateway never downloads them)."""
+    if img.data is not None:
+        return img.media_type or "", img.data
+    url = img.url or ""
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise bad_request("image data URLs must be base64-encoded", param=param)
+        return header[5:].split(";")[0], data
+    raise unsupported(
+        f"the {provider} backend takes only inline images (base64 or data: URLs); image URLs are not fetched",
+        param=param,
+    )
 
 
 def tool_names_by_id(messages: list[ir.Message]) -> dict[str, str]:

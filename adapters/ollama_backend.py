@@ -43,9 +43,9 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import (FramedStreamDecoder, json_headers, merge_params, parse_tool_arguments, synth_id,
+from .common import (FramedStreamDecoder, inline_image, json_headers, merge_params, parse_tool_arguments, synth_id,
                      tool_names_by_id)
-from .errors import ProxyError, bad_request, from_upstream, looks_like_context_length, unsupported
+from .errors import ProxyError, from_upstream, looks_like_context_length, unsupported
 from .sse import NDJSONParser
 
 # --------------------------------------------------------------------------------------------------
@@ -92,18 +92,7 @@ def _think(reasoning: ir.ReasoningConfig | None, default: bool | str | None) -> 
 
 
 def _image_base64(img: ir.Image) -> str:
-    if img.data:
-        return img.data
-    url = img.url or ""
-    if url.startswith("data:"):
-        header, sep, data = url.partition(",")
-        if not sep or not header.endswith(";base64"):
-            raise bad_request("image data URLs must be base64-encoded", param="messages")
-        return data
-    raise unsupported(
-        "the ollama backend takes only inline images (base64 or data: URLs); image URLs are not fetched",
-        param="messages",
-    )
+    return inline_image(img, "ollama", "messages")[1]
 
 
 def _tool_message(res: ir.ToolResult, names: dict[str, str]) -> dict[str, Any]:

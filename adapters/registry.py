@@ -26,7 +26,12 @@ PROVIDERS = {
     "gemini": "adapters.gemini_backend:GeminiBackend",
     "cohere": "adapters.cohere_backend:CohereBackend",
     "vertex": "adapters.vertex_backend:VertexBackend",
+    "bedrock": "adapters.bedrock_backend:BedrockBackend",
 }
+
+
+# Providers whose adapter imports an optional extra's library: provider -> (extra, top-level module).
+EXTRAS = {"bedrock": ("bedrock", "botocore")}
 
 
 def _load(path: str) -> Any:
@@ -41,7 +46,13 @@ PRESET_ALIASES = "adapters.openai_backend:PRESET_PROVIDERS"
 
 def provider_class(provider: str) -> Any:
     if provider in PROVIDERS:
-        return _load(PROVIDERS[provider])
+        try:
+            return _load(PROVIDERS[provider])
+        except ImportError as exc:
+            extra, library = EXTRAS.get(provider, (None, None))
+            if extra is None or (exc.name or "").partition(".")[0] != library:
+                raise  # a broken import, not a missing extra
+            raise KeyError(f"provider {provider} needs: pip install -e '.[{extra}]' ({exc.name} is missing)") from None
     aliases = _load(PRESET_ALIASES)
     if provider in aliases:
         return _load(PROVIDERS["openai"]).for_preset(provider)

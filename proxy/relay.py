@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 JSON_TYPE = "application/json"
 DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
+EMBED_FANOUT = 8  # embedding requests in flight at once for one client request (Titan: one per input)
 EMBEDDING_OPS = frozenset({"embeddings", "embed", "batch_embed"})  # OpenAI / Ollama, Gemini's two
 
 
@@ -255,19 +256,55 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
 
 
 async def _embeddings(call: Call, dep: Deployment) -> web.Response:
-    ctx, adapter = call.ctx, dep.backend.adapter
+    ctx = call.ctx
     with client_values(call.body):
         req = call.ops.parse(call.body)
     with client_values(req):
-        http = adapter.embeddings_request(req, dep.target)
-    ex = await _open(dep, http, call)
-    data = await _read_all(ex, ctx)
-    with upstream_values(dep, None):
-        result = adapter.embeddings_response(data, req)
+        http = dep.backend.adapter.embeddings_request(req, dep.target)
+    if not isinstance(http, list):
+        result = await _embed(call, dep, http, req)
+    elif len(http) == 1:
+        result = await _embed(call, dep, http[0], req)
+    else:
+        result = await _embed_each(call, dep, http, req)
     ctx.usage = result.usage
     with upstream_values(dep, result):
         body = call.ops.render(result, ctx.client_model, req.encoding_format)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+
+
+async def _embed(call: Call, dep: Deployment, http, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
+    adapter = dep.backend.adapter
+    ex = await _open(dep, http, call)
+    data = await _read_all(ex, call.ctx)
+    with upstream_values(dep, None):
+        result = adapter.embeddings_response(data, req)
+    if result.usage is None or not result.usage.input_tokens:
+        tokens = adapter.prompt_tokens_from_headers(ex.response.headers)  # Bedrock InvokeModel
+        if tokens is not None:
+            result.usage = ir.Usage(input_tokens=tokens)
+    return result
+
+
+async def _embed_each(call: Call, dep: Deployment, https: list, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
+    """A backend that embeds one input (or batch) per request returns a list of requests: they run
+    EMBED_FANOUT at a time, the first failure cancels the rest, the answers join in order."""
+    gate = asyncio.Semaphore(EMBED_FANOUT)
+
+    async def one(http) -> ir.EmbeddingResponse:
+        async with gate:
+            return await _embed(call, dep, http, req)
+
+    tasks = [asyncio.ensure_future(one(http)) for http in https]
+    try:
+        parts = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    usages = [p.usage for p in parts if p.usage is not None]
+    usage = ir.Usage(input_tokens=sum(u.input_tokens for u in usages)) if usages else None
+    return ir.EmbeddingResponse(model=parts[0].model, data=[v for p in parts for v in p.data], usage=usage)
 
 
 # --------------------------------------------------------------------------------------------------
