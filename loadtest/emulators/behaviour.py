@@ -38,7 +38,7 @@ import asyncio
 import random
 import re
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -146,6 +146,19 @@ def last_user_text(prompt: str) -> str:
         if found:
             return found[-1].strip()
     return prompt.strip()
+
+
+def example_value(schema: Any) -> Any:
+    """A value that satisfies a simple JSON schema (first enum value, typed placeholders): the
+    arguments emulators put in the tool calls they answer with."""
+    if not isinstance(schema, dict):
+        return "Paris"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {k: example_value(v) for k, v in (schema.get("properties") or {}).items()}
+    return {"integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "Paris")
 
 
 def unit_vector(text: str, dims: int) -> list[float]:
