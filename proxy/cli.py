@@ -12,7 +12,7 @@ import tempfile
 
 from .config import ConfigError, load_config
 
-EMULATOR_FORMATS = ("openai", "anthropic", "ollama", "tgi", "llamacpp", "replicate", "gemini", "cohere", "vertex")
+EMULATOR_FORMATS = ("openai", "anthropic", "ollama", "tgi", "llamacpp", "replicate", "gemini", "cohere", "vertex", "bedrock")
 
 
 def _install_uvloop() -> None:

@@ -34,15 +34,19 @@ DEMO_MODELS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "demo-cohere": ("cohere", "cohere", "", "command-r-plus-08-2024", {"api_key": "demo"}),
     "demo-vertex-gemini": ("vertex", "vertex", "", "gemini-2.0-flash", {}),
     "demo-vertex-claude": ("vertex", "vertex", "", "claude-3-5-sonnet-v2@20241022", {}),
+    "demo-bedrock": ("bedrock", "bedrock", "", "anthropic.claude-3-5-sonnet-20241022-v2:0", {"region": "us-east-1"}),
 }
 
 TEMPLATES = {"demo-tgi": "llama3", "demo-llamacpp": "llama3", "demo-replicate": "llama3"}
 
 
 def _usable(provider: str) -> bool:
-    """Whether the gateway can serve this provider here: its auth step's optional extra (Vertex's
-    google-auth) is installed."""
-    scheme = registry.provider_class(provider).auth_scheme
+    """Whether the gateway can serve this provider here: its optional extra (Bedrock's botocore,
+    Vertex's google-auth) is installed."""
+    try:
+        scheme = registry.provider_class(provider).auth_scheme
+    except KeyError:  # the adapter itself needs the extra
+        return False
     if scheme is None:
         return True
     try:

@@ -436,6 +436,11 @@ async def invoke(request: web.Request) -> web.Response:
                                               "x-amzn-RequestId": str(uuid.uuid4())})
 
 
+def demo_credentials(app: web.Application, url: str, directory: Any) -> dict[str, str]:
+    """For `llm-proxy demo`: the backend keys of the long-term key pair this emulator knows."""
+    return {"aws_access_key_id": ACCESS_KEY_ID, "aws_secret_access_key": SECRET_ACCESS_KEY}
+
+
 def create_app(profile: LatencyProfile | None = None) -> web.Application:
     app = web.Application()
     app[PROFILE] = profile or LatencyProfile()

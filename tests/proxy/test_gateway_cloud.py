@@ -11,6 +11,7 @@ import anthropic
 import openai
 import pytest
 
+from loadtest.emulators import bedrock as bedrock_emulator
 from tests.conftest import proxy_url
 from tests.vertex_support import PROJECT, start_vertex
 
@@ -26,6 +27,10 @@ BACKENDS = {
     "cohere": ("cohere", {"provider": "cohere", "api_key": "co-test"}, "command-r-plus-08-2024", {}),
     "vertex-gemini": ("vertex", VERTEX, "gemini-2.0-flash", {}),
     "vertex-claude": ("vertex", VERTEX, "claude-3-5-sonnet-v2@20241022", {"location": "us-east5"}),
+    "bedrock": ("bedrock", {"provider": "bedrock", "region": "us-east-1", "aws_session_token": "",
+                            "aws_access_key_id": bedrock_emulator.ACCESS_KEY_ID,
+                            "aws_secret_access_key": bedrock_emulator.SECRET_ACCESS_KEY},
+                "anthropic.claude-3-5-sonnet-20241022-v2:0", {}),
 }
 SCENARIOS = {"": "", "-tools": "::tools", "-short": "::max_tokens", "-429": "::status=429,retry_after=1",
              "-500": "::status=500"}
