@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from msgspec import Struct
 
@@ -30,7 +29,7 @@ from .base import Backend, HttpRequest, Target
 from .bedrock_build import build_body, is_claude
 from .bedrock_response import chat_response, parse_error
 from .bedrock_stream import BedrockStreamDecoder
-from .common import bearer_auth, merge_params
+from .common import bearer_auth, merge_params, path_segment
 from .errors import ProxyError
 
 _REGION = re.compile(r"[a-z0-9-]{1,32}")
@@ -76,7 +75,7 @@ class BedrockBackend(Backend):
         self._headers = {"Content-Type": "application/json", **bearer_auth(self.api_key), **self.extra_headers}
 
     def _url(self, model: str, action: str) -> str:
-        return f"{self.base_url}/model/{quote(model, safe='')}/{action}"
+        return f"{self.base_url}/model/{path_segment(model)}/{action}"
 
     # -- chat -------------------------------------------------------------------------------------
     def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:

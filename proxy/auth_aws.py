@@ -36,7 +36,7 @@ AUTH_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
 
 
 class SigV4Step:
-    __slots__ = ("name", "region", "service", "_credentials", "_session", "_pending")
+    __slots__ = ("name", "region", "service", "secrets", "_credentials", "_session", "_pending")
 
     def __init__(self, name: str, adapter: Backend) -> None:
         opts = adapter.options
@@ -51,6 +51,7 @@ class SigV4Step:
         self.region: str = opts.region  # type: ignore[attr-defined]
         self.service: str = adapter.signing_name  # type: ignore[attr-defined]
         token = getattr(opts, "aws_session_token", None) or None  # "" (an unset ${VAR:-}) means none
+        self.secrets = tuple(x for x in (key, secret, token) if x)  # never in an error text
         self._credentials: Credentials | None = Credentials(key, secret, token) if key else None
         self._session = None if key else botocore.session.Session()  # reads nothing until asked
         self._pending: asyncio.Future[ReadOnlyCredentials] | None = None

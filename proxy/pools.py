@@ -45,7 +45,8 @@ class BackendRuntime:
         # host with and without port, key and configured header values (often credentials too).
         base = self.adapter.base_url
         parts = urlsplit(base)
-        secrets = {base, parts.netloc, parts.hostname or "", config.api_key or "", *config.headers.values()}
+        secrets = {base, parts.netloc, parts.hostname or "", config.api_key or "", *config.headers.values(),
+                   *getattr(self.auth, "secrets", ())}  # credentials an auth step was configured with
         self._secrets = sorted((x for x in secrets if x and len(x) >= 4), key=len, reverse=True)
         self._mark = f"<backend {name}>"
 

@@ -20,7 +20,8 @@ from .config import ConfigError
 
 
 class AuthStep(Protocol):
-    """Built once per backend as `cls(name, adapter)` (reading `adapter.options`), without I/O."""
+    """Built once per backend as `cls(name, adapter)` (reading `adapter.options`), without I/O.
+    May list `secrets` (configured credentials) that the proxy scrubs from upstream error texts."""
 
     async def apply(self, req: HttpRequest) -> None:
         """Add the auth headers to `req.headers`; raise ProxyError when no credential can be had."""

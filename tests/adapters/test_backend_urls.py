@@ -44,9 +44,12 @@ CHAT = ir.ChatRequest(model="client", messages=[ir.Message("user", [ir.Text("hi"
 EMBED_BODY = {"input": ["hi"]}
 
 
+REQUIRED_OPTIONS = {"bedrock": {"region": "us-east-1"}}  # providers whose Options have required keys
+
+
 def make(provider: str, options: dict):
     cls = registry.provider_class(provider)
-    return cls(BASE, "BACKEND-KEY", {}, cls.Options(**options))
+    return cls(BASE, "BACKEND-KEY", {}, cls.Options(**REQUIRED_OPTIONS.get(provider, {}), **options))
 
 
 def target(model: str) -> Target:
@@ -59,7 +62,8 @@ def urls_for(backend, model: str) -> list[str]:
     out = [backend.chat_request(CHAT, t).url,
            backend.chat_request(ir.ChatRequest(**{**_fields(CHAT), "stream": True}), t).url]
     try:
-        out.append(backend.embeddings_request(ir.EmbeddingRequest(model="client", input=["hi"]), t).url)
+        embed = backend.embeddings_request(ir.EmbeddingRequest(model="client", input=["hi"]), t)
+        out += [r.url for r in embed] if isinstance(embed, list) else [embed.url]  # Bedrock Titan: a list
     except ProxyError as err:
         assert err.kind == "unsupported"
     for op in _passthrough_ops(backend):

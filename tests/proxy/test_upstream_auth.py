@@ -69,3 +69,13 @@ async def test_send_signs_every_attempt_over_the_exact_path_bytes(aiohttp_server
     finally:
         await rt.close()
     assert seen == ["/model/meta.llama3-1-70b-instruct-v1%3A0/converse"] * 2
+
+
+def test_configured_aws_credentials_are_scrubbed_from_upstream_errors():
+    from adapters.bedrock_backend import BedrockOptions
+    from adapters.errors import ProxyError
+
+    options = BedrockOptions(region="us-east-1", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+    rt = BackendRuntime("b", BackendConfig(provider="bedrock"), options)
+    err = rt.scrub(ProxyError("server", f"key {KEY} with {SECRET} refused"))
+    assert KEY not in err.message and SECRET not in err.message
