@@ -18,7 +18,7 @@ from typing import Any
 
 from . import ir
 from .anthropic_request import bad_arguments, tool_id
-from .common import arguments_object
+from .common import alternating_turns, arguments_object
 from .errors import bad_request
 
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
@@ -119,24 +119,7 @@ def _part_blocks(part: ir.Part, index: int) -> list[dict[str, Any]]:
 def build_messages(req: ir.ChatRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, messages): system messages lifted, tool results in user turns (results first),
     consecutive same-role turns merged, empty turns dropped."""
-    system = [_text_block(t) for t in req.system if t.text]
-    turns: list[dict[str, Any]] = []
-    for i, msg in enumerate(req.messages):
-        if msg.role == "system":
-            system += [_text_block(p) for p in msg.parts if isinstance(p, ir.Text) and p.text]
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        blocks = [b for p in msg.parts for b in _part_blocks(p, i)]
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    for turn in turns:
-        if turn["role"] == "user":
-            # Anthropic wants a turn's tool_result blocks before any other block (stable order).
-            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+    system, turns = alternating_turns(req, _part_blocks, _text_block, lambda b: b["type"] == "tool_result")
     if req.response_format is not None and req.response_format.type == "json_object":
         system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
     return system, turns

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import ir
 from .anthropic_build import thinking
-from .common import inline_image, parse_tool_arguments
+from .common import alternating_turns, inline_image, parse_tool_arguments
 from .errors import bad_request, unsupported
 
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
@@ -85,24 +85,8 @@ def _blocks(part: ir.Part, index: int, keep_reasoning: bool) -> list[dict[str, A
 
 def build_messages(req: ir.ChatRequest, claude: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, messages) in Converse's shape."""
-    system = [{"text": t.text} for t in req.system if t.text]
-    turns: list[dict[str, Any]] = []
-    for i, msg in enumerate(req.messages):
-        if msg.role == "system":
-            system += [{"text": p.text} for p in msg.parts if isinstance(p, ir.Text) and p.text]
-            continue
-        role = "assistant" if msg.role == "assistant" else "user"
-        blocks = [b for p in msg.parts for b in _blocks(p, i, claude)]
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    for turn in turns:
-        if turn["role"] == "user":
-            turn["content"].sort(key=lambda b: "toolResult" not in b)
-    return system, turns
+    return alternating_turns(req, lambda part, i: _blocks(part, i, claude), lambda t: {"text": t.text},
+                             lambda b: "toolResult" in b)
 
 
 def _history_tools(turns: list[dict[str, Any]]) -> tuple[bool, list[str]]:

@@ -17,14 +17,12 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
+from .anthropic_response import STOP_TO_IR as ANTHROPIC_STOP_TO_IR
 from .errors import ProxyError, from_upstream, looks_like_context_length, parse_retry_after
 
+# Bedrock's stopReason values are Claude's (Anthropic's, same spelling) plus Bedrock's own.
 STOP_TO_IR: dict[str, ir.FinishReason] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
+    **ANTHROPIC_STOP_TO_IR,
     "guardrail_intervened": "content_filter",
     "content_filtered": "content_filter",
     "malformed_model_output": "error",

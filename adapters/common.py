@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
@@ -116,6 +116,36 @@ def inline_image(img: ir.Image, provider: str, param: str) -> tuple[str, str]:
         f"the {provider} backend takes only inline images (base64 or data: URLs); image URLs are not fetched",
         param=param,
     )
+
+
+def alternating_turns(
+    req: ir.ChatRequest,
+    part_blocks: Callable[[ir.Part, int], list[dict[str, Any]]],
+    text_block: Callable[[ir.Text], dict[str, Any]],
+    is_result: Callable[[dict[str, Any]], bool],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, turns) for formats whose turns must alternate user/assistant (Anthropic,
+    Bedrock Converse): system messages lifted into the system blocks, tool results in user turns
+    ahead of the turn's other blocks (stable order), consecutive same-role turns merged, turns that
+    render to no block dropped.  `part_blocks(part, message_index)` renders one part."""
+    system = [text_block(t) for t in req.system if t.text]
+    turns: list[dict[str, Any]] = []
+    for i, msg in enumerate(req.messages):
+        if msg.role == "system":
+            system += [text_block(p) for p in msg.parts if isinstance(p, ir.Text) and p.text]
+            continue
+        role = "assistant" if msg.role == "assistant" else "user"
+        blocks = [b for p in msg.parts for b in part_blocks(p, i)]
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: not is_result(b))
+    return system, turns
 
 
 def tool_names_by_id(messages: list[ir.Message]) -> dict[str, str]:

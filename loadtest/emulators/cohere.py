@@ -36,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
-                        reply_text, split_text, unit_vector, write_stream)
+                        example_value, reply_text, split_text, unit_vector, write_stream)
 
 PROFILE = web.AppKey("cohere_profile", LatencyProfile)
 RNG = web.AppKey("cohere_rng", random.Random)
@@ -184,17 +184,6 @@ def last_user_text(body: dict[str, Any]) -> str:
     return " ".join(tail)
 
 
-def _example(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "Paris"
-    if schema.get("enum"):
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "object" or "properties" in schema:
-        return {k: _example(v) for k, v in (schema.get("properties") or {}).items()}
-    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, "Paris")
-
-
 class Reply:
     """What one chat request gets under its scenario."""
 
@@ -205,7 +194,7 @@ class Reply:
         self.call: dict[str, Any] | None = None
         if uses_tool:
             fn = tools[0] if tools else {"name": "get_weather", "parameters": {}}
-            args = _example(fn.get("parameters") or {})
+            args = example_value(fn.get("parameters") or {})
             self.call = {"id": f"{fn['name']}_{uuid.uuid4().hex[:12]}", "type": "function",
                          "function": {"name": fn["name"], "arguments": json.dumps(args if isinstance(args, dict) else {})}}
         self.thinking = THINKING if b.reasoning else None

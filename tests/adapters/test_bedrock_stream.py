@@ -10,6 +10,7 @@ from adapters import bedrock_stream, ir
 from adapters.bedrock_stream import BedrockStreamDecoder
 from adapters.errors import ProxyError
 from loadtest.emulators.eventstream import event, exception, message
+from tests.adapters.stream_support import cuts
 
 
 @pytest.fixture(autouse=True)
@@ -63,17 +64,9 @@ def decode(pieces, claude=True) -> list[ir.Event]:
     return out + d.close()
 
 
-def test_whole():
-    assert decode([STREAM]) == EVENTS
-
-
-def test_bytewise():
-    assert decode([STREAM[i:i + 1] for i in range(len(STREAM))]) == EVENTS
-
-
-def test_every_split():
-    for i in range(len(STREAM) + 1):
-        assert decode([STREAM[:i], STREAM[i:]]) == EVENTS, i
+def test_whole_bytewise_and_every_split():
+    for how, pieces in cuts(STREAM):
+        assert decode(pieces) == EVENTS, how
 
 
 def test_folds_to_what_a_client_sends_back():

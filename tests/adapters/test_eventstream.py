@@ -11,6 +11,7 @@ import pytest
 from adapters.errors import ProxyError
 from adapters.eventstream import EventStreamParser
 from loadtest.emulators import eventstream as enc
+from tests.adapters.stream_support import cuts
 
 BODY = b"".join([
     enc.event("messageStart", {"role": "assistant"}),
@@ -33,17 +34,9 @@ def frames(pieces) -> list[tuple[dict, bytes]]:
     return [(f.headers, f.payload) for f in out]
 
 
-def test_whole():
-    assert frames([BODY]) == EXPECTED
-
-
-def test_bytewise():
-    assert frames([BODY[i:i + 1] for i in range(len(BODY))]) == EXPECTED
-
-
-def test_every_split():
-    for i in range(len(BODY) + 1):
-        assert frames([BODY[:i], BODY[i:]]) == EXPECTED, i
+def test_whole_bytewise_and_every_split():
+    for how, pieces in cuts(BODY):
+        assert frames(pieces) == EXPECTED, how
 
 
 def test_a_message_arrives_only_when_complete():
