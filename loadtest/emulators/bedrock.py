@@ -43,8 +43,8 @@ from typing import Any
 from aiohttp import web
 
 from . import eventstream
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, example_value,
-                        reply_text, split_text, unit_vector, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
+                        example_value, reply_text, split_text, unit_vector, write_stream)
 from .sigv4 import SigV4Error, verify
 
 PROFILE = web.AppKey("bedrock_profile", LatencyProfile)
@@ -243,10 +243,9 @@ class Reply:
         last = body["messages"][-1]
         self.text = "" if self.call else reply_text(b, " ".join(t for t in _texts(last["content"]) if t))
         self.stop_reason = "max_tokens" if b.max_tokens else ("tool_use" if self.call else "end_turn")
-        self.stop_sequence: str | None = None
-        for stop in (body.get("inferenceConfig") or {}).get("stopSequences") or []:
-            if not self.call and stop and stop in self.text:
-                self.text, self.stop_reason, self.stop_sequence = self.text[: self.text.index(stop)], "stop_sequence", stop
+        self.text, self.stop_sequence = cut_at_stop(self.text, (body.get("inferenceConfig") or {}).get("stopSequences"))
+        if self.stop_sequence is not None:
+            self.stop_reason = "stop_sequence"
         self.want_stop_sequence = "/stop_sequence" in (body.get("additionalModelResponseFieldPaths") or [])
         prompt = json.dumps(body.get("system") or []) + json.dumps(body["messages"]) + json.dumps(specs)
         self.input_tokens = b.usage_in if b.usage_in is not None else count_tokens(prompt)
