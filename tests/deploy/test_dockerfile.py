@@ -71,6 +71,16 @@ def test_multi_stage_on_slim_python_311():
     assert not any(i == "RUN" and "pip" in a for i, a in FINAL)
 
 
+def test_baked_extras_are_runtime_extras_of_the_package():
+    import tomllib
+
+    (extras,) = [a.split("=", 1)[1] for i, a in STAGES[0] if i == "ARG" and a.startswith("EXTRAS=")]
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = extras.split(",")
+    assert names and set(names) <= set(optional)
+    assert not {"test", "bench"} & set(names)  # no test tools or plotting in the image
+
+
 def test_runs_as_non_root():
     user = one("USER").split(":")[0]
     assert user not in ("0", "root")

@@ -245,6 +245,13 @@ def test_runs_as_non_root_and_the_proxy_is_pid_1(stack):
     assert stack.exec("proxy", "id", "-u").strip() == UID  # docker exec, too, is not root
 
 
+def test_the_image_carries_the_runtime_extras_and_no_test_tools(stack):
+    # Bedrock (botocore), Vertex (google-auth) and tracing (OpenTelemetry) work without a rebuild.
+    probe = ("import importlib.util as u; "
+             "print([m for m in ('botocore', 'google.auth', 'opentelemetry.sdk', 'pytest', 'openai') if u.find_spec(m)])")
+    assert stack.exec("proxy", "python", "-c", probe).strip() == "['botocore', 'google.auth', 'opentelemetry.sdk']"
+
+
 def test_healthcheck_turns_healthy_for_the_proxy_and_for_emulators(stack):
     roles = ("proxy", "emulator-openai", "emulator-anthropic", "demo")
     deadline = time.monotonic() + HEALTH_BUDGET
