@@ -27,6 +27,7 @@ from . import ir, jsonio
 from .anthropic_request import KNOWN_FIELDS, WireRequest, decode_request, messages_to_ir, request_to_ir, system_to_ir
 from .anthropic_response import WireUsage, error_body, render_message, usage_to_ir
 from .anthropic_stream import AnthropicStreamEncoder
+from .base import ApiRoute, ChatOp, CountTokensOp, InBody, ModelList, Route
 from .errors import ProxyError, bad_request
 from .sse import SSEEvent
 
@@ -66,9 +67,19 @@ class AnthropicFrontend:
 
     name: ClassVar[str] = "anthropic"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    stream_framing: ClassVar[str] = "sse"
     # Pass-through: only events containing one of these carry token counts worth decoding
     # (OpenAI chunks carry "usage":null once usage is requested).
     usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usage":{', b'"usage": {')
+
+    def routes(self) -> list[Route]:
+        return [
+            ApiRoute("/v1/messages", InBody(ChatOp("messages", self.parse_chat, self.render_chat, self.stream_encoder))),
+            ApiRoute("/v1/messages/count_tokens",
+                     InBody(CountTokensOp("count_tokens", self.count_tokens_estimate, self.render_token_count))),
+            # The SDK's models.list() sends anthropic-version; OpenAI clients on the same path do not.
+            ModelList("/v1/models", self.render_models, when_header="anthropic-version"),
+        ]
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         wire = decode_request(body)
@@ -87,6 +98,11 @@ class AnthropicFrontend:
     def render_error(self, err: ProxyError) -> tuple[int, bytes]:
         status, body = error_body(err)
         return status, jsonio.dumps(body)
+
+    def render_models(self, names: list[str]) -> bytes:
+        data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
+        return jsonio.dumps({"data": data, "has_more": False, "first_id": names[0] if names else None,
+                             "last_id": names[-1] if names else None})
 
     def render_token_count(self, n: int) -> bytes:
         """The /v1/messages/count_tokens answer for an estimate made by the gateway."""

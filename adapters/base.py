@@ -7,23 +7,26 @@ How a request flows (the proxy does the I/O, adapters only convert):
     upstream bytes --Backend.chat_response / stream_decoder().feed--> ChatResponse / [Event]
         --Frontend.render_chat / stream_encoder().feed--> client bytes
 
-When the frontend's `name` equals the backend's `family` (OpenAI client on an OpenAI-compatible
-server, Anthropic client on an Anthropic server) the proxy skips the IR entirely: it rewrites only
-`model` in the body and relays the upstream bytes (`Backend.passthrough_request`).
+Each frontend declares its routes (`Frontend.routes`: path, operation, where the model and the stream
+flag are); the proxy serves whatever the registry lists.  When the frontend is also a `Passthrough`
+and its `name` equals the backend's `family` (OpenAI client on an OpenAI-compatible server, Anthropic
+on Anthropic, Ollama on Ollama) the proxy skips the IR entirely: it rewrites only `model` in the body
+and relays the upstream bytes (`Backend.passthrough_request`).
 
 Errors: every method may raise `adapters.errors.ProxyError`; nothing else may escape for bad input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
 from . import ir
 from .errors import ProxyError, unsupported
+from .sse import SSEEvent
 
 
 @dataclass(slots=True)
@@ -90,22 +93,120 @@ class StreamEncoder(Protocol):
     def error(self, err: ProxyError) -> bytes: ...
 
 
+# --------------------------------------------------------------------------------------------------
+# Frontends: what a client format serves, declared by the format itself.  The proxy wires every route
+# a registered frontend lists and calls the typed callables below; it knows no format by name.
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOp:
+    """A generation (chat, legacy completion, Responses): body -> ChatRequest, answer -> body/stream."""
+
+    name: str  # the operation as `Backend.passthrough_request` receives it
+    parse: Callable[[bytes], ir.ChatRequest]
+    render: Callable[[ir.ChatResponse, str], bytes]  # (answer, client model) -> body
+    stream_encoder: Callable[[ir.ChatRequest, str], StreamEncoder]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsOp:
+    name: str
+    parse: Callable[[bytes], ir.EmbeddingRequest]
+    render: Callable[[ir.EmbeddingResponse, str, str | None], bytes]  # (answer, model, encoding_format)
+
+
+@dataclass(frozen=True, slots=True)
+class CountTokensOp:
+    """Forwarded as is to a backend of the frontend's own family; estimated by the gateway on any
+    other (decided per attempt, so a fallback to another family still answers a count)."""
+
+    name: str
+    estimate: Callable[[bytes], int]
+    render: Callable[[int], bytes]
+
+
+Operation = ChatOp | EmbeddingsOp | CountTokensOp
+
+
+@dataclass(frozen=True, slots=True)
+class InBody:
+    """The model (a required string) and the stream flag are top-level fields of the JSON body."""
+
+    operation: Operation
+    stream_default: bool = False  # when the body has no (boolean) stream field
+    model_field: str = "model"
+    stream_field: str = "stream"
+
+
+@dataclass(frozen=True, slots=True)
+class InUrl:
+    """The model, the operation and the stream flag are in the URL: the route's `{target}` path
+    variable and the query go through `locate` -> (model, operation name, stream)."""
+
+    operations: Mapping[str, Operation]
+    locate: Callable[[str, Mapping[str, str]], tuple[str, str, bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    """`POST path`: one API call in this format.  The client's key is read by the gateway from any of
+    the places the supported formats send one (bearer, x-api-key, x-goog-api-key, ?key=)."""
+
+    path: str  # an aiohttp path pattern; `InUrl` routes name a `{target}` variable
+    target: InBody | InUrl
+    method: str = "POST"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelList:
+    """`GET path`: the configured models (those the caller's key may use) in this format.  When two
+    formats list models on the same path, the one with `when_header` answers requests carrying it."""
+
+    path: str
+    render: Callable[[list[str]], bytes]
+    when_header: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """`GET path` with a `{model}` variable: one configured model in this format."""
+
+    path: str
+    render: Callable[[str], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StaticInfo:
+    """`GET path`: a fixed document (Ollama's /api/version)."""
+
+    path: str
+    render: Callable[[], bytes]
+
+
+Route = ApiRoute | ModelList | ModelInfo | StaticInfo
+
+
 class Frontend(Protocol):
-    """A client-facing API format (`openai`, `anthropic`)."""
+    """A client-facing API format: what it serves (`routes`) and how it reports errors."""
 
     name: ClassVar[str]
     stream_content_type: ClassVar[str]
-    usage_markers: ClassVar[tuple[bytes, ...]]  # pass-through: bytes that flag an event with usage
 
-    def parse_chat(self, body: bytes) -> ir.ChatRequest: ...
-
-    def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes: ...
-
-    def stream_encoder(self, req: ir.ChatRequest, model: str) -> StreamEncoder: ...
+    def routes(self) -> Sequence[Route]: ...
 
     def render_error(self, err: ProxyError) -> tuple[int, bytes]: ...
 
-    # Same-format pass-through: cheap usage extraction for metrics, without decoding the rest.
+
+@runtime_checkable
+class Passthrough(Protocol):
+    """A frontend whose format some backend family speaks natively (`Backend.family == name`): the
+    relay then sends the client's bytes with only the model rewritten and relays the answer's bytes,
+    reading only what metrics need.  `stream_framing` says how its streams are cut into events."""
+
+    name: ClassVar[str]
+    stream_framing: ClassVar[str]  # "sse" | "ndjson"
+    usage_markers: ClassVar[tuple[bytes, ...]]  # bytes that flag an event worth reading usage from
+
     # Both raise ProxyError("upstream_protocol") for data that is not valid JSON.
     def usage_from_body(self, body: bytes) -> ir.Usage | None: ...
 
@@ -116,33 +217,12 @@ class Frontend(Protocol):
         when the client must not see usage-only events it did not ask for (`is_usage_only`)."""
         ...
 
-    def is_stream_end(self, event: Any) -> bool:
-        """Whether this upstream SSE event ends the stream (a terminator or an in-band error)."""
+    def is_stream_end(self, event: SSEEvent) -> bool:
+        """Whether this upstream event (an NDJSON line arrives as an event's data) ends the stream:
+        a terminator or an in-band error."""
         ...
 
     def is_usage_only(self, data: bytes) -> bool: ...
-
-
-class NoPassthrough:
-    """The pass-through hooks of a frontend whose format no backend speaks natively (so every
-    request is translated and these are never consulted)."""
-
-    usage_markers: ClassVar[tuple[bytes, ...]] = ()
-
-    def usage_from_body(self, body: bytes) -> ir.Usage | None:
-        return None
-
-    def usage_from_event(self, data: bytes) -> ir.Usage | None:
-        return None
-
-    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
-        return False
-
-    def is_stream_end(self, event: Any) -> bool:
-        return False
-
-    def is_usage_only(self, data: bytes) -> bool:
-        return False
 
 
 class Backend:
@@ -152,7 +232,8 @@ class Backend:
     """
 
     provider: ClassVar[str]
-    # Wire family for byte pass-through: "openai" or "anthropic", None when the format is native.
+    # Wire family for byte pass-through: the name of the frontend that speaks this backend's API
+    # ("openai", "anthropic", "gemini", "ollama"), None when no frontend does.
     family: ClassVar[str | None] = None
     # Provider-specific config keys, decoded from the backend's config block (unknown keys rejected).
     Options: ClassVar[type[msgspec.Struct]]

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
+from .base import ApiRoute, ChatOp, CountTokensOp, EmbeddingsOp, InUrl, Operation, Route
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
 from .gemini_request import Content, parse_request, strip_models
@@ -94,8 +95,20 @@ class GeminiFrontend:
 
     name: ClassVar[str] = "gemini"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    stream_framing: ClassVar[str] = "sse"
     # Pass-through: only events containing one of these carry token counts worth decoding.
     usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usageMetadata":{', b'"usageMetadata": {')
+
+    def routes(self) -> list[Route]:
+        ops: dict[str, Operation] = {
+            "generate": ChatOp("generate", self.parse_chat, self.render_chat, self.stream_encoder),
+            "count_tokens": CountTokensOp("count_tokens", self.count_tokens_estimate, self.render_token_count),
+            "embed": EmbeddingsOp("embed", self.parse_embeddings, self.render_embeddings),
+            "batch_embed": EmbeddingsOp("batch_embed", self.parse_batch_embeddings, self.render_batch_embeddings),
+        }
+        in_url = InUrl(ops, self.request_target)
+        # POST only: GET /v1/models/{id} stays OpenAI's.
+        return [ApiRoute("/v1beta/models/{target}", in_url), ApiRoute("/v1/models/{target}", in_url)]
 
     # -- URL ----------------------------------------------------------------------------------------
     def request_target(self, path_model_action: str, query: Mapping[str, str]) -> tuple[str, str, bool]:

@@ -28,6 +28,9 @@ Quirks of the backend, and what this adapter does about them:
 - Metrics are `omitempty` in Go: a missing `prompt_eval_count` (prompt fully cached) counts as 0.
 - There is no response id: one is synthesised.
 - Errors are `{"error": "<string>"}`, also as an NDJSON line after a 200 status.
+- Ollama clients on an Ollama backend are relayed byte for byte (family "ollama"): only `model` is
+  rewritten, and the configured `keep_alive` / `think` / `num_ctx` / `options` are added where the
+  client did not set them (the body is then re-encoded).
 - `num_ctx` (backend option) matters: Ollama silently truncates prompts longer than its small
   default context window.
 """
@@ -316,7 +319,7 @@ class OllamaStream(FramedStreamDecoder):
 
 class OllamaBackend(Backend):
     provider: ClassVar[str] = "ollama"
-    family: ClassVar[str | None] = None
+    family: ClassVar[str | None] = "ollama"
     Options: ClassVar[type[msgspec.Struct]] = Options
     supported_params: ClassVar[frozenset[str]] = frozenset(
         {
@@ -463,6 +466,30 @@ class OllamaBackend(Backend):
             headers=json_headers(self.api_key, self.extra_headers),
         )
 
+    # -- same-format pass-through ---------------------------------------------------------------------
+    def passthrough_request(
+        self, op: str, body: bytes, stream: bool, target: Target, client_headers: Mapping[str, str]
+    ) -> HttpRequest:
+        if op not in _PASSTHROUGH_PATHS:
+            raise ProxyError("not_found", f"operation {op!r} is not available on Ollama backends")
+        defaults = self._configured_defaults(op)
+        if defaults:
+            body = _with_defaults(body, defaults)
+        return HttpRequest(url=self.base_url + _PASSTHROUGH_PATHS[op], body=body,
+                           headers=json_headers(self.api_key, self.extra_headers), stream=stream)
+
+    def _configured_defaults(self, op: str) -> dict[str, Any]:
+        o = self.options
+        out: dict[str, Any] = {}
+        if o.keep_alive is not None:
+            out["keep_alive"] = o.keep_alive
+        if o.think is not None and op != "embed":
+            out["think"] = o.think
+        options = {**o.options, **({"num_ctx": o.num_ctx} if o.num_ctx is not None else {})}
+        if options:
+            out["options"] = options
+        return out
+
     def embeddings_response(self, body: bytes, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
         try:
             resp = _embed_decoder.decode(body)
@@ -470,3 +497,23 @@ class OllamaBackend(Backend):
             raise ProxyError("upstream_protocol", "ollama sent an embeddings answer that cannot be parsed") from None
         usage = ir.Usage(input_tokens=resp.prompt_eval_count or 0)
         return ir.EmbeddingResponse(model=req.model, data=resp.embeddings, usage=usage)
+
+
+_PASSTHROUGH_PATHS = {"chat": "/api/chat", "generate": "/api/generate", "embed": "/api/embed"}
+
+
+def _with_defaults(body: bytes, defaults: dict[str, Any]) -> bytes:
+    """The client's body with the backend's configured fields added where the client set none
+    (`options` merged key by key, the client's keys winning)."""
+    try:
+        obj = jsonio.loads(body)
+    except jsonio.DecodeError:
+        raise bad_request("request body is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise bad_request("request body must be a JSON object")
+    for key, value in defaults.items():
+        if key == "options" and isinstance(obj.get("options"), dict):
+            obj["options"] = {**value, **obj["options"]}
+        else:
+            obj.setdefault(key, value)
+    return jsonio.dumps(obj)

@@ -23,8 +23,8 @@ choices (IR -> Ollama), checked against ollama-python's `_types.py` / `_client.p
 - `/api/tags`: one entry per configured model name, with the values a gateway can know: size 0, a
   digest derived from the name (sha256, stable across restarts), `modified_at` at the epoch, and empty
   details.  `/api/version` reports API_VERSION, a release with streamed tools, `think` and `dimensions`.
-- No same-format pass-through exists for Ollama (no backend has family "ollama"): the pass-through
-  hooks are present and inert.
+- On an Ollama backend (family "ollama") requests and NDJSON answers are relayed byte for byte (only
+  `model` rewritten); this frontend then reads only the counts of the final line, for metrics.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ import time
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+import msgspec
+
 from . import ir, jsonio
-from .base import NoPassthrough
+from .base import ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelList, Route, StaticInfo
 from .common import arguments_object
 from .errors import ProxyError
 from .ollama_request import parse_chat, parse_embed, parse_generate
+from .sse import SSEEvent
 
 __all__ = ["OllamaFrontend", "ChatStreamEncoder", "GenerateStreamEncoder", "API_VERSION"]
 
@@ -204,12 +207,26 @@ class GenerateStreamEncoder(_StreamEncoder):
 # Frontend
 
 
-class OllamaFrontend(NoPassthrough):
+class OllamaFrontend:
     """Ollama's native API for clients.  Stateless."""
 
     name: ClassVar[str] = "ollama"
     stream_content_type: ClassVar[str] = "application/x-ndjson"
-    default_stream: ClassVar[bool] = True  # Ollama streams when the request has no "stream"
+    stream_framing: ClassVar[str] = "ndjson"
+    # Pass-through: only the final line (and non-streamed answers) carry token counts.
+    usage_markers: ClassVar[tuple[bytes, ...]] = (b'"eval_count"', b'"prompt_eval_count"')
+
+    def routes(self) -> list[Route]:
+        # Ollama streams chat and generate when the request has no "stream".
+        return [
+            ApiRoute("/api/chat", InBody(ChatOp("chat", self.parse_chat, self.render_chat, self.stream_encoder),
+                                         stream_default=True)),
+            ApiRoute("/api/generate", InBody(ChatOp("generate", self.parse_completion, self.render_completion,
+                                                    self.completion_stream_encoder), stream_default=True)),
+            ApiRoute("/api/embed", InBody(EmbeddingsOp("embed", self.parse_embeddings, self.render_embeddings))),
+            ModelList("/api/tags", self.render_models),
+            StaticInfo("/api/version", self.render_version),
+        ]
 
     # -- requests ------------------------------------------------------------------------------------
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
@@ -268,6 +285,45 @@ class OllamaFrontend(NoPassthrough):
     # -- errors --------------------------------------------------------------------------------------
     def render_error(self, err: ProxyError) -> tuple[int, bytes]:
         return err.status, jsonio.dumps({"error": err.message})
+
+    # -- pass-through to Ollama backends: NDJSON lines relayed as they are ----------------------------
+    def usage_from_body(self, body: bytes) -> ir.Usage | None:
+        return _counts_of(body)
+
+    def usage_from_event(self, data: bytes) -> ir.Usage | None:
+        return _counts_of(data)
+
+    # Ollama always reports its counts in the final line: the body is never changed for metrics.
+    def prepare_passthrough(self, raw: dict[str, Any], stream: bool) -> bool:
+        return False
+
+    def is_stream_end(self, event: SSEEvent) -> bool:
+        data = event.data
+        return b'"done":true' in data or b'"done": true' in data or data.lstrip().startswith(b'{"error"')
+
+    def is_usage_only(self, data: bytes) -> bool:
+        return False
+
+
+class _Counts(msgspec.Struct):
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+
+
+_counts_decoder = jsonio.decoder(_Counts)
+
+
+def _counts_of(data: bytes) -> ir.Usage | None:
+    """The token counts of an answer or a final stream line (none on the other lines)."""
+    try:
+        c = _counts_decoder.decode(data)
+    except msgspec.ValidationError:
+        return None
+    except msgspec.DecodeError:
+        raise ProxyError("upstream_protocol", "the backend answered with invalid JSON") from None
+    if c.prompt_eval_count is None and c.eval_count is None:
+        return None
+    return ir.Usage(input_tokens=c.prompt_eval_count or 0, output_tokens=c.eval_count or 0)
 
 
 def _model_entry(name: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import time
 from typing import Any, ClassVar
 
 from . import ir, jsonio
+from .base import ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelInfo, ModelList, Route
 from .errors import ProxyError
 from .sse import SSEEvent
 from .openai_request import parse_chat, parse_completion, parse_embeddings
@@ -50,16 +51,31 @@ def _message(choice: ir.Choice) -> dict[str, Any]:
     return msg
 
 
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}
+
+
 class OpenAIFrontend:
     """OpenAI Chat Completions / Completions / Embeddings for clients.  Stateless."""
 
     name: ClassVar[str] = "openai"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    stream_framing: ClassVar[str] = "sse"
     # Pass-through: only events containing one of these carry token counts worth decoding
     # (OpenAI chunks carry "usage":null once usage is requested).
     usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usage":{', b'"usage": {')
 
     # -- requests ------------------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        return [
+            ApiRoute("/v1/chat/completions", InBody(ChatOp("chat", self.parse_chat, self.render_chat, self.stream_encoder))),
+            ApiRoute("/v1/completions", InBody(ChatOp("completions", self.parse_completion, self.render_completion,
+                                                      self.completion_stream_encoder))),
+            ApiRoute("/v1/embeddings", InBody(EmbeddingsOp("embeddings", self.parse_embeddings, self.render_embeddings))),
+            ModelList("/v1/models", self.render_models),
+            ModelInfo("/v1/models/{model:.+}", self.render_model),
+        ]
+
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         return parse_chat(body)
 
@@ -117,6 +133,12 @@ class OpenAIFrontend:
         })
 
     # -- streams -------------------------------------------------------------------------------------
+    def render_models(self, names: list[str]) -> bytes:
+        return jsonio.dumps({"object": "list", "data": [_model(n) for n in names]})
+
+    def render_model(self, name: str) -> bytes:
+        return jsonio.dumps(_model(name))
+
     def stream_encoder(self, req: ir.ChatRequest, model: str) -> ChatStreamEncoder:
         return ChatStreamEncoder(req, model)
 

@@ -1,8 +1,8 @@
 """The OpenAI Responses API (`POST /v1/responses`) as a client-facing frontend, translated through the IR.
 
 The gateway is stateless: every request carries its whole conversation in `input`, and nothing is
-stored.  There is no same-format pass-through (no backend speaks the Responses API): the
-pass-through hooks are `base.NoPassthrough`'s.  Request Structs mirror openai-python's `types/responses/
+stored.  There is no same-format pass-through (no backend speaks the Responses API), so this
+frontend is not a `base.Passthrough`.  Request Structs mirror openai-python's `types/responses/
 response_create_params.py` / `response_input_param.py`; the output side is in `openai_responses_stream`.
 
 Decisions (what the IR cannot hold, and what we do):
@@ -36,7 +36,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
-from .base import NoPassthrough
+from .base import ApiRoute, ChatOp, InBody, Route
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
 from .openai_request import image_from_url
@@ -357,11 +357,14 @@ def _output(choice: ir.Choice) -> list[dict[str, Any]]:
     return items
 
 
-class ResponsesFrontend(NoPassthrough):
+class ResponsesFrontend:
     """OpenAI Responses API for clients (`client.responses.create`, the Agents SDK).  Stateless."""
 
     name: ClassVar[str] = "openai-responses"
     stream_content_type: ClassVar[str] = "text/event-stream"
+
+    def routes(self) -> list[Route]:
+        return [ApiRoute("/v1/responses", InBody(ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder)))]
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         return parse_request(body)

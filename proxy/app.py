@@ -32,13 +32,11 @@ def create_app(cfg: Config) -> web.Application:
     app.cleanup_ctx.append(switch.lifetime)  # opens pools + readiness; closes every gateway's pools
     app.on_cleanup.append(_flush_access_log)
     app.cleanup_ctx.append(_process_sampler)
-    for path in gw.routes:
-        app.router.add_post(path, switch.api(path))
-    if "ollama" in gw.frontends:
-        app.router.add_get("/api/tags", switch.forward("ollama_tags"))
-        app.router.add_get("/api/version", switch.forward("ollama_version"))
-    app.router.add_get("/v1/models", switch.forward("models"))
-    app.router.add_get("/v1/models/{model:.+}", switch.forward("model"))
+    for method, path in gw.handlers:  # every route the registered frontends declare
+        if method == "GET":
+            app.router.add_get(path, switch.route(method, path))  # (answers HEAD too)
+        else:
+            app.router.add_route(method, path, switch.route(method, path))
     if gw.admin is not None:  # turning the admin API on needs a restart; off works with a reload
         for method, path, endpoint in gw.admin.routes():
             app.router.add_route(method, path, switch.admin(endpoint.__name__))

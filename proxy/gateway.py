@@ -1,21 +1,22 @@
-"""The Gateway: everything a worker builds once from a config (backends, router, dispatcher, frontends,
-one handler per API route, keys, metrics, tracing), and the endpoints that are not an API format's own
-(model lists, metrics, health).  A config reload builds a new Gateway (proxy/reload.py)."""
+"""The Gateway: everything a worker builds once from a config (backends, router, dispatcher, keys,
+metrics, tracing, and one handler for every route a registered frontend declares), and the endpoints
+that belong to no format (metrics, health).  A config reload builds a new Gateway (proxy/reload.py)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from adapters import jsonio, registry
+from adapters import registry
+from adapters.base import ApiRoute, Frontend, ModelInfo, ModelList, StaticInfo
 from adapters.errors import ProxyError
 
 from .config import Config
 from .context import RequestContext, new_request_id
 from .dispatch import Dispatcher
-from .handlers import API_ROUTES, ApiHandler, error_response
+from .handlers import ApiHandler, error_response
 from .admin import AdminAPI
 from .keys import KeyRing
 from .limiter import Limiter
@@ -24,6 +25,8 @@ from .pools import BackendRuntime, build_backends
 from .routing import Router, check_model_name
 from .state.base import StateStore, open_store
 from .tracing import Tracing
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Gateway:
@@ -35,14 +38,15 @@ class Gateway:
         self.router = Router(cfg, self.backends)
         self.dispatcher = Dispatcher(self.router, cfg.routing, list(self.backends))
         self.recorder = Recorder()
-        self.frontends = {name: registry.frontend(name) for name in registry.FRONTENDS}
+        self.frontends: dict[str, Frontend] = {name: registry.frontend(name) for name in registry.FRONTENDS}
         self.keys = KeyRing(cfg.auth)
         self.store, self.limiter, self.admin = self._limits(cfg)
-        self.routes = [path for path, (fname, _) in API_ROUTES.items() if fname in self.frontends]
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
         self.tracing = Tracing(cfg.tracing)
         self.log_prompts = cfg.server.log_prompts
+        # (method, path) -> handler, for every route every frontend declares.
+        self.handlers: dict[tuple[str, str], Handler] = self._build_handlers()
 
     def _limits(self, cfg: Config) -> tuple[StateStore | None, Limiter, AdminAPI | None]:
         """The state store (only when some key needs it: keys without limits never touch it, and are
@@ -59,53 +63,78 @@ class Gateway:
             admin = AdminAPI(auth.admin_key, self.keys, store, self.frontends["openai"].render_error)
         return store, Limiter(cfg.state, store, lease_ttl), admin
 
-    def api_handler(self, route: str) -> ApiHandler:
-        fname, operations = API_ROUTES[route]
-        return ApiHandler(self, route, self.frontends[fname], operations)
+    def _build_handlers(self) -> dict[tuple[str, str], Handler]:
+        handlers: dict[tuple[str, str], Handler] = {}
+        listings: dict[str, list[tuple[ModelList, Frontend]]] = {}
+        for frontend in self.frontends.values():
+            for route in frontend.routes():
+                if isinstance(route, ModelList):
+                    listings.setdefault(route.path, []).append((route, frontend))
+                    continue
+                if isinstance(route, ApiRoute):
+                    handler: Handler = ApiHandler(self, route, frontend)
+                    key = (route.method, route.path)
+                elif isinstance(route, ModelInfo):
+                    handler, key = self._model_info(route, frontend), ("GET", route.path)
+                else:
+                    handler, key = self._static(route), ("GET", route.path)
+                if key in handlers:
+                    raise ValueError(f"two frontends serve {key[0]} {key[1]}")
+                handlers[key] = handler
+        for path, listing in listings.items():
+            handlers[("GET", path)] = self._model_list(path, listing)
+        return handlers
 
-    # -- other endpoints ------------------------------------------------------------------------------
+    # -- what the frontends declare beyond their API calls ---------------------------------------------
     async def _model_names(self, request: web.Request) -> list[str]:
         """The configured models the caller's key may use."""
         key = await self.keys.authenticate(request)
         names = self.router.names()
         return names if key is None or key.allows is None else [n for n in names if key.allows(n)]
 
-    async def models(self, request: web.Request) -> web.Response:
-        try:
-            names = await self._model_names(request)
-        except ProxyError as err:
-            return error_response(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
-        if "anthropic-version" in request.headers:
-            data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
-            body = {"data": data, "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
-        else:
-            body = {"object": "list", "data": [_openai_model(n) for n in names]}
-        return web.Response(body=jsonio.dumps(body), content_type="application/json")
+    def _model_list(self, path: str, listing: list[tuple[ModelList, Frontend]]) -> Handler:
+        # A format that asks for a header answers the requests carrying it; the others fall through
+        # to the one format that asks for none.
+        by_header = [(r.when_header, r, f) for r, f in listing if r.when_header]
+        default = next(((r, f) for r, f in listing if not r.when_header), None)
 
-    async def model(self, request: web.Request) -> web.Response:
-        name = request.match_info["model"]
-        try:
-            key = await self.keys.authenticate(request)
-            check_model_name(name)
-        except ProxyError as err:
-            return error_response(self.frontends["openai"], err, RequestContext(new_request_id(), "/v1/models"))
-        if self.router.resolve(name) is None or (key is not None and not key.may_use(name)):
-            err = ProxyError("not_found", f"model {name!r} is not configured on this gateway", code="model_not_found")
-            status, body = self.frontends["openai"].render_error(err)
-            return web.Response(status=status, body=body, content_type="application/json")
-        return web.Response(body=jsonio.dumps(_openai_model(name)), content_type="application/json")
+        async def handler(request: web.Request) -> web.StreamResponse:
+            chosen = next(((r, f) for h, r, f in by_header if h in request.headers), default)
+            if chosen is None:
+                raise web.HTTPNotFound()
+            route, frontend = chosen
+            try:
+                names = await self._model_names(request)
+            except ProxyError as err:
+                return error_response(frontend, err, RequestContext(new_request_id(), path))
+            return web.Response(body=route.render(names), content_type="application/json")
 
-    async def ollama_tags(self, request: web.Request) -> web.Response:
-        try:
-            names = await self._model_names(request)
-        except ProxyError as err:
-            return error_response(self.frontends["ollama"], err, RequestContext(new_request_id(), "/api/tags"))
-        body = self.frontends["ollama"].render_models(names)
-        return web.Response(body=body, content_type="application/json")
+        return handler
 
-    async def ollama_version(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.frontends["ollama"].render_version(), content_type="application/json")
+    def _model_info(self, route: ModelInfo, frontend: Frontend) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            name = request.match_info["model"]
+            ctx = RequestContext(new_request_id(), route.path)
+            try:
+                key = await self.keys.authenticate(request)
+                check_model_name(name)
+            except ProxyError as err:
+                return error_response(frontend, err, ctx)
+            if self.router.resolve(name) is None or (key is not None and not key.may_use(name)):
+                err = ProxyError("not_found", f"model {name!r} is not configured on this gateway", code="model_not_found")
+                return error_response(frontend, err, ctx)
+            return web.Response(body=route.render(name), content_type="application/json")
 
+        return handler
+
+    @staticmethod
+    def _static(route: StaticInfo) -> Handler:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(body=route.render(), content_type="application/json")
+
+        return handler
+
+    # -- the gateway's own endpoints ----------------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:
         sample_process()
         body, content_type = exposition()
@@ -125,7 +154,3 @@ class Gateway:
         }
         ok = self.ready and all(b.session is not None for b in self.backends.values())
         return web.json_response({"status": "ready" if ok else "not ready", "backends": backends}, status=200 if ok else 503)
-
-
-def _openai_model(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "llm-proxy"}

@@ -10,16 +10,19 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from aiohttp import web
 
 from adapters import ir, jsonio
+from adapters.base import ApiRoute, ChatOp, Frontend, InBody, Operation, Passthrough
 from adapters.errors import ProxyError, bad_request
 
 from . import relay
 from .accesslog import access_line
 from .context import RequestContext, new_request_id
 from .limiter import cost_usd
-from .routing import check_model_name
+from .routing import Route, check_model_name
 from .tracing import Tracing
 
 if TYPE_CHECKING:
@@ -27,37 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llm_proxy")
 
-# Operation -> the frontend's (parse, render, stream encoder) method names.
-_CHAT = ("parse_chat", "render_chat", "stream_encoder")
-_COMPLETION = ("parse_completion", "render_completion", "completion_stream_encoder")
-_EMBED = ("parse_embeddings", "render_embeddings", None)
-_COUNT = ("parse_chat", "render_chat", None)
-_GEMINI = {
-    "generate": _CHAT,
-    "count_tokens": _COUNT,
-    "embed": _EMBED,
-    "batch_embed": ("parse_batch_embeddings", "render_batch_embeddings", None),
-}
-
-# Route -> (frontend name, operations).  A route with one operation takes the model from the body;
-# a route with several (Gemini: POST /v1beta/models/{model}:{action}) asks its frontend's
-# `request_target` for the model, the operation and whether to stream.  Routes of frontends that
-# are not installed are not served.
-API_ROUTES: dict[str, tuple[str, dict[str, tuple[str, str, str | None]]]] = {
-    "/v1/chat/completions": ("openai", {"chat": _CHAT}),
-    "/v1/completions": ("openai", {"completions": _COMPLETION}),
-    "/v1/embeddings": ("openai", {"embeddings": _EMBED}),
-    "/v1/responses": ("openai-responses", {"responses": _CHAT}),
-    "/v1/messages": ("anthropic", {"messages": _CHAT}),
-    "/v1/messages/count_tokens": ("anthropic", {"count_tokens": _COUNT}),
-    "/api/chat": ("ollama", {"chat": _CHAT}),
-    "/api/generate": ("ollama", {"completions": _COMPLETION}),
-    "/api/embed": ("ollama", {"embeddings": _EMBED}),
-    "/v1beta/models/{target}": ("gemini", _GEMINI),
-    "/v1/models/{target}": ("gemini", _GEMINI),  # POST only: GET /v1/models/{id} stays OpenAI's
-}
-
-ESTIMATE_HEADER = "x-llm-proxy-token-count"
 LOGGED_BODY_MAX = 4096
 MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
 
@@ -65,55 +37,44 @@ MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, back
 class Call:
     """One client request, parsed as far as routing needs (shared by every attempt)."""
 
-    __slots__ = ("request", "ctx", "frontend", "op", "body", "raw", "req", "ops", "tracing", "trace_headers")
+    __slots__ = ("request", "ctx", "frontend", "passthrough", "op", "body", "raw", "req", "tracing", "trace_headers")
 
-    def __init__(self, request: web.Request, ctx: RequestContext, frontend: Any, op: str, body: bytes,
-                 raw: dict[str, Any], ops: "FrontendOps", tracing: Tracing) -> None:
+    def __init__(self, request: web.Request, ctx: RequestContext, frontend: Frontend, passthrough: Passthrough | None,
+                 op: Operation, body: bytes, raw: dict[str, msgspec.Raw], tracing: Tracing) -> None:
         self.request = request
         self.ctx = ctx
         self.frontend = frontend
+        self.passthrough = passthrough  # the frontend, when some backend family speaks its format
         self.op = op
         self.body = body
         self.raw = raw  # top-level keys -> undecoded values (pass-through rewrites only `model`)
         self.req: ir.ChatRequest | None = None  # parsed lazily: pass-through never needs it
-        self.ops = ops
         self.tracing = tracing
         # Sent with every upstream attempt (an attempt's span replaces traceparent in its copy).
         self.trace_headers = tracing.upstream_headers(request.headers, ctx.request_id)
 
-    def chat_request(self) -> ir.ChatRequest:
+    def chat_request(self, op: ChatOp) -> ir.ChatRequest:
+        """The parsed request, with the model and the stream flag from wherever the route declares
+        them (a URL-addressed format has neither in its body)."""
         if self.req is None:
             with relay.client_values(self.body):
-                self.req = self.ops.parse(self.body)
-            self.req.model = self.ctx.client_model  # formats that name it in the URL leave it empty
+                self.req = op.parse(self.body)
+            self.req.model = self.ctx.client_model
+            self.req.stream = self.ctx.stream
         return self.req
 
 
-class FrontendOps:
-    """The frontend methods one route uses, bound once at start-up."""
-
-    __slots__ = ("parse", "render", "encoder")
-
-    def __init__(self, parse, render, encoder) -> None:
-        self.parse = parse
-        self.render = render
-        self.encoder = encoder
-
-
 class ApiHandler:
-    """The handler of one API route: its frontend and that frontend's methods, bound once."""
+    """The handler of one API route a frontend declares, built at start-up."""
 
-    def __init__(self, gw: Gateway, route: str, frontend: Any, operations: dict[str, tuple[str, str, str | None]]) -> None:
+    def __init__(self, gw: Gateway, route: ApiRoute, frontend: Frontend) -> None:
         self.gw = gw
         self.route = route
         self.frontend = frontend
-        self.ops = {
-            op: FrontendOps(getattr(frontend, p), getattr(frontend, r), getattr(frontend, e) if e else None)
-            for op, (p, r, e) in operations.items()
-        }
+        self.passthrough = frontend if isinstance(frontend, Passthrough) else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        route, frontend, ops = self.route, self.frontend, self.ops
+        route, frontend = self.route.path, self.frontend
         rid = request.headers.get("x-request-id")
         ctx = RequestContext(rid if rid and len(rid) <= MAX_REQUEST_ID else new_request_id(), route)
         ctx.span = self.gw.tracing.start_request(request.headers, route, ctx.request_id)
@@ -121,7 +82,7 @@ class ApiHandler:
         gauge.inc()
         resp: web.StreamResponse | None = None
         try:
-            resp = await self._serve(request, ctx, frontend, ops)
+            resp = await self._serve(request, ctx)
         except ProxyError as err:
             resp = error_response(frontend, err, ctx)
         except (asyncio.CancelledError, ConnectionError):
@@ -140,9 +101,8 @@ class ApiHandler:
             self.gw.tracing.end_request(ctx.span, ctx.status, ctx.client_model, ctx.error_kind)
         return resp
 
-    async def _serve(self, request: web.Request, ctx: RequestContext, frontend: Any,
-                     ops: dict[str, FrontendOps]) -> web.StreamResponse:
-        ctx.frontend_name = frontend.name
+    async def _serve(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+        ctx.frontend_name = self.frontend.name
         gw = self.gw
         key = await gw.keys.authenticate(request)
         if key is not None:
@@ -154,17 +114,7 @@ class ApiHandler:
             raw = jsonio.top_level_raw(body)
         except (jsonio.DecodeError, jsonio.ValidationError):
             raise bad_request("the request body is not a valid JSON object") from None
-        if len(ops) == 1:
-            ((op, op_methods),) = ops.items()
-            model = _top_level(raw, "model", str)
-            if model is None:
-                raise bad_request("missing required field 'model' (a string)", param="model")
-            stream = _top_level(raw, "stream", bool)
-            ctx.stream = getattr(frontend, "default_stream", False) if stream is None else stream
-        else:  # model, operation and streaming are in the URL
-            model, op, ctx.stream = frontend.request_target(request.match_info["target"], request.query)
-            op_methods = ops[op]
-            ctx.route = f"{ctx.route.split('{', 1)[0]}*:{op}"
+        model, op = self._locate(request, raw, ctx)
         ctx.client_model = check_model_name(model)  # before anything stores, logs or forwards it
         if key is not None and not key.may_use(model):
             if key.source == "admin":  # a run-time key may have been widened on another replica
@@ -178,10 +128,10 @@ class ApiHandler:
             raise ProxyError("not_found", f"model {model!r} is not configured on this gateway", param="model", code="model_not_found")
         ctx.model_label = route.config.name
         ctx.price = route.config.price
-        call = Call(request, ctx, frontend, op, body, raw, op_methods, gw.tracing)
+        call = Call(request, ctx, self.frontend, self.passthrough, op, body, raw, gw.tracing)
         if key is None or not key.limited:
             return await self._call(call, route)
-        ticket = await gw.limiter.admit(key, ctx, op, body, raw, route.config.max_tokens, ctx.price, gw.keys.refresh)
+        ticket = await gw.limiter.admit(key, ctx, op.name, body, raw, route.config.max_tokens, ctx.price, gw.keys.refresh)
         if ticket is None:  # state store down and on_error: open
             return await self._call(call, route)
         outcome = "error"
@@ -197,18 +147,22 @@ class ApiHandler:
         finally:
             await gw.limiter.settle(ticket, ctx, outcome)
 
-    async def _call(self, call: Call, route) -> web.StreamResponse:
-        if call.op == "count_tokens" and route.deployments[0].backend.family != call.frontend.name:
-            return self._estimate_tokens(call)
+    async def _call(self, call: Call, route: Route) -> web.StreamResponse:
         return await self.gw.dispatcher.dispatch(call, route)
 
-    def _estimate_tokens(self, call: Call) -> web.Response:
-        frontend = call.frontend
-        with relay.client_values(call.body):
-            n = frontend.count_tokens_estimate(call.body)
-        headers = {"x-request-id": call.ctx.request_id, "Server-Timing": call.ctx.server_timing(),
-                   ESTIMATE_HEADER: "estimate", **call.ctx.extra_headers}
-        return web.Response(body=frontend.render_token_count(n), content_type="application/json", headers=headers)
+    def _locate(self, request: web.Request, raw: dict[str, msgspec.Raw], ctx: RequestContext) -> tuple[str, Operation]:
+        """The model and the operation, from where the route declares them; sets `ctx.stream`."""
+        where = self.route.target
+        if isinstance(where, InBody):
+            model = _top_level(raw, where.model_field, str)
+            if model is None:
+                raise bad_request(f"missing required field '{where.model_field}' (a string)", param=where.model_field)
+            stream = _top_level(raw, where.stream_field, bool)
+            ctx.stream = where.stream_default if stream is None else stream
+            return model, where.operation
+        model, name, ctx.stream = where.locate(request.match_info["target"], request.query)
+        ctx.route = f"{ctx.route.split('{', 1)[0]}*:{name}"
+        return model, where.operations[name]
 
     async def _read_body(self, request: web.Request) -> bytes:
         if request.content_length is not None and request.content_length > self.gw.max_body:
@@ -241,7 +195,7 @@ class ApiHandler:
         access_line(ctx, total, added, ttft)
 
 
-def error_response(frontend: Any, err: ProxyError, ctx: RequestContext) -> web.Response:
+def error_response(frontend: Frontend, err: ProxyError, ctx: RequestContext) -> web.Response:
     """`err` in the caller's own format, with the request id and (if one was tried) the deployment."""
     ctx.error_kind = err.kind
     status, body = frontend.render_error(err)
@@ -258,7 +212,7 @@ def _forbidden(model: str) -> ProxyError:
     return ProxyError("permission", f"this API key may not use model {model!r}", param="model", code="model_not_allowed")
 
 
-def _top_level(raw: dict[str, Any], key: str, typ: type) -> Any:
+def _top_level(raw: dict[str, msgspec.Raw], key: str, typ: type) -> Any:
     value = raw.get(key)
     if value is None:
         return None

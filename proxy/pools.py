@@ -38,7 +38,7 @@ class BackendRuntime:
             self.adapter: Backend = cls(config.base_url or "", config.api_key, config.headers, options)
         except ValueError as exc:  # an adapter refusing its options (e.g. an unknown preset)
             raise ConfigError(f"backends.{name}: {exc}") from None
-        self.family: str | None = getattr(self.adapter, "family", None)
+        self.family: str | None = self.adapter.family
         self.auth = upstream_auth.build(name, self.adapter)  # signing / token step, or None
         self.session: aiohttp.ClientSession | None = None
         # What must never reach a client or a log in an upstream's error text, longest first: its URL,

@@ -7,8 +7,8 @@ later failure becomes an in-stream error event in the client's format and the st
 
 Two paths:
 - pass-through (frontend format == backend family): the body is the client's bytes with only
-  `model` rewritten; the answer's bytes are relayed as they come (SSE re-framed event by event, never
-  decoded except to read usage for metrics);
+  `model` rewritten; the answer's bytes are relayed as they come (SSE re-framed event by event, NDJSON
+  lines as they are, never decoded except to read usage for metrics);
 - translated: client format -> IR -> backend format, and back, with one stream decoder (backend ->
   IR events) and one stream encoder (IR -> client events) per request.  Each upstream read is
   translated and written as soon as it arrives: nothing buffers the whole stream.
@@ -26,10 +26,10 @@ import msgspec
 from aiohttp import web
 
 from adapters import ir, jsonio
-from adapters.base import FollowUp
+from adapters.base import ChatOp, CountTokensOp, EmbeddingsOp, FollowUp, Passthrough, StreamEncoder
 from adapters.errors import ProxyError, bad_request
 from adapters.params import DROPPED_HEADER, apply_policy
-from adapters.sse import SSEParser, encode_event
+from adapters.sse import NDJSONParser, SSEEvent, SSEParser, encode_event
 
 from .context import RequestContext
 from .routing import Deployment
@@ -42,7 +42,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 JSON_TYPE = "application/json"
 DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
 EMBED_FANOUT = 8  # embedding requests in flight at once for one client request (Titan: one per input)
-EMBEDDING_OPS = frozenset({"embeddings", "embed", "batch_embed"})  # OpenAI / Ollama, Gemini's two
+ESTIMATE_HEADER = "x-llm-proxy-token-count"  # set on a token count the gateway estimated
 
 
 def response_headers(ctx: RequestContext, dep: Deployment | None) -> dict[str, str]:
@@ -81,19 +81,31 @@ async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
 
 
 async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
-    if dep.backend.family is not None and dep.backend.family == call.frontend.name:
-        return await _passthrough(call, dep)
-    if call.op in EMBEDDING_OPS:
-        return await _embeddings(call, dep)
-    return await _translated(call, dep)
+    """Decided per attempt: a fallback may land on a deployment of another family."""
+    op, dialect = call.op, call.passthrough
+    if dialect is not None and dep.backend.family == dialect.name:
+        return await _passthrough(call, dep, dialect)
+    if isinstance(op, CountTokensOp):
+        return _estimate_tokens(call, dep, op)
+    if isinstance(op, EmbeddingsOp):
+        return await _embeddings(call, dep, op)
+    return await _translated(call, dep, op)
+
+
+def _estimate_tokens(call: Call, dep: Deployment, op: CountTokensOp) -> web.Response:
+    """A token count for a backend that cannot count in the client's format: the frontend estimates."""
+    with client_values(call.body):
+        n = op.estimate(call.body)
+    headers = {**response_headers(call.ctx, dep), ESTIMATE_HEADER: "estimate"}
+    return web.Response(body=op.render(n), content_type=JSON_TYPE, headers=headers)
 
 
 # --------------------------------------------------------------------------------------------------
 # Pass-through
 
 
-async def _passthrough(call: Call, dep: Deployment) -> web.StreamResponse:
-    ctx, adapter, frontend = call.ctx, dep.backend.adapter, call.frontend
+async def _passthrough(call: Call, dep: Deployment, frontend: Passthrough) -> web.StreamResponse:
+    ctx, adapter = call.ctx, dep.backend.adapter
     raw = dict(call.raw)
     # Formats that name the model in the URL (Gemini) have none in the body; the backend puts
     # target.model in the URL instead.
@@ -106,24 +118,28 @@ async def _passthrough(call: Call, dep: Deployment) -> web.StreamResponse:
     # metrics); it then tells us to hide those usage-only events from the client.
     hide_usage = frontend.prepare_passthrough(raw, ctx.stream)
     body = jsonio.encode_raw_object(raw) if changed or hide_usage else call.body
-    http = adapter.passthrough_request(call.op, body, ctx.stream, dep.target, call.request.headers)
+    http = adapter.passthrough_request(call.op.name, body, ctx.stream, dep.target, call.request.headers)
     ex = await _open(dep, http, call)
     if not ctx.stream:
         data = await _read_all(ex, ctx)
         ctx.usage = frontend.usage_from_body(data)  # also refuses a body that is not valid JSON
         return web.Response(body=data, status=ex.status, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
-    return await _pump(call, dep, ex, _SSEPassthrough(call, dep, hide_usage))
+    if not isinstance(call.op, ChatOp):
+        raise ProxyError("server", f"operation {call.op.name!r} does not stream")
+    return await _pump(call, dep, ex, _Relay(call, dep, frontend, call.op, hide_usage))
 
 
-class _SSEPassthrough:
-    """Upstream SSE bytes -> the same events re-framed for the client, reading only what metrics need
-    (usage) and what tells a finished stream from a truncated one."""
+class _Relay:
+    """Upstream stream bytes -> the same events re-framed for the client (SSE events, or NDJSON lines
+    byte for byte), reading only what metrics need (usage) and what tells a finished stream from a
+    truncated one."""
 
-    __slots__ = ("frontend", "ctx", "hide_usage", "parser", "ended", "backend")
+    __slots__ = ("frontend", "op", "ctx", "hide_usage", "parser", "ndjson", "ended", "backend")
 
-    def __init__(self, call: Call, dep: Deployment, hide_usage: bool) -> None:
-        self.frontend, self.ctx, self.hide_usage = call.frontend, call.ctx, hide_usage
-        self.parser = SSEParser()
+    def __init__(self, call: Call, dep: Deployment, frontend: Passthrough, op: ChatOp, hide_usage: bool) -> None:
+        self.frontend, self.op, self.ctx, self.hide_usage = frontend, op, call.ctx, hide_usage
+        self.ndjson = frontend.stream_framing == "ndjson"
+        self.parser: SSEParser | NDJSONParser = NDJSONParser() if self.ndjson else SSEParser()
         self.ended = False
         self.backend = dep.backend
 
@@ -136,10 +152,11 @@ class _SSEPassthrough:
             raise ProxyError("upstream_protocol", f"backend {self.backend.name!r} ended the stream early")
         return out
 
-    def _relay(self, events) -> bytes:
+    def _relay(self, frames: list[SSEEvent] | list[bytes]) -> bytes:
         frontend = self.frontend
         out = []
-        for ev in events:
+        for frame in frames:
+            ev = SSEEvent(frame) if isinstance(frame, bytes) else frame
             data = ev.data
             if any(marker in data for marker in frontend.usage_markers):
                 usage = frontend.usage_from_event(data)
@@ -150,29 +167,29 @@ class _SSEPassthrough:
             if frontend.is_stream_end(ev):
                 self.ended = True
                 data = self.backend.scrub_bytes(data)  # an in-band error may quote the backend
-            out.append(encode_event(data, ev.event))
+            out.append(data + b"\n" if self.ndjson else encode_event(data, ev.event))
         return b"".join(out)
 
-    def error_encoder(self):
+    def error_encoder(self) -> StreamEncoder:
         model = self.ctx.client_model
-        return self.frontend.stream_encoder(ir.ChatRequest(model=model), model)
+        return self.op.stream_encoder(ir.ChatRequest(model=model), model)
 
 
 # --------------------------------------------------------------------------------------------------
 # Translated
 
 
-async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
+async def _translated(call: Call, dep: Deployment, op: ChatOp) -> web.StreamResponse:
     ctx, adapter, target = call.ctx, dep.backend.adapter, dep.target
     # Each attempt gets its own shallow copy: the policy may drop different fields per backend.
-    req = msgspec.structs.replace(call.chat_request())
+    req = msgspec.structs.replace(call.chat_request(op))
     ctx.dropped = apply_policy(req, adapter.supported_params_for(target), target.unsupported_params, dep.backend.provider)
     with client_values(req):
         http = adapter.chat_request(req, target)
     while True:
         ex = await _open(dep, http, call)
         if http.stream:
-            return await _relay_translated(call, dep, req, ex)
+            return await _relay_translated(call, dep, op, req, ex)
         data = await _read_all(ex, ctx)
         with upstream_values(dep, None):
             result = adapter.chat_response(data, req, target)
@@ -185,13 +202,14 @@ async def _translated(call: Call, dep: Deployment) -> web.StreamResponse:
         http = result.request
     ctx.usage = result.usage
     with upstream_values(dep, result):
-        body = call.ops.render(result, ctx.client_model)
+        body = op.render(result, ctx.client_model)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 
-async def _relay_translated(call: Call, dep: Deployment, req: ir.ChatRequest, ex: Exchange) -> web.StreamResponse:
+async def _relay_translated(call: Call, dep: Deployment, op: ChatOp, req: ir.ChatRequest,
+                            ex: Exchange) -> web.StreamResponse:
     decoder = dep.backend.adapter.stream_decoder(req, dep.target)
-    return await _pump(call, dep, ex, _Translation(decoder, call.ops.encoder(req, call.ctx.client_model), call.ctx))
+    return await _pump(call, dep, ex, _Translation(decoder, op.stream_encoder(req, call.ctx.client_model), call.ctx))
 
 
 class _Translation:
@@ -255,10 +273,10 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
     return resp
 
 
-async def _embeddings(call: Call, dep: Deployment) -> web.Response:
+async def _embeddings(call: Call, dep: Deployment, op: EmbeddingsOp) -> web.Response:
     ctx = call.ctx
     with client_values(call.body):
-        req = call.ops.parse(call.body)
+        req = op.parse(call.body)
     with client_values(req):
         http = dep.backend.adapter.embeddings_request(req, dep.target)
     if not isinstance(http, list):
@@ -269,7 +287,7 @@ async def _embeddings(call: Call, dep: Deployment) -> web.Response:
         result = await _embed_each(call, dep, http, req)
     ctx.usage = result.usage
     with upstream_values(dep, result):
-        body = call.ops.render(result, ctx.client_model, req.encoding_format)
+        body = op.render(result, ctx.client_model, req.encoding_format)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 

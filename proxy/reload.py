@@ -29,19 +29,20 @@ Handler = Callable[[web.Request], "asyncio.Future[web.StreamResponse]"]
 class GatewaySwitch:
     def __init__(self, gw: Gateway) -> None:
         self.current = gw
-        self._handlers: dict[int, dict[str, Handler]] = {id(gw): _api_handlers(gw)}
         self._active: dict[int, int] = {id(gw): 0}
         self._idle: dict[int, asyncio.Event] = {}
         self._retiring: dict[asyncio.Task, Gateway] = {}
 
     # -- routing through the current gateway ------------------------------------------------------
-    def api(self, path: str) -> Handler:
+    def route(self, method: str, path: str) -> Handler:
+        """A route some frontend declares, served by whichever gateway is current."""
+
         async def handler(request: web.Request) -> web.StreamResponse:
             gw = self.current
             key = id(gw)
             self._active[key] += 1
             try:
-                return await self._handlers[key][path](request)
+                return await gw.handlers[(method, path)](request)
             finally:
                 self._active[key] -= 1
                 if not self._active[key] and key in self._idle:
@@ -50,7 +51,7 @@ class GatewaySwitch:
         return handler
 
     def forward(self, method: str) -> Handler:
-        """A non-API endpoint (models, metrics, health) of whichever gateway is current."""
+        """An endpoint of the gateway itself (metrics, health) of whichever gateway is current."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
             return await getattr(self.current, method)(request)
@@ -88,7 +89,6 @@ class GatewaySwitch:
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old config: a reload must not kill the server
             log.error("config reload refused, keeping the running config: %s", exc)
             return False
-        self._handlers[id(new)] = _api_handlers(new)
         self._active[id(new)] = 0
         _open(new)
         old, self.current = self.current, new
@@ -108,12 +108,7 @@ class GatewaySwitch:
         finally:
             await _close(old)
             self._idle.pop(key, None)
-            self._handlers.pop(key, None)
             self._active.pop(key, None)
-
-
-def _api_handlers(gw: Gateway) -> dict[str, Handler]:
-    return {path: gw.api_handler(path) for path in gw.routes}
 
 
 def _open(gw: Gateway) -> None:

@@ -89,7 +89,7 @@ class Router:
                     options: dict | None = None) -> Deployment:
         runtime = backends[d.backend]
         template = None
-        if getattr(runtime.adapter, "uses_chat_template", False):
+        if runtime.adapter.uses_chat_template:
             from adapters import chat_templates
 
             try:

@@ -302,7 +302,7 @@ def test_declared_params():
         assert name not in OllamaBackend.supported_params
     assert OllamaBackend.renamed_params["max_tokens"] == "options.num_predict"
     assert OllamaBackend.renamed_params["repetition_penalty"] == "options.repeat_penalty"
-    assert OllamaBackend.provider == "ollama" and OllamaBackend.family is None
+    assert OllamaBackend.provider == "ollama" and OllamaBackend.family == "ollama"  # Ollama clients pass through
 
 
 def test_options_reject_unknown_keys():
@@ -594,3 +594,33 @@ def test_an_ollama_clients_own_fields_reach_an_ollama_backend(source, forwarded)
         assert body["options"] == {"temperature": 0.3, "num_ctx": 8192, "mirostat": 2}
     else:
         assert "keep_alive" not in body and "suffix" not in body and "num_ctx" not in body["options"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Same-format pass-through
+
+
+@pytest.mark.parametrize("op,path", [("chat", "/api/chat"), ("generate", "/api/generate"), ("embed", "/api/embed")])
+def test_passthrough_keeps_the_body_bytes(op, path):
+    body = b'{"model":"llama3:8b","messages":[],"stream":true}'
+    http = OllamaBackend("http://h:11434", "k", {"x-extra": "1"}, Options()).passthrough_request(
+        op, body, True, Target(model="llama3:8b"), {})
+    assert (http.url, http.body, http.stream) == ("http://h:11434" + path, body, True)
+    assert http.headers["authorization"] == "Bearer k" and http.headers["x-extra"] == "1"
+
+
+def test_passthrough_adds_configured_fields_the_client_did_not_set():
+    backend = OllamaBackend("http://h", None, {}, Options(keep_alive="1m", think=True, num_ctx=8192,
+                                                          options={"num_gpu": 1}))
+    http = backend.passthrough_request("chat", b'{"model":"m","keep_alive":0,"options":{"num_ctx":4096}}', False,
+                                       Target(model="m"), {})
+    assert jsonio.loads(http.body) == {"model": "m", "keep_alive": 0, "think": True,
+                                       "options": {"num_gpu": 1, "num_ctx": 4096}}
+    embed = jsonio.loads(backend.passthrough_request("embed", b'{"model":"m"}', False, Target(model="m"), {}).body)
+    assert "think" not in embed and embed["options"] == {"num_gpu": 1, "num_ctx": 8192}
+
+
+def test_passthrough_unknown_operation_is_not_found():
+    with pytest.raises(ProxyError) as exc:
+        OllamaBackend("http://h", None, {}, Options()).passthrough_request("tags", b"{}", False, Target(model="m"), {})
+    assert exc.value.kind == "not_found"

@@ -8,10 +8,11 @@ import pytest
 from ollama import _types as ot
 
 from adapters import ir
+from adapters.base import ApiRoute
 from adapters.errors import KINDS, ProxyError
 from adapters.ollama_backend import OllamaStream
 from adapters.ollama_frontend import OllamaFrontend
-from adapters.sse import NDJSONParser
+from adapters.sse import NDJSONParser, SSEEvent
 
 F = OllamaFrontend()
 REQ = ir.ChatRequest(model="m", stream=True)
@@ -27,11 +28,28 @@ def lines(data: bytes) -> list[dict]:
     return [orjson.loads(line) for line in data.split(b"\n")[:-1]]
 
 
-def test_class_attributes_and_inert_passthrough_hooks():
-    assert (F.name, F.stream_content_type, F.default_stream) == ("ollama", "application/x-ndjson", True)
-    assert F.usage_from_body(b'{"eval_count": 3}') is None and F.usage_from_event(b"{}") is None
-    assert F.prepare_passthrough({}, True) is False
-    assert F.is_stream_end(object()) is False and F.is_usage_only(b"{}") is False
+def test_routes_declare_streaming_by_default_for_generation_only():
+    assert (F.name, F.stream_content_type, F.stream_framing) == ("ollama", "application/x-ndjson", "ndjson")
+    api = {r.path: r.target for r in F.routes() if isinstance(r, ApiRoute)}
+    assert set(api) == {"/api/chat", "/api/generate", "/api/embed"}
+    assert [api[p].operation.name for p in sorted(api)] == ["chat", "embed", "generate"]
+    assert api["/api/chat"].stream_default is True and api["/api/generate"].stream_default is True
+    assert api["/api/embed"].stream_default is False  # an embedding is one JSON answer
+    assert {(type(r).__name__, r.path) for r in F.routes() if not isinstance(r, ApiRoute)} == {
+        ("ModelList", "/api/tags"), ("StaticInfo", "/api/version")}
+
+
+def test_passthrough_dialect_reads_only_final_counts():
+    assert F.usage_from_body(b'{"done":true,"prompt_eval_count":4,"eval_count":3}') == ir.Usage(4, 3)
+    assert F.usage_from_body(b'{"embeddings":[[0.1]],"prompt_eval_count":2}') == ir.Usage(input_tokens=2)
+    assert F.usage_from_event(b'{"message":{"content":"x"},"done":false}') is None
+    with pytest.raises(ProxyError) as exc:
+        F.usage_from_event(b'{"done":tr')
+    assert exc.value.kind == "upstream_protocol"
+    assert F.prepare_passthrough({}, True) is False and F.is_usage_only(b"{}") is False
+    assert F.is_stream_end(SSEEvent(b'{"model":"m","done":true,"done_reason":"stop"}'))
+    assert F.is_stream_end(SSEEvent(b'{"error":"boom"}'))
+    assert not F.is_stream_end(SSEEvent(b'{"model":"m","message":{"content":"done"},"done":false}'))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import pytest
 from openai.types.responses import Response
 
 from adapters import ir
+from adapters.base import Passthrough
 from adapters.errors import KINDS, ProxyError
 from adapters.openai_responses_frontend import ResponsesFrontend
 
@@ -298,8 +299,9 @@ def test_render_error_in_openai_shape(kind):
     assert status == KINDS[kind] and err["message"] == "boom" and err["param"] == "p" and isinstance(err["type"], str)
 
 
-def test_passthrough_hooks_are_inert():
-    assert F.usage_markers == () and F.name == "openai-responses"
-    assert F.usage_from_body(b"{}") is None and F.usage_from_event(b"{}") is None
-    assert F.prepare_passthrough({}, True) is False
-    assert F.is_stream_end(object()) is False and F.is_usage_only(b"{}") is False
+def test_one_route_and_no_passthrough():
+    """No backend speaks the Responses API, so the frontend offers no pass-through dialect."""
+    assert F.name == "openai-responses" and not isinstance(F, Passthrough)
+    (route,) = F.routes()
+    assert route.path == "/v1/responses" and route.target.operation.name == "responses"
+    assert route.target.stream_default is False

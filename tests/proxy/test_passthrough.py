@@ -15,9 +15,10 @@ from tests.conftest import proxy_url
 class Capture:
     """A fake upstream that records what reached it and answers with a canned body."""
 
-    def __init__(self, answer: dict, stream: list[bytes] | None = None) -> None:
+    def __init__(self, answer: dict, stream: list[bytes] | None = None, content_type: str = "text/event-stream") -> None:
         self.answer = answer
         self.stream = stream
+        self.content_type = content_type
         self.requests: list[tuple[str, CIMultiDict[str], bytes]] = []
 
     def app(self) -> web.Application:
@@ -30,7 +31,7 @@ class Capture:
         self.requests.append((request.path, CIMultiDict(request.headers), body))
         if self.stream is None:
             return web.json_response(self.answer)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        resp = web.StreamResponse(headers={"Content-Type": self.content_type})
         await resp.prepare(request)
         for event in self.stream:
             await resp.write(event)
@@ -175,3 +176,64 @@ async def test_backend_url_and_key_scrubbed_from_upstream_error_text(aiohttp_ser
     for out in (text, streamed):
         assert key not in out and str(up.port) not in out and "127.0.0.1" not in out
     assert "<backend b>" in text and "<backend b>" in streamed
+
+
+OLLAMA_LINES = [
+    b'{"model":"llama3.1:8b","created_at":"2026-01-01T00:00:00.000001Z","message":{"role":"assistant",'
+    b'"content":"Hel"},"done":false,"vendor_extra":1}\n',
+    b'{"model":"llama3.1:8b","created_at":"2026-01-01T00:00:00.000002Z","message":{"role":"assistant","content":"lo"},',
+    b'"done":false}\n{"model":"llama3.1:8b","created_at":"2026-01-01T00:00:00.000003Z","message":{"role":"assistant",'
+    b'"content":""},"done":true,"done_reason":"stop","total_duration":5,"prompt_eval_count":7,"eval_count":2}\n',
+]
+
+
+async def test_ollama_ndjson_stream_relayed_byte_for_byte(aiohttp_server, start_proxy):
+    """Ollama client on an Ollama backend: the request reaches it with only `model` rewritten and the
+    NDJSON lines reach the client exactly as sent (unknown fields, timestamps, durations included)."""
+    cap = Capture({}, stream=OLLAMA_LINES, content_type="application/x-ndjson")
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"ol": {"provider": "ollama", "base_url": str(up.make_url(""))}},
+        "models": [{"name": "llama", "backend": "ol", "model": "llama3.1:8b"}],
+    })
+    sent = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "options": {"num_ctx": 4096},
+            "keep_alive": "5m", "format": "json"}  # no "stream": Ollama streams by default
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/api/chat"), json=sent) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "application/x-ndjson"
+            assert r.headers["x-llm-proxy-deployment"]
+            got = await r.read()
+    assert got == b"".join(OLLAMA_LINES)
+    path, _, body = cap.requests[0]
+    assert path == "/api/chat" and json.loads(body) == {**sent, "model": "llama3.1:8b"}
+
+
+async def test_ollama_truncated_ndjson_stream_ends_with_an_error_line(aiohttp_server, start_proxy):
+    cap = Capture({}, stream=OLLAMA_LINES[:1], content_type="application/x-ndjson")
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"ol": {"provider": "ollama", "base_url": str(up.make_url(""))}},
+        "models": [{"name": "llama", "backend": "ol", "model": "llama3.1:8b"}],
+    })
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/api/chat"), json={"model": "llama", "messages": []}) as r:
+            got = await r.read()
+    first, last = got.rstrip(b"\n").split(b"\n")
+    assert first + b"\n" == OLLAMA_LINES[0]
+    assert "ended the stream early" in json.loads(last)["error"]
+
+
+async def test_ollama_embed_passes_through_as_one_answer(aiohttp_server, start_proxy):
+    answer = {"model": "nomic-embed-text", "embeddings": [[0.5, -0.25]], "prompt_eval_count": 3, "vendor": "x"}
+    cap = Capture(answer)
+    up = await aiohttp_server(cap.app())
+    server = await start_proxy({
+        "backends": {"ol": {"provider": "ollama", "base_url": str(up.make_url(""))}},
+        "models": [{"name": "emb", "backend": "ol", "model": "nomic-embed-text"}],
+    })
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/api/embed"), json={"model": "emb", "input": "hi"}) as r:
+            assert r.status == 200
+            assert await r.json() == answer
+    assert cap.requests[0][0] == "/api/embed"
+
