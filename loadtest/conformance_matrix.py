@@ -19,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
+from loadtest.emulators.bedrock import ACCESS_KEY_ID as BEDROCK_KEY_ID
+from loadtest.emulators.bedrock import SECRET_ACCESS_KEY as BEDROCK_SECRET
 from proxy.app import create_app
 from proxy.config import load_config_dict
 from proxy.conformance.http import Target
@@ -40,6 +42,8 @@ BACKENDS: dict[str, tuple[str, str, dict[str, Any], str, dict[str, Any], bool]] 
     "llamacpp": ("llamacpp", "", {}, "llama-3.1-8b", {"chat_template": "llama3"}, False),
     "replicate": ("replicate", "", {"api_key": "r8_test", "poll_interval": 0.02}, "meta/meta-llama-3-8b-instruct",
                   {"chat_template": "llama3"}, False),
+    "bedrock": ("bedrock", "", {"region": "us-east-1", "aws_access_key_id": BEDROCK_KEY_ID,
+                                "aws_secret_access_key": BEDROCK_SECRET}, "anthropic.claude-3-5-sonnet-20241022-v2:0", {}, True),
 }
 FACES = {"openai": "/v1", "anthropic": ""}
 EMULATED = {"openai": ("openai", "/v1", "emulated-gpt", None), "anthropic": ("anthropic", "", "claude-sonnet-4-5", "k")}

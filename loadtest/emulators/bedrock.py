@@ -15,11 +15,13 @@ fields, a first user turn, alternating roles, one member per content block, no b
 `toolConfig` required with toolUse/toolResult blocks, toolResult ids answering the previous turn's
 toolUse ids, valid toolUseIds.  Errors are `{"message"}` with the exception in `x-amzn-ErrorType`.
 
-Replies: `echo: <last user text>` (toolResult text counts as user text); a stop sequence found in
-the reply cuts it (stopReason stop_sequence, and `additionalModelResponseFields.stop_sequence` when
-`/stop_sequence` is asked for); a toolUse to the first tool under `tools` or toolChoice any/tool;
-with `reasoning`, a reasoningContent block first (with a signature for Anthropic models).  Stream
-events carry a random `p` padding field, as Bedrock's do.
+Replies: `echo: <last user text>` (toolResult text counts as user text), cut before a stop
+sequence (stopReason stop_sequence, and `additionalModelResponseFields.stop_sequence` when
+`/stop_sequence` is asked for) or at `maxTokens` (stopReason max_tokens); toolUse blocks for the
+tools the last user turn names, or under toolChoice any/tool or the `tools` key
+(behaviour.tools_to_call); with `reasoning` or Claude's `thinking` in additionalModelRequestFields,
+a reasoningContent block first (signed for Anthropic models).  Stream events carry a random `p`
+padding field, as Bedrock's do.
 
 Scenario keys (behaviour.py; the model suffix after `::` arrives as `%3A%3A`): status / retry_after
 (the status's AWS exception), `exception=<Name>` (that exception with its AWS status, e.g.
@@ -43,8 +45,8 @@ from typing import Any
 from aiohttp import web
 
 from . import eventstream
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
-                        example_value, reply_text, split_text, unit_vector, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
+                        example_value, reply_text, split_text, tools_to_call, unit_vector, write_stream)
 from .sigv4 import SigV4Error, verify
 
 PROFILE = web.AppKey("bedrock_profile", LatencyProfile)
@@ -223,33 +225,50 @@ def _texts(blocks: list[Any]) -> list[str]:
     return out
 
 
+def _tool_mode(tool_config: dict[str, Any]) -> str:
+    choice = tool_config.get("toolChoice") or {}
+    if "tool" in choice:
+        return str(choice["tool"].get("name"))
+    return "required" if "any" in choice else "auto"
+
+
+def _last_user_turn(messages: list[dict[str, Any]]) -> str | None:
+    """The last turn's text when it is a user turn without tool results (what a model reacts to)."""
+    last = messages[-1]
+    if last["role"] != "user" or any("toolResult" in block for block in last["content"]):
+        return None
+    return " ".join(block["text"] for block in last["content"] if "text" in block)
+
+
 class Reply:
-    """What one Converse request gets under its scenario."""
+    """What one Converse request gets under its scenario (tool calls steered by behaviour.tools_to_call,
+    the text cut by stopSequences or maxTokens with behaviour.cut_reply)."""
 
     def __init__(self, model: str, body: dict[str, Any], b: Behaviour) -> None:
         self.model = model
         tool_config = body.get("toolConfig") or {}
-        specs = [t["toolSpec"] for t in tool_config.get("tools") or []]
-        choice = tool_config.get("toolChoice") or {}
-        forced = "any" in choice or "tool" in choice
-        self.call: dict[str, Any] | None = None
-        if specs and (b.tools or forced):
-            spec = next((s for s in specs if s.get("name") == choice.get("tool", {}).get("name")), specs[0])
-            args = example_value((spec.get("inputSchema") or {}).get("json") or {})
-            self.call = {"toolUseId": "tooluse_" + uuid.uuid4().hex[:22], "name": spec["name"],
-                         "input": args if isinstance(args, dict) else {}}
-        self.thinking = THINKING if b.reasoning else None
-        self.signature = base64.b64encode(uuid.uuid4().bytes * 3).decode() if b.reasoning and "anthropic." in model else None
-        last = body["messages"][-1]
-        self.text = "" if self.call else reply_text(b, " ".join(t for t in _texts(last["content"]) if t))
-        self.stop_reason = "max_tokens" if b.max_tokens else ("tool_use" if self.call else "end_turn")
-        self.text, self.stop_sequence = cut_at_stop(self.text, (body.get("inferenceConfig") or {}).get("stopSequences"))
-        if self.stop_sequence is not None:
-            self.stop_reason = "stop_sequence"
+        specs = {t["toolSpec"]["name"]: t["toolSpec"] for t in tool_config.get("tools") or []}
+        self.calls: list[dict[str, Any]] = []
+        for name in tools_to_call(list(specs), _tool_mode(tool_config), _last_user_turn(body["messages"]), b.tools):
+            args = example_value(((specs.get(name) or {}).get("inputSchema") or {}).get("json") or {"properties": {"city": {}}})
+            self.calls.append({"toolUseId": "tooluse_" + uuid.uuid4().hex[:22], "name": name,
+                               "input": args if isinstance(args, dict) else {}})
+        thinking = (body.get("additionalModelRequestFields") or {}).get("thinking") or {}
+        self.thinking = THINKING if b.reasoning or thinking.get("type") == "enabled" else None
+        self.signature = base64.b64encode(uuid.uuid4().bytes * 3).decode() if self.thinking and "anthropic." in model else None
+        inference = body.get("inferenceConfig") or {}
+        echo = reply_text(b, " ".join(t for t in _texts(body["messages"][-1]["content"]) if t))
+        text, cut, stop = cut_reply(echo, inference.get("stopSequences"), inference.get("maxTokens"))
+        self.text = "" if self.calls else text
+        self.stop_sequence = None if self.calls else stop
+        if b.max_tokens or (cut == "length" and not self.calls):
+            self.stop_reason = "max_tokens"
+        else:
+            self.stop_reason = "tool_use" if self.calls else "stop_sequence" if self.stop_sequence else "end_turn"
         self.want_stop_sequence = "/stop_sequence" in (body.get("additionalModelResponseFieldPaths") or [])
-        prompt = json.dumps(body.get("system") or []) + json.dumps(body["messages"]) + json.dumps(specs)
+        prompt = json.dumps(body.get("system") or []) + json.dumps(body["messages"]) + json.dumps(list(specs.values()))
         self.input_tokens = b.usage_in if b.usage_in is not None else count_tokens(prompt)
-        out = (self.thinking or "") + (json.dumps(self.call) if self.call else self.text)
+        out = (self.thinking or "") + (json.dumps(self.calls) if self.calls else self.text)
         self.output_tokens = b.usage_out if b.usage_out is not None else count_tokens(out)
 
     def usage(self) -> dict[str, int]:
@@ -268,7 +287,7 @@ class Reply:
             if self.signature:
                 reasoning["signature"] = self.signature
             content.append({"reasoningContent": {"reasoningText": reasoning}})
-        content.append({"toolUse": self.call} if self.call else {"text": self.text})
+        content += [{"toolUse": call} for call in self.calls] or [{"text": self.text}]
         return {"output": {"message": {"role": "assistant", "content": content}}, "stopReason": self.stop_reason,
                 "usage": self.usage(), "metrics": {"latencyMs": 12}, **self.additional()}
 
@@ -293,15 +312,17 @@ def _frames(reply: Reply, chunks: int, rng: random.Random) -> tuple[bytes, list[
                                                    "delta": {"reasoningContent": {"signature": reply.signature}}}))
         events.append(ev("contentBlockStop", {"contentBlockIndex": 0}))
         index = 1
-    if reply.call:
-        start = {"toolUse": {"toolUseId": reply.call["toolUseId"], "name": reply.call["name"]}}
+    for call in reply.calls:
+        start = {"toolUse": {"toolUseId": call["toolUseId"], "name": call["name"]}}
         events.append(ev("contentBlockStart", {"contentBlockIndex": index, "start": start}))
         events += [ev("contentBlockDelta", {"contentBlockIndex": index, "delta": {"toolUse": {"input": p}}})
-                   for p in split_text(json.dumps(reply.call["input"]), chunks)]
-    else:
+                   for p in split_text(json.dumps(call["input"]), chunks)]
+        events.append(ev("contentBlockStop", {"contentBlockIndex": index}))
+        index += 1
+    if not reply.calls:
         events += [ev("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": p}})
                    for p in split_text(reply.text, chunks)]
-    events.append(ev("contentBlockStop", {"contentBlockIndex": index}))
+        events.append(ev("contentBlockStop", {"contentBlockIndex": index}))
     events.append(ev("messageStop", {"stopReason": reply.stop_reason, **reply.additional()}))
     events.append(ev("metadata", {"usage": reply.usage(), "metrics": {"latencyMs": 12}}))
     head, frames = b"", []
