@@ -225,6 +225,18 @@ class Passthrough(Protocol):
     def is_usage_only(self, data: bytes) -> bool: ...
 
 
+@dataclass(slots=True, frozen=True)
+class LoadMetricNames:
+    """The Prometheus gauges in which a model server reports its own load, for load-aware routing.
+
+    Each signal lists the names it has had across server versions, newest first (the first one a
+    scrape finds wins); an empty tuple means the server does not report that signal."""
+
+    waiting: tuple[str, ...] = ()  # requests queued for a batch slot
+    running: tuple[str, ...] = ()  # requests in the running batch
+    kv_cache: tuple[str, ...] = ()  # fraction (0..1) of the KV cache in use
+
+
 class Backend:
     """Base class of provider adapters.  Subclasses set the class attributes and override methods.
 
@@ -254,6 +266,8 @@ class Backend:
     # a fetched OAuth token): a scheme of proxy/upstream_auth.py, e.g. "aws-sigv4".  The adapter
     # still builds the whole request (method, exact encoded URL, headers, body) and does no I/O.
     auth_scheme: ClassVar[str | None] = None
+    # Model servers: the gauges of their /metrics page that tell their load (None: not a model server).
+    load_metrics: LoadMetricNames | None = None
 
     def __init__(
         self, base_url: str, api_key: str | None, headers: Mapping[str, str], options: msgspec.Struct

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
-from .base import Backend, HttpRequest, Target
+from .base import Backend, HttpRequest, LoadMetricNames, Target
 from .common import FramedStreamDecoder, json_headers, merge_params, synth_id
 from .errors import ProxyError, from_upstream, parse_retry_after
 from .sse import NDJSONParser
@@ -63,6 +63,11 @@ _ERROR_KINDS = {
     "unavailable_error": "overloaded",
     "server_error": "server",
 }
+
+
+# llama-server --metrics: deferred = waiting for a free slot, processing = slots busy.
+LOAD_METRICS = LoadMetricNames(waiting=("llamacpp:requests_deferred",), running=("llamacpp:requests_processing",),
+                               kv_cache=("llamacpp:kv_cache_usage_ratio",))
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True):
@@ -214,6 +219,7 @@ class LlamaCppBackend(Backend):
         "response_format": "json_schema",
     }
 
+    load_metrics = LOAD_METRICS
     options: Options
 
     def chat_request(self, req: ir.ChatRequest, target: Target) -> HttpRequest:

@@ -37,9 +37,10 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
-from .base import Backend, HttpRequest, Target
+from .base import Backend, HttpRequest, LoadMetricNames, Target
 from .common import bearer_auth, image_url_part, synth_id
 from .errors import ProxyError
+from .llamacpp_backend import LOAD_METRICS as LLAMACPP_LOAD
 from .openai_stream import ChatStreamDecoder, message_parts
 from .openai_response import (
     ResponseWire,
@@ -51,6 +52,7 @@ from .openai_response import (
     response_decoder,
     usage_to_ir,
 )
+from .tgi_backend import LOAD_METRICS as TGI_LOAD
 
 # --------------------------------------------------------------------------------------------------
 # The table of differences
@@ -70,12 +72,19 @@ class Preset(Struct, frozen=True, kw_only=True):
     # Whether the server accepts `stream_options` (Mistral answers 422 "extra_forbidden" and sends
     # usage in its last chunk anyway): without it the option is never sent, even in pass-through.
     stream_options: bool = True
+    # Model servers: the /metrics gauges that tell their load (load-aware routing, proxy/load.py).
+    load_metrics: LoadMetricNames | None = None
 
 
 COMMON_PARAMS = frozenset({
     "temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "response_format",
     "tools", "tool_choice", "parallel_tool_calls", "user",
 })
+# vLLM >= 0.10 renamed gpu_cache_usage_perc (V0 engine) to kv_cache_usage_perc; both are 0..1.
+VLLM_LOAD = LoadMetricNames(waiting=("vllm:num_requests_waiting",), running=("vllm:num_requests_running",),
+                            kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"))
+SGLANG_LOAD = LoadMetricNames(waiting=("sglang:num_queue_reqs",), running=("sglang:num_running_reqs",),
+                              kv_cache=("sglang:token_usage",))
 SAMPLER_PARAMS = frozenset({"top_k", "min_p", "repetition_penalty"})
 LOGPROB_PARAMS = frozenset({"logprobs", "top_logprobs", "logit_bias"})
 
@@ -91,7 +100,9 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(name="vllm", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning", "n"},
                default_base_url="http://localhost:8000/v1", reasoning_field="reasoning",
-               structured_outputs=True),
+               structured_outputs=True, load_metrics=VLLM_LOAD),
+        Preset(name="sglang", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning", "n"},
+               default_base_url="http://localhost:30000/v1", load_metrics=SGLANG_LOAD),
         Preset(name="together", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS | {"reasoning", "n"},
                default_base_url="https://api.together.xyz/v1", reasoning_field="reasoning"),
         Preset(name="groq", supported=COMMON_PARAMS | {"reasoning"},
@@ -109,9 +120,10 @@ PRESETS: dict[str, Preset] = {
         Preset(name="lmstudio", supported=COMMON_PARAMS | SAMPLER_PARAMS | {"logit_bias"},
                default_base_url="http://localhost:1234/v1", renames={"repetition_penalty": "repeat_penalty"}),
         Preset(name="llamacpp", supported=COMMON_PARAMS | SAMPLER_PARAMS | LOGPROB_PARAMS,
-               default_base_url="http://localhost:8080/v1", renames={"repetition_penalty": "repeat_penalty"}),
+               default_base_url="http://localhost:8080/v1", renames={"repetition_penalty": "repeat_penalty"},
+               load_metrics=LLAMACPP_LOAD),
         Preset(name="tgi", supported=(COMMON_PARAMS - {"parallel_tool_calls", "user"}) | LOGPROB_PARAMS,
-               default_base_url="http://localhost:8080/v1", response_format="tgi"),
+               default_base_url="http://localhost:8080/v1", response_format="tgi", load_metrics=TGI_LOAD),
     )
 }
 
@@ -393,6 +405,7 @@ class OpenAIBackend(Backend):
         # Instance attributes: the policy and the docs read these per configured backend.
         self.supported_params = self.preset.supported  # type: ignore[misc]
         self.renamed_params = dict(self.preset.renames)  # type: ignore[misc]
+        self.load_metrics = self.preset.load_metrics
 
     def _select_preset(self, name: str | None) -> Preset:
         if name and self.default_preset and name != self.default_preset:

@@ -38,10 +38,14 @@ from typing import Any
 import msgspec
 
 from . import chat_templates, ir, jsonio
-from .base import Backend, HttpRequest, Target
+from .base import Backend, HttpRequest, LoadMetricNames, Target
 from .common import FramedStreamDecoder, json_headers, synth_id
 from .errors import ProxyError, from_upstream, looks_like_context_length, parse_retry_after
 from .sse import SSEEvent, SSEParser
+
+
+# TGI reports no KV-cache gauge; its queue and current batch size are what its router balances on.
+LOAD_METRICS = LoadMetricNames(waiting=("tgi_queue_size",), running=("tgi_batch_current_size",))
 
 
 class TGIOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -370,6 +374,7 @@ class TGIBackend(Backend):
         {"temperature", "top_p", "top_k", "frequency_penalty", "repetition_penalty", "seed", "stop", "response_format"}
     )
     renamed_params = {"max_tokens": "max_new_tokens", "response_format": "grammar"}
+    load_metrics = LOAD_METRICS
 
     options: TGIOptions
 

@@ -11,7 +11,12 @@ whose slots and queue are both full is skipped.  Strategies:
 - round-robin: smooth weighted round-robin (nginx's), so weights 3:1 give A A B A, A A B A, ...;
 - least-busy: fewest in-flight requests per unit of weight, ties broken at random;
 - latency: lowest EWMA of the time to first byte (streams) or to the whole answer (non-streaming);
-  a deployment not measured yet counts as 0 so it gets tried.
+  a deployment not measured yet counts as 0 so it gets tried;
+- load-aware: lowest expected time to first token, from the server's own queue, batch and KV-cache
+  gauges (proxy/load.py) and what its requests took (proxy/load_aware.py); ties rotate.
+
+With `prefix_affinity` (any strategy) the deployment that owns the request's prompt prefix on the
+consistent-hash ring goes first while its load is under the bounded-loads cap (proxy/affinity.py).
 
 State is kept per configured deployment (its key: the label `backend/model`, with the `*` of a
 wildcard left in), so two model names routed to the same deployment share its slots, breaker and
@@ -29,8 +34,11 @@ from time import monotonic
 
 from adapters.errors import ProxyError
 
+from . import affinity, load_aware
 from .breaker import HALF_OPEN, Breaker, BreakerBoard
 from .config import RoutingConfig
+from .load import Load
+from .metrics import PREFIX_AFFINITY
 from .routing import Deployment, Route
 
 EWMA_ALPHA = 0.3
@@ -93,12 +101,24 @@ class Slot:
     `close()` is idempotent, so a caller can always close every slot it took in a `finally`, even for
     attempt tasks that were cancelled before they ever ran."""
 
-    __slots__ = ("dep", "open", "state")
+    __slots__ = ("dep", "first_byte", "open", "queued", "sent", "state")
 
-    def __init__(self, dep: Deployment, state: DeploymentState) -> None:
+    def __init__(self, dep: Deployment, state: DeploymentState, queued: bool | None = None) -> None:
         self.dep = dep
         self.state = state
         self.open = True
+        self.queued = queued  # load-aware: were requests expected ahead of this one (None: other strategy)
+        self.sent = monotonic()
+        self.first_byte: float | None = None  # seconds after `sent`
+        if dep.backend.load is not None:
+            dep.backend.load.inflight += 1
+
+    def observe_latency(self, seconds: float) -> None:
+        """Time to first byte (whole answer if not streaming) of this attempt."""
+        self.state.observe_latency(seconds)
+        self.first_byte = seconds
+        if self.queued is False:
+            self.state.times.observe_first_byte(seconds)
 
     def close(self, outcome: str | None = ABANDONED) -> None:
         """Give the slot back; `outcome` is None (answered), a ProxyError kind, or ABANDONED."""
@@ -106,6 +126,10 @@ class Slot:
             return
         self.open = False
         self.state.limiter.release()
+        if self.dep.backend.load is not None:
+            self.dep.backend.load.inflight -= 1
+        if outcome is None and self.queued is not None and self.first_byte is not None:
+            self.state.times.observe_decode(max(0.0, monotonic() - self.sent - self.first_byte))
         if outcome == ABANDONED:
             self.state.breaker.abandon()
         else:
@@ -113,12 +137,13 @@ class Slot:
 
 
 class DeploymentState:
-    __slots__ = ("breaker", "ewma", "limiter")
+    __slots__ = ("breaker", "ewma", "limiter", "times")
 
     def __init__(self, breaker: Breaker, limiter: Limiter) -> None:
         self.breaker = breaker
         self.limiter = limiter
         self.ewma: float | None = None
+        self.times = load_aware.ServiceTimes()
 
     def observe_latency(self, seconds: float) -> None:
         self.ewma = seconds if self.ewma is None else self.ewma + EWMA_ALPHA * (seconds - self.ewma)
@@ -129,6 +154,8 @@ class Balancer:
         self.board = BreakerBoard(routing.breaker_failures, routing.breaker_cooldown, backends)
         self.states: dict[str, DeploymentState] = {}
         self._rr: dict[str, dict[str, float]] = {}
+        self._rings: dict[str, affinity.Ring] = {}
+        self._tick = 0  # rotates load-aware ties
 
     def state(self, dep: Deployment) -> DeploymentState:
         st = self.states.get(dep.key)
@@ -141,10 +168,23 @@ class Balancer:
     # -- ordering ---------------------------------------------------------------------------------------
     def candidates(self, route: Route, tried: list[Deployment]) -> list[Deployment]:
         now = monotonic()
-        healthy = [d for d in route.deployments if self.state(d).breaker.available(now)]
+        healthy = [d for d in route.deployments if self._available(d, now)]
         ordered = self._order(route, healthy)
         seen = {d.label for d in tried}
         return [d for d in ordered if d.label not in seen] + [d for d in ordered if d.label in seen]
+
+    def _available(self, dep: Deployment, now: float) -> bool:
+        breaker = self.state(dep).breaker
+        if breaker.available(now):
+            return True
+        server = dep.backend.load
+        # Ejected, and its server has since come back (a scrape that failed works again): probe it
+        # now rather than after the whole cooldown -- a restarted server rejoins within a scrape or two.
+        if server is not None and server.back_at is not None and breaker.opened_at is not None \
+                and server.back_at > breaker.opened_at:
+            breaker.end_cooldown(now)
+            return breaker.available(now)
+        return False
 
     def _order(self, route: Route, deps: list[Deployment]) -> list[Deployment]:
         if len(deps) < 2:
@@ -157,7 +197,62 @@ class Balancer:
             return sorted(deps, key=lambda d: (self.state(d).limiter.active / d.weight, random.random()))
         if strategy == "latency":
             return sorted(deps, key=lambda d: (self.state(d).ewma or 0.0, random.random()))
+        if strategy == "load-aware":
+            return self._by_load(deps)
         return deps  # ordered
+
+    # -- load-aware ----------------------------------------------------------------------------------------
+    def load_of(self, dep: Deployment, now: float, capacity: float | None = None) -> Load:
+        """The deployment's server load (its own gauges), or our in-flight count on it."""
+        server = dep.backend.load
+        if server is None:
+            return Load(0.0, float(self.state(dep).limiter.active), 0.0, False)
+        return server.estimate(now, capacity)
+
+    def _by_load(self, deps: list[Deployment]) -> list[Deployment]:
+        now = monotonic()
+        base, decode = load_aware.defaults([self.state(d).times for d in deps])
+        # Replicas of one model usually share their engine settings: a server not seen queueing yet
+        # borrows the smallest batch capacity seen on the others.
+        caps = [c for d in deps if d.backend.load is not None and (c := d.backend.load.capacity) is not None]
+        default_cap = min(caps) if caps else None
+        self._tick += 1
+        n = len(deps)
+
+        def key(item: tuple[int, Deployment]) -> tuple[float, int]:
+            i, d = item
+            t = self.state(d).times
+            server = d.backend.load
+            cap = (server.capacity or default_cap) if server is not None else None
+            score = load_aware.expected(self.load_of(d, now, cap), cap, t.base or base, t.decode or decode, d.weight)
+            return score, (i + self._tick) % n
+
+        return [d for _, d in sorted(enumerate(deps), key=key)]
+
+    def _affine_first(self, route: Route, candidates: list[Deployment], tried: list[Deployment],
+                      key: int) -> list[Deployment]:
+        """`candidates` with the prefix owner (or where it spills) first; counts the decision."""
+        cfg = route.config.prefix_affinity
+        assert cfg is not None
+        ring = self._rings.get(route.config.name)  # one per configured model: its deployments' keys
+        if ring is None:
+            ring = self._rings[route.config.name] = affinity.Ring([(d.key, d.weight) for d in route.deployments])
+        seen = {d.key for d in tried}
+        now = monotonic()
+        if route.config.strategy == "load-aware":
+            def load(d: Deployment) -> float:
+                est = self.load_of(d, now)
+                return est.waiting + est.running
+        else:
+            def load(d: Deployment) -> float:
+                return float(self.state(d).limiter.active)
+        chosen = affinity.pick(ring, key, [d for d in candidates if d.key not in seen], lambda d: d.key,
+                               lambda d: d.weight, load, cfg.max_imbalance)
+        if chosen is None:
+            return candidates
+        dep, owner = chosen
+        PREFIX_AFFINITY.labels("hit" if owner else "spill").inc()
+        return [dep, *(d for d in candidates if d is not dep)]
 
     def _smooth_rr(self, route: Route, deps: list[Deployment]) -> Deployment:
         current = self._rr.get(route.config.name)
@@ -176,10 +271,11 @@ class Balancer:
 
     # -- slots -------------------------------------------------------------------------------------------
     async def acquire(self, route: Route, tried: list[Deployment], queue_timeout: float,
-                      *, hedge: bool = False) -> Slot:
+                      *, hedge: bool = False, prefix: int | None = None) -> Slot:
         """A slot on the best deployment for this attempt (the caller closes it).
 
         `hedge`: only a deployment not tried yet, and only if it has a slot free right now.
+        `prefix`: the request's prompt-prefix key, when the model has `prefix_affinity`.
         Raises ProxyError: `overloaded` when every deployment is ejected (Retry-After = time to the next
         probe), `rate_limit` when every one is at its concurrency limit with a full queue."""
         candidates = self.candidates(route, tried)
@@ -190,18 +286,30 @@ class Balancer:
             retry_in = min(self.state(d).breaker.retry_in() for d in route.deployments)
             raise ProxyError("overloaded", f"no healthy deployment for model {route.name!r} (all ejected)",
                              code="no_healthy_deployment", retry_after=max(1.0, retry_in))
+        if prefix is not None and len(candidates) > 1:
+            candidates = self._affine_first(route, candidates, tried, prefix)
         for dep in candidates:
             st = self.state(dep)
             if st.limiter.try_acquire():
                 st.breaker.begin()
-                return Slot(dep, st)
+                return Slot(dep, st, self._queued(route, dep))
             # A half-open deployment's single probe is never made to wait behind a queue.
             if not hedge and st.limiter.can_queue() and st.breaker.state() != HALF_OPEN:
                 await st.limiter.wait(queue_timeout)
                 st.breaker.begin()
-                return Slot(dep, st)
+                return Slot(dep, st, self._queued(route, dep))
         raise ProxyError("rate_limit", f"every deployment of model {route.name!r} is at its concurrency limit",
                          code="deployments_busy", retry_after=BUSY_RETRY_AFTER)
+
+    def _queued(self, route: Route, dep: Deployment) -> bool | None:
+        """Load-aware: whether requests are expected ahead of this one on the server."""
+        if route.config.strategy != "load-aware":
+            return None
+        load = self.load_of(dep, monotonic())
+        server = dep.backend.load
+        if not load.fresh:
+            return load.running > 0  # our own requests are all we know of
+        return load_aware.ahead(load, server.capacity if server is not None else None) > 0
 
     def report(self) -> dict[str, dict]:
         return self.board.report()

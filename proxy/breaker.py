@@ -60,6 +60,13 @@ class Breaker:
         now = monotonic() if now is None else now
         return max(0.0, self.opened_at + self.cooldown - now)
 
+    def end_cooldown(self, now: float) -> None:
+        """The backend proved alive another way (proxy/load.py: its metrics answer again after
+        failing): the half-open probe may go now instead of at the end of the cooldown."""
+        if self.state(now) == OPEN:
+            assert self.opened_at is not None
+            self.opened_at = now - self.cooldown
+
     def begin(self, now: float | None = None) -> None:
         """An attempt is being sent: in half-open it is the one probe."""
         if self.state(now) == HALF_OPEN:

@@ -83,6 +83,21 @@ class PriceConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     output: float = 0.0  # USD per million completion tokens
 
 
+class LoadMetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Metric names for a server whose adapter/preset knows none (or to override them)."""
+
+    waiting: str | None = None  # requests queued, not yet scheduled
+    running: str | None = None  # requests in the running batch
+    kv_cache: str | None = None  # KV-cache use as a fraction (0..1)
+
+
+class LoadConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    metrics_url: str  # the server's Prometheus endpoint, scraped in the background
+    interval: float = 1.0  # seconds between scrapes
+    timeout: float = 1.0  # deadline of one scrape
+    metrics: LoadMetricsConfig | None = None
+
+
 class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     provider: str
     base_url: str | None = None
@@ -90,6 +105,7 @@ class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     headers: dict[str, str] = field(default_factory=dict)
     max_connections: int = 256
     timeouts: Timeouts = field(default_factory=Timeouts)
+    load: LoadConfig | None = None  # scrape the server's own queue and KV-cache gauges
 
 
 _BACKEND_KEYS = frozenset(f for f in BackendConfig.__struct_fields__)
@@ -103,7 +119,12 @@ class DeploymentConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     max_queue: int = 0  # requests waiting for a slot before the next deployment is tried
 
 
-Strategy = Literal["round-robin", "least-busy", "latency", "ordered"]
+Strategy = Literal["round-robin", "least-busy", "latency", "ordered", "load-aware"]
+
+
+class PrefixAffinityConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    chars: int = 2048  # leading characters of the rendered prompt that pick the server
+    max_imbalance: float = 1.25  # a server takes at most this times its fair share of the load
 
 
 class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -116,6 +137,7 @@ class ModelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     fallbacks: list[str] = field(default_factory=list)
     context_window_fallbacks: list[str] = field(default_factory=list)
     hedge_after: float | None = None  # seconds; non-streaming requests only
+    prefix_affinity: PrefixAffinityConfig | None = None
     unsupported_params: Literal["drop", "error"] = "drop"
     max_tokens: int | None = None  # default max tokens for backends that require one
     chat_template: str | None = None  # prompt-only backends: a shipped name or a .jinja path
@@ -299,6 +321,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError("server.workers: must be >= 1")
     if cfg.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be >= 1024")
+    for name, b in cfg.backends.items():
+        if b.load is not None:
+            _check_load(b.load, f"backends.{name}.load")
     seen: set[str] = set()
     for i, m in enumerate(cfg.models):
         path = f"models[{i}]"
@@ -318,12 +343,26 @@ def _check(cfg: Config) -> None:
                 raise ConfigError(f"{path}.deployments[{j}].weight: must be > 0")
         if m.retries < 0:
             raise ConfigError(f"{path}.retries: must be >= 0")
+        if m.prefix_affinity is not None:
+            if m.prefix_affinity.chars < 1:
+                raise ConfigError(f"{path}.prefix_affinity.chars: must be >= 1")
+            if m.prefix_affinity.max_imbalance < 1.0:
+                raise ConfigError(f"{path}.prefix_affinity.max_imbalance: must be >= 1.0")
     names = {m.name for m in cfg.models}
     for i, m in enumerate(cfg.models):
         for key in ("fallbacks", "context_window_fallbacks"):
             for fb in getattr(m, key):
                 if fb not in names:
                     raise ConfigError(f"models[{i}].{key}: unknown model {fb!r}")
+
+
+def _check_load(load: LoadConfig, path: str) -> None:
+    if not re.match(r"https?://[^/?#\s]+", load.metrics_url):
+        raise ConfigError(f"{path}.metrics_url: must be an http:// or https:// URL")
+    if load.interval < 0.05:
+        raise ConfigError(f"{path}.interval: must be >= 0.05 (seconds)")
+    if load.timeout <= 0:
+        raise ConfigError(f"{path}.timeout: must be > 0")
 
 
 def deployments_of(m: ModelConfig) -> list[DeploymentConfig]:

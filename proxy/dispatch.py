@@ -34,7 +34,7 @@ from aiohttp import web
 
 from adapters.errors import ProxyError
 
-from . import relay
+from . import affinity, relay
 from .balancer import ABANDONED, Balancer, Slot
 from .config import RoutingConfig
 from .handlers import Call
@@ -87,6 +87,7 @@ class Dispatcher:
         queue_timeout = route.deployments[0].backend.config.timeouts.first_byte
         tried: list[Deployment] = []
         last: ProxyError | None = None
+        prefix = _prefix_key(call, route)
         for attempt in range(cfg.retries + 1):
             if last is not None:
                 RETRIES.labels(tried[-1].backend.name, cfg.name, last.kind).inc()
@@ -94,7 +95,7 @@ class Dispatcher:
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                slot = await self.balancer.acquire(route, tried, queue_timeout)
+                slot = await self.balancer.acquire(route, tried, queue_timeout, prefix=prefix)
             except ProxyError as none_free:
                 raise last or none_free from None
             tried.append(slot.dep)
@@ -129,7 +130,7 @@ class Dispatcher:
             outcome = ctx.error_kind  # None, or the error event that ended a committed stream
             if outcome is None:
                 first = ctx.first_write if ctx.stream and ctx.first_write is not None else perf_counter()
-                slot.state.observe_latency(max(0.0, first - t0))
+                slot.observe_latency(max(0.0, first - t0))
             return resp
         except ProxyError as err:
             outcome = err.kind
@@ -184,3 +185,16 @@ class Dispatcher:
     def health(self) -> dict[str, dict]:
         """Per backend: breaker state of the backend and of each deployment seen so far."""
         return self.balancer.report()
+
+
+def _prefix_key(call: Call, route: Route) -> int | None:
+    """The prompt-prefix key when the model routes by prefix affinity (decoded once per request; on
+    the pass-through path the body is still relayed as sent)."""
+    cfg = route.config.prefix_affinity
+    if cfg is None or call.op in relay.EMBEDDING_OPS:
+        return None
+    try:
+        req = call.chat_request()
+    except ProxyError:
+        return None  # the backend will say what is wrong with the body
+    return affinity.prefix_key(affinity.prompt_prefix(req, cfg.chars))

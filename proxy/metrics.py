@@ -119,6 +119,20 @@ KEY_SPEND = Counter(
     ("key_name", "model"),
     registry=REGISTRY,
 )
+BACKEND_LOAD = Gauge(
+    "llm_proxy_backend_load",
+    "A model server's own load, scraped from its metrics: waiting, running (requests), kv_cache "
+    "(fraction used), stale (1 while routing falls back to the gateway's in-flight counts).",
+    ("backend", "signal"),
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+PREFIX_AFFINITY = Counter(
+    "llm_proxy_prefix_affinity",
+    "Prefix-affinity routing decisions: hit (the prefix's own server) or spill (it was full).",
+    ("result",),
+    registry=REGISTRY,
+)
 PROCESS_CPU = Counter(
     "llm_proxy_process_cpu_seconds",
     "CPU time of the proxy's worker processes.",

@@ -18,6 +18,7 @@ from adapters.errors import ProxyError
 
 from . import upstream_auth
 from .config import BackendConfig, Config, ConfigError
+from .load import ServerLoad, signal_names
 
 # A credential an upstream quotes masked (OpenAI: "Incorrect API key provided: sk-abc*****6789").
 _MASKED = re.compile(r"[\w.\-]*\*{3,}[\w.\-]*")
@@ -27,7 +28,7 @@ _MASKED_BYTES = re.compile(_MASKED.pattern.encode())
 class BackendRuntime:
     """A configured backend: its adapter (built once) and, once the app runs, its session."""
 
-    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "auth", "_secrets", "_mark")
+    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "auth", "load", "_secrets", "_mark")
 
     def __init__(self, name: str, config: BackendConfig, options) -> None:
         cls = registry.provider_class(config.provider)
@@ -41,6 +42,7 @@ class BackendRuntime:
         self.family: str | None = self.adapter.family
         self.auth = upstream_auth.build(name, self.adapter)  # signing / token step, or None
         self.session: aiohttp.ClientSession | None = None
+        self.load: ServerLoad | None = self._server_load(name, config)
         # What must never reach a client or a log in an upstream's error text, longest first: its URL,
         # host with and without port, key and configured header values (often credentials too).
         base = self.adapter.base_url
@@ -56,6 +58,16 @@ class BackendRuntime:
             if secret in text:
                 text = text.replace(secret, self._mark)
         return _MASKED.sub("<redacted>", text) if "***" in text else text
+
+    def _server_load(self, name: str, config: BackendConfig) -> ServerLoad | None:
+        if config.load is None:
+            return None
+        names = signal_names(self.adapter.load_metrics, config.load)
+        if not names.waiting and not names.running:
+            raise ConfigError(
+                f"backends.{name}.load.metrics: provider {config.provider!r} has no known load gauges; name them "
+                "(load.metrics: {waiting: ..., running: ..., kv_cache: ...})")
+        return ServerLoad(name, config.load, names)
 
     def scrub_bytes(self, data: bytes) -> bytes:
         """The same for an upstream event relayed as bytes (pass-through error events)."""
@@ -91,8 +103,12 @@ class BackendRuntime:
             skip_auto_headers=("User-Agent",),
             raise_for_status=False,
         )
+        if self.load is not None:
+            self.load.start()
 
     async def close(self) -> None:
+        if self.load is not None:
+            await self.load.close()
         if self.session is not None:
             await self.session.close()
             self.session = None

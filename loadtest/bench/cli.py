@@ -73,7 +73,12 @@ def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv[1:] if argv[:1] == ["--"] else argv)
+    argv = argv[1:] if argv[:1] == ["--"] else argv
+    if argv[:1] == ["routing"]:  # the routing-strategy scenario has its own harness and options
+        from . import routing
+
+        return routing.main(argv[1:])
+    args = parse_args(argv)
     plan = build_plan(args)
     out_dir = args.out or os.path.join("bench-results", f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     opts = runner.Options(

@@ -115,12 +115,21 @@ def test_completion_request():
 
 
 def test_presets_table_rows():
-    assert set(PRESETS) == {"vllm", "together", "groq", "fireworks", "deepseek", "mistral", "openrouter",
+    assert set(PRESETS) == {"vllm", "sglang", "together", "groq", "fireworks", "deepseek", "mistral", "openrouter",
                             "lmstudio", "llamacpp", "tgi"}
     assert set(PRESET_PROVIDERS) <= set(PRESETS)
     assert "n" not in PRESETS["groq"].supported
     assert {"top_k", "min_p", "repetition_penalty"} <= PRESETS["vllm"].supported
     assert backend("vllm").supported_params == PRESETS["vllm"].supported
+
+
+@pytest.mark.parametrize(("preset", "waiting"), [
+    ("vllm", "vllm:num_requests_waiting"), ("sglang", "sglang:num_queue_reqs"), ("tgi", "tgi_queue_size"),
+    ("llamacpp", "llamacpp:requests_deferred"), ("together", None), (None, None),
+])
+def test_model_server_presets_know_their_load_gauges(preset, waiting):
+    names = backend(preset).load_metrics
+    assert (names.waiting[0] if names else None) == waiting
 
 
 def test_preset_renames():

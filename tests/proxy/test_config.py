@@ -166,3 +166,47 @@ def test_vertex_without_the_extra_names_it(monkeypatch):
     cfg = load_config_text(CLOUD + "  - {name: g, backend: vx}\n", env={})
     with pytest.raises(ConfigError, match=r"backends\.vx: provider vertex needs: pip install -e '\.\[vertex\]'"):
         build_backends(cfg)
+
+
+ISSUE_SHAPE = """
+backends:
+  vllm-a: {provider: openai, preset: vllm, base_url: "http://10.0.0.5:8000/v1",
+           load: {metrics_url: "http://10.0.0.5:8000/metrics", interval: 0.5}}
+  vllm-b: {provider: openai, preset: vllm, base_url: "http://10.0.0.6:8000/v1",
+           load: {metrics_url: "http://10.0.0.6:8000/metrics"}}
+  other: {provider: openai, base_url: "http://10.0.0.7:8000/v1",
+          load: {metrics_url: "http://10.0.0.7:9100/metrics", metrics: {waiting: q, running: r, kv_cache: kv}}}
+models:
+  - name: llama-3.1-8b
+    deployments: [{backend: vllm-a}, {backend: vllm-b}]
+    strategy: load-aware
+    prefix_affinity: {chars: 2048, max_imbalance: 1.25}
+"""
+
+
+def test_load_aware_config_shape():
+    cfg = load_config_text(ISSUE_SHAPE, env={})
+    a, b, other = cfg.backends["vllm-a"].load, cfg.backends["vllm-b"].load, cfg.backends["other"].load
+    assert (a.metrics_url, a.interval, b.interval, b.timeout) == ("http://10.0.0.5:8000/metrics", 0.5, 1.0, 1.0)
+    assert (other.metrics.waiting, other.metrics.running, other.metrics.kv_cache) == ("q", "r", "kv")
+    m = cfg.models[0]
+    assert m.strategy == "load-aware" and (m.prefix_affinity.chars, m.prefix_affinity.max_imbalance) == (2048, 1.25)
+    assert load_config_text(BASE.replace("backend: local}", "backend: local, prefix_affinity: {}}"),
+                            env={}).models[0].prefix_affinity.chars == 2048
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('interval: 0.5', 'interval: 0.01', "backends.vllm-a.load.interval: must be >= 0.05"),
+    ('"http://10.0.0.5:8000/metrics"', '"file:///etc/passwd"', "backends.vllm-a.load.metrics_url: must be an http"),
+    ('interval: 0.5}', 'interval: 0.5, timeout: 0}', "backends.vllm-a.load.timeout: must be > 0"),
+    ('interval: 0.5}', 'interval: 0.5, every: 1}', "backends.vllm-a.load: Object contains unknown field `every`"),
+    ('{waiting: q,', '{queue: q,', "backends.other.load.metrics: Object contains unknown field `queue`"),
+    ("chars: 2048", "chars: 0", "models[0].prefix_affinity.chars: must be >= 1"),
+    ("max_imbalance: 1.25", "max_imbalance: 0.9", "models[0].prefix_affinity.max_imbalance: must be >= 1.0"),
+    ("strategy: load-aware", "strategy: load-awareness", "models[0].strategy"),
+])
+def test_load_aware_config_errors(old, new, message):
+    assert old in ISSUE_SHAPE
+    with pytest.raises(ConfigError) as err:
+        load_config_text(ISSUE_SHAPE.replace(old, new), env={})
+    assert message in str(err.value)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(10)
 
 
 def dep(backend: str, weight: float = 1.0, **kw) -> Deployment:
-    runtime = SimpleNamespace(name=backend, config=SimpleNamespace(timeouts=Timeouts()))
+    runtime = SimpleNamespace(name=backend, config=SimpleNamespace(timeouts=Timeouts()), load=None)
     return Deployment(backend=runtime, target=SimpleNamespace(model="x"), weight=weight,
                       label=f"{backend}/x", **kw)
 
