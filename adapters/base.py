@@ -277,6 +277,11 @@ class Backend:
         self.extra_headers = dict(headers)
         self.options = options
 
+    def family_for(self, target: Target) -> str | None:
+        """The wire family of this model (pass-through when it is the client's format); a backend
+        fronting several model families (Vertex AI: Gemini and Claude) answers per target."""
+        return self.family
+
     def supported_params_for(self, target: Target) -> frozenset[str]:
         """The parameters honoured for this model; a backend fronting several model families
         (Vertex AI: Gemini and Claude) narrows `supported_params` per target."""

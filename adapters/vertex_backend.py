@@ -20,8 +20,11 @@ Quirks handled:
   "status"}}`) even for Claude, and Claude's own 400/500/529 in Anthropic's: the body's shape picks
   the parser.
 - Parameters: the Gemini or the Anthropic table, per model (`supported_params_for`); the class's
-  `supported_params` (the parity table) is their union.  Not offered: embeddings, the same-format
-  byte pass-through (Gemini and Anthropic clients are translated like every other).
+  `supported_params` (the parity table) is their union.
+- Same format (`family_for`): Anthropic clients on Claude and Gemini clients on Gemini are relayed
+  byte for byte (Claude: `model` moved from the body into the URL, `anthropic_version` added,
+  `anthropic-beta` forwarded; count_tokens at Vertex's `count-tokens:rawPredict`); other clients are
+  translated.  Not offered: embeddings (Vertex's `:predict`), Gemini clients' embed operations.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class VertexBackend(Backend):
         self.gemini = GeminiBackend("", None, {}, GeminiOptions())
         self.claude = AnthropicBackend("", None, {}, AnthropicOptions(default_max_tokens=self.options.default_max_tokens))
         self._prefix = f"/{API_VERSION}/projects/{quote(self.options.project, safe='')}/locations/"
+        self._anthropic_version = jsonio.Raw(jsonio.dumps(self.options.anthropic_version))
 
     def _url(self, target: Target, publisher: Publisher, action: str) -> str:
         opts: VertexModelOptions | None = target.options
@@ -128,6 +132,10 @@ class VertexBackend(Backend):
         # Vertex's own ids (claude-3-5-sonnet-v2@20241022): it is a path character.
         model = path_segment(target.model).replace("%40", "@")
         return f"{host}{self._prefix}{location}/publishers/{publisher}/models/{model}:{action}"
+
+    def family_for(self, target: Target) -> str:
+        """Anthropic clients on Claude and Gemini clients on Gemini are relayed byte for byte."""
+        return "anthropic" if publisher_of(target) == "anthropic" else "gemini"
 
     def supported_params_for(self, target: Target) -> frozenset[str]:
         return (self.claude if publisher_of(target) == "anthropic" else self.gemini).supported_params
@@ -150,6 +158,31 @@ class VertexBackend(Backend):
     def stream_decoder(self, req: ir.ChatRequest, target: Target) -> AnthropicStreamDecoder | GeminiStreamDecoder:
         delegate = self.claude if publisher_of(target) == "anthropic" else self.gemini
         return delegate.stream_decoder(req, target)
+
+    def passthrough_request(
+        self, op: str, body: bytes, stream: bool, target: Target, client_headers: Mapping[str, str]
+    ) -> HttpRequest:
+        """Same-format requests: the client's body, with Vertex's URL (and, for Claude messages, the
+        body's `model` moved into the URL and `anthropic_version` added)."""
+        headers = dict(self._headers)
+        if publisher_of(target) == "anthropic":
+            if op not in ("messages", "count_tokens"):
+                raise ProxyError("not_found", f"operation {op!r} is not available for Claude on Vertex AI")
+            raw = jsonio.top_level_raw(body)
+            raw["anthropic_version"] = self._anthropic_version
+            if op == "messages":
+                raw.pop("model", None)
+                url = self._url(target, "anthropic", "streamRawPredict" if stream else "rawPredict")
+            else:  # Vertex counts tokens at one fixed "model", naming the real one in the body
+                url = self._url(Target(model="count-tokens", options=target.options), "anthropic", "rawPredict")
+            beta = next((v for k, v in client_headers.items() if k.lower() == "anthropic-beta"), None)
+            if beta:
+                headers["anthropic-beta"] = beta
+            return HttpRequest(url=url, body=jsonio.encode_raw_object(raw), headers=headers, stream=stream)
+        actions = {"generate": "streamGenerateContent?alt=sse" if stream else "generateContent", "count_tokens": "countTokens"}
+        if op not in actions:
+            raise ProxyError("not_found", f"operation {op!r} is not available for Gemini on Vertex AI")
+        return HttpRequest(url=self._url(target, "google", actions[op]), body=body, headers=headers, stream=stream)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
         """Anthropic's shape (`"type": "error"`) from Claude itself, else Google's from Vertex."""

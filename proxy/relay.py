@@ -83,7 +83,7 @@ async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
 async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
     """Decided per attempt: a fallback may land on a deployment of another family."""
     op, dialect = call.op, call.passthrough
-    if dialect is not None and dep.backend.family == dialect.name:
+    if dialect is not None and dep.family == dialect.name:
         return await _passthrough(call, dep, dialect)
     if isinstance(op, CountTokensOp):
         return _estimate_tokens(call, dep, op)

@@ -32,6 +32,8 @@ class Deployment:
     # The configured deployment it comes from (its label, a wildcard's `*` left in): what balancer
     # and breaker state is kept by, so client-made names on a wildcard add none.  Default: the label.
     key: str = ""
+    # Wire family of this model on its backend (pass-through when it is the client's format).
+    family: str | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -113,6 +115,7 @@ class Router:
             max_concurrency=d.max_concurrency,
             max_queue=d.max_queue,
             label=f"{d.backend}/{model}",
+            family=runtime.adapter.family_for(target),
         )
 
     def resolve(self, model: str) -> Route | None:
@@ -129,14 +132,11 @@ class Router:
         for prefix, suffix, m, deployments in self.wildcards:
             if len(model) > len(prefix) + len(suffix) and model.startswith(prefix) and model.endswith(suffix):
                 matched = model[len(prefix) : len(model) - len(suffix)]
-                concrete = [
-                    replace(
-                        d,
-                        target=replace(d.target, model=d.target.model.replace("*", matched)),
-                        label=d.label.replace("*", header_safe(matched)),
-                    )
-                    for d in deployments
-                ]
+                concrete = []
+                for d in deployments:
+                    target = replace(d.target, model=d.target.model.replace("*", matched))
+                    concrete.append(replace(d, target=target, label=d.label.replace("*", header_safe(matched)),
+                                            family=d.backend.adapter.family_for(target)))
                 route = Route(model, concrete, m)
                 break
         if len(self._cache) >= _WILDCARD_CACHE_MAX:

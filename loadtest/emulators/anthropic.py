@@ -311,13 +311,16 @@ async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamRespon
 
 async def count_tokens_route(request: web.Request) -> web.Response:
     body, early = await _read(request)
-    if early is None:
-        assert body is not None
-        _b, early = await _scenario(request, body)
     if early is not None:
         return early
     assert body is not None
-    return web.json_response({"input_tokens": prompt_tokens(body)})
+    return await count_answer(request, body)
+
+
+async def count_answer(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """The count_tokens answer once the caller is authenticated (shared with the Vertex AI emulator)."""
+    _b, early = await _scenario(request, body)
+    return early if early is not None else web.json_response({"input_tokens": prompt_tokens(body)})
 
 
 async def models(request: web.Request) -> web.Response:

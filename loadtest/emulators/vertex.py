@@ -19,7 +19,8 @@ Every model route needs `Authorization: Bearer <token>` with a token this emulat
 has not expired (else 401 UNAUTHENTICATED in Google's format), as Vertex checks.  Gemini requests
 are answered by the Gemini emulator; Claude requests by the Anthropic emulator after Vertex's own
 checks: `anthropic_version` in the body, no `model` in the body (it is in the URL), `"stream": true`
-exactly for streamRawPredict.  As on Vertex, 401/403/429 come in Google's format for both
+exactly for streamRawPredict; `publishers/anthropic/models/count-tokens:rawPredict` counts tokens
+for the model named in its body.  As on Vertex, 401/403/429 come in Google's format for both
 publishers; Claude's other errors (400, 500, 529) in Anthropic's.  Scenarios (behaviour.py) come from
 the model in the URL (`claude-x::tools`, URL-encoded or not) or the x-emulate header.
 """
@@ -158,6 +159,8 @@ def _authorised(request: web.Request) -> bool:
 async def _claude(request: web.Request, model: str, action: str, body: dict[str, Any]) -> web.StreamResponse:
     if not body.get("anthropic_version"):
         return anthropic.error_response(400, "anthropic_version: Field required")
+    if model == "count-tokens" and action == "rawPredict":  # the one place the model is in the body
+        return await anthropic.count_answer(request, {k: v for k, v in body.items() if k != "anthropic_version"})
     if "model" in body:
         return anthropic.error_response(400, "model: Extra inputs are not permitted")
     if bool(body.get("stream")) != (action == "streamRawPredict"):
@@ -177,7 +180,7 @@ async def predict(request: web.Request) -> web.StreamResponse:
     b = behaviour_for(model, request.headers)
     if b.status in GOOGLE_STATUSES:
         return gemini.error_response(b.status, f"emulated error {b.status}", b.retry_after)
-    if publisher == "google" and action in ("generateContent", "streamGenerateContent"):
+    if publisher == "google" and action in ("generateContent", "streamGenerateContent", "countTokens"):
         return await gemini.answer(request, model, action, body)
     if publisher == "anthropic" and action in ("rawPredict", "streamRawPredict"):
         return await _claude(request, model, action, body)

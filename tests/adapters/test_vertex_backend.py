@@ -9,6 +9,7 @@ import pytest
 from adapters import ir, jsonio
 from adapters.anthropic_backend import AnthropicBackend
 from adapters.base import Target
+from adapters.errors import ProxyError
 from adapters.gemini_backend import GeminiBackend
 from adapters.vertex_backend import ANTHROPIC_VERSION, VertexBackend, VertexModelOptions, VertexOptions
 
@@ -123,3 +124,37 @@ def test_model_options_are_checked():
         msgspec.convert({"publisher": "meta"}, VertexModelOptions)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"region": "x"}, VertexModelOptions)
+
+
+def test_family_per_publisher():
+    b = backend()
+    assert b.family_for(target("claude-x")) == "anthropic" and b.family_for(target("gemini-x")) == "gemini"
+    assert b.family_for(target("my-model", publisher="anthropic")) == "anthropic"
+
+
+def test_claude_passthrough_moves_model_into_the_url():
+    body = jsonio.dumps({"model": "claude-x", "max_tokens": 5, "stream": True, "messages": [], "cache": {"a": 1}})
+    http = backend().passthrough_request("messages", body, True, target("claude-x"), {"Anthropic-Beta": "b1", "x": "y"})
+    assert http.url.endswith("/publishers/anthropic/models/claude-x:streamRawPredict") and http.stream
+    assert jsonio.loads(http.body) == {"max_tokens": 5, "stream": True, "messages": [], "cache": {"a": 1},
+                                       "anthropic_version": ANTHROPIC_VERSION}
+    assert http.headers == {"content-type": "application/json", "x-extra": "1", "anthropic-beta": "b1"}
+    count = backend().passthrough_request("count_tokens", jsonio.dumps({"model": "claude-x", "messages": []}), False,
+                                          target("claude-x", location="europe-west1"), {})
+    assert count.url == ("https://europe-west1-aiplatform.googleapis.com/v1/projects/my-project/locations/europe-west1"
+                         "/publishers/anthropic/models/count-tokens:rawPredict")
+    assert jsonio.loads(count.body) == {"model": "claude-x", "messages": [], "anthropic_version": ANTHROPIC_VERSION}
+
+
+def test_gemini_passthrough_keeps_the_body():
+    body = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}'
+    http = backend().passthrough_request("generate", body, True, target("gemini-x"), {})
+    assert http.body is body and http.url.endswith("/publishers/google/models/gemini-x:streamGenerateContent?alt=sse")
+    assert backend().passthrough_request("count_tokens", body, False, target("gemini-x"), {}).url.endswith(":countTokens")
+
+
+@pytest.mark.parametrize("op,model", [("embed", "gemini-x"), ("batch_embed", "gemini-x"), ("generate", "claude-x")])
+def test_passthrough_operations_vertex_does_not_offer(op, model):
+    with pytest.raises(ProxyError) as e:
+        backend().passthrough_request(op, b"{}", False, target(model), {})
+    assert e.value.kind == "not_found"

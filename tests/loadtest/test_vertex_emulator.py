@@ -55,6 +55,8 @@ async def test_claude_message_and_stream(claude, emulator):
     async with claude.messages.stream(model="claude-x::tools,chunks=3", max_tokens=32, messages=USER) as s:
         final = await asyncio.wait_for(s.get_final_message(), 10)
     assert final.stop_reason == "tool_use" and final.content[0].input == {"city": "Paris"}
+    n = await asyncio.wait_for(claude.messages.count_tokens(model="claude-x", messages=USER), 10)
+    assert n.input_tokens > 0
     assert emulator[1][vertex.SETTINGS]["grants"] == 1  # the SDK reused its token
 
 

@@ -158,3 +158,31 @@ async def test_openai_embeddings_on_cohere(gateway):
     oai, _ = gateway
     r = await bounded(oai.embeddings.create(model="cohere", input=["a", "bb"], dimensions=8))
     assert [len(d.embedding) for d in r.data] == [8, 8] and r.usage.prompt_tokens == 2
+
+
+async def test_anthropic_client_on_vertex_claude_is_relayed_byte_for_byte(gateway):
+    _, ant = gateway
+    # Relayed: the body is Vertex's answer as is (its model is the backend's id, not the client's name).
+    msg = await bounded(ant.messages.create(model="vertex-claude", max_tokens=64, messages=[{"role": "user", "content": "hi"}]))
+    assert msg.model == "claude-3-5-sonnet-v2@20241022" and msg.content[0].text == "echo: hi"
+    async with ant.messages.stream(model="vertex-claude", max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+        final = await bounded(s.get_final_message())
+    assert final.model == "claude-3-5-sonnet-v2@20241022" and final.content[0].text == "echo: hi"
+    raw = await bounded(ant.messages.with_raw_response.count_tokens(
+        model="vertex-claude", messages=[{"role": "user", "content": "count me"}]))
+    assert (await raw.parse()).input_tokens > 0 and "x-llm-proxy-token-count" not in raw.headers  # Vertex counted
+
+
+async def test_gemini_client_on_vertex_gemini_is_relayed(gateway):
+    from google import genai
+    from google.genai import types
+
+    oai, _ = gateway
+    base = str(oai.base_url).removesuffix("/v1/")
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=base, api_version="v1beta", timeout=10_000))
+    r = await bounded(client.aio.models.generate_content(model="vertex-gemini", contents="hello there"))
+    assert r.text == "echo: hello there" and r.model_version == "gemini-2.0-flash"  # Vertex's body, relayed
+    chunks = [c async for c in await client.aio.models.generate_content_stream(model="vertex-gemini", contents="hi")]
+    assert "".join(c.text or "" for c in chunks) == "echo: hi"
+    assert (await bounded(client.aio.models.count_tokens(model="vertex-gemini", contents="some words"))).total_tokens > 0
+    await client.aio.aclose()
