@@ -10,9 +10,10 @@ Quirks:
   (VPC endpoints, tests); the signature covers the host actually called.
 - The answer stream is AWS's binary event stream (adapters/bedrock_stream.py).
 - Parameters: `max_tokens`, `temperature`, `top_p`, `stop` in `inferenceConfig`; `top_k` and
-  Claude's `thinking` in `additionalModelRequestFields` (a model's `params` merge there too); no
-  seed, penalties, logprobs or response_format in Converse.  Reasoning is honoured for Claude
-  models (their `thinking` field); other models reason (or not) on their own.
+  Claude's `thinking` in `additionalModelRequestFields` (a model's `params` merge there too);
+  `response_format` as `outputConfig` structured output; no seed, penalties or logprobs in Converse.
+  Reasoning is honoured for Claude models (their `thinking` field); other models reason (or not) on
+  their own.
 - Embeddings through InvokeModel for Titan and Cohere embed models (adapters/bedrock_embed.py).
 """
 
@@ -51,7 +52,7 @@ class BedrockBackend(Backend):
     signing_name: ClassVar[str] = "bedrock"  # SigV4 service name (not "bedrock-runtime")
     default_base_url: ClassVar[str | None] = "https://bedrock-runtime.{region}.amazonaws.com"
     supported_params: ClassVar[frozenset[str]] = frozenset(
-        {"temperature", "top_p", "top_k", "stop", "reasoning", "tools", "tool_choice"}
+        {"temperature", "top_p", "top_k", "stop", "reasoning", "tools", "tool_choice", "response_format"}
     )
     renamed_params: ClassVar[Mapping[str, str]] = {
         "max_tokens": "inferenceConfig.maxTokens",
@@ -62,6 +63,7 @@ class BedrockBackend(Backend):
         "reasoning": "additionalModelRequestFields.thinking (Claude models)",
         "tools": "toolConfig.tools[].toolSpec",
         "tool_choice": "toolConfig.toolChoice (auto / any / tool; none keeps tools only for tool history)",
+        "response_format": "outputConfig.textFormat (json_schema; json_object as an object schema)",
     }
 
     options: BedrockOptions

@@ -9,6 +9,8 @@
   call and its result.  Converse needs `toolConfig` whenever the history has toolUse/toolResult
   blocks, so a follow-up without `tools` gets minimal specs for the tools the history names, and
   `tool_choice: none` (Converse has no such choice) keeps the tools without a choice (lossy).
+- `response_format` becomes `outputConfig.textFormat` (a JSON schema; JSON mode, which Converse
+  lacks, the schema of any object).
 - `top_k` and Claude's `thinking` go through `additionalModelRequestFields`; Claude's signed
   reasoning (and redacted reasoning) from earlier turns goes back as `reasoningContent`, anyone
   else's reasoning is dropped.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import ir
+from . import ir, jsonio
 from .anthropic_build import thinking
 from .common import alternating_turns, inline_image, parse_tool_arguments
 from .errors import bad_request, unsupported
@@ -160,4 +162,19 @@ def build_body(req: ir.ChatRequest, model: str, default_max_tokens: int | None) 
     tool_config = build_tool_config(req, messages)
     if tool_config is not None:
         body["toolConfig"] = tool_config
+    output = output_config(req.response_format)
+    if output is not None:
+        body["outputConfig"] = output
     return body
+
+
+def output_config(fmt: ir.ResponseFormat | None) -> dict[str, Any] | None:
+    """`response_format` as Converse's structured output: a JSON schema (sent as a string); JSON mode,
+    which Converse lacks, as the schema of any object."""
+    if fmt is None or fmt.type == "text":
+        return None
+    schema = fmt.schema if fmt.type == "json_schema" and fmt.schema is not None else {"type": "object"}
+    definition: dict[str, Any] = {"schema": jsonio.dumps(schema).decode(), "name": fmt.name or "response"}
+    if fmt.description:
+        definition["description"] = fmt.description
+    return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}}

@@ -20,8 +20,8 @@ sequence (stopReason stop_sequence, and `additionalModelResponseFields.stop_sequ
 `/stop_sequence` is asked for) or at `maxTokens` (stopReason max_tokens); toolUse blocks for the
 tools the last user turn names, or under toolChoice any/tool or the `tools` key
 (behaviour.tools_to_call); with `reasoning` or Claude's `thinking` in additionalModelRequestFields,
-a reasoningContent block first (signed for Anthropic models).  Stream events carry a random `p`
-padding field, as Bedrock's do.
+a reasoningContent block first (signed for Anthropic models); with `outputConfig` (structured
+output), JSON that follows its schema.  Stream events carry a random `p` padding field, as Bedrock's do.
 
 Scenario keys (behaviour.py; the model suffix after `::` arrives as `%3A%3A`): status / retry_after
 (the status's AWS exception), `exception=<Name>` (that exception with its AWS status, e.g.
@@ -202,12 +202,27 @@ def _check_converse(body: dict[str, Any]) -> web.Response | None:
     inference = body.get("inferenceConfig") or {}
     if set(inference) - INFERENCE_FIELDS or int(inference.get("maxTokens", 1)) < 1:
         return invalid("inferenceConfig accepts maxTokens (>= 1), temperature, topP and stopSequences only")
+    output = body.get("outputConfig")
+    if output is not None and _output_schema(output) is None:
+        return invalid("outputConfig.textFormat must be {type: json_schema, structure: {jsonSchema: {schema: "
+                       "<a JSON schema as a string>}}}")
     tool_config = body.get("toolConfig")
     if tool_config is not None:
         tools = tool_config.get("tools") if isinstance(tool_config, dict) else None
         if not isinstance(tools, list) or not tools or not all(isinstance(t, dict) and "toolSpec" in t for t in tools):
             return invalid("toolConfig.tools must be a non-empty list of toolSpec entries")
     return _check_turns(messages, tool_config is not None)
+
+
+def _output_schema(output: Any) -> dict[str, Any] | None:
+    """The JSON schema of a structured-output request (outputConfig), or None when malformed."""
+    fmt = output.get("textFormat") if isinstance(output, dict) else None
+    try:
+        definition = fmt["structure"]["jsonSchema"]
+        schema = json.loads(definition["schema"]) if fmt["type"] == "json_schema" else None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return schema if isinstance(schema, dict) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,6 +273,8 @@ class Reply:
         self.signature = base64.b64encode(uuid.uuid4().bytes * 3).decode() if self.thinking and "anthropic." in model else None
         inference = body.get("inferenceConfig") or {}
         echo = reply_text(b, " ".join(t for t in _texts(body["messages"][-1]["content"]) if t))
+        if body.get("outputConfig") is not None:  # structured output: JSON that follows the schema
+            echo = json.dumps(example_value(_output_schema(body["outputConfig"])))
         text, cut, stop = cut_reply(echo, inference.get("stopSequences"), inference.get("maxTokens"))
         self.text = "" if self.calls else text
         self.stop_sequence = None if self.calls else stop

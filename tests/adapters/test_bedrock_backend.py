@@ -343,3 +343,17 @@ def test_embedding_answers():
         b.embeddings_response(b'{"embeddings": {"int8": [[1]]}}', req)
     assert b.prompt_tokens_from_headers({bedrock_embed.TOKEN_COUNT_HEADER: "12"}) == 12
     assert b.prompt_tokens_from_headers({bedrock_embed.TOKEN_COUNT_HEADER: "x"}) is None
+
+
+@pytest.mark.parametrize("fmt,expected", [
+    (ir.ResponseFormat(type="text"), None),
+    (ir.ResponseFormat(type="json_object"), {"schema": '{"type":"object"}', "name": "response"}),
+    (ir.ResponseFormat(type="json_schema", name="city", description="A city", schema={"type": "object", "properties": {"n": {"type": "string"}}}),
+     {"schema": '{"type":"object","properties":{"n":{"type":"string"}}}', "name": "city", "description": "A city"}),
+])
+def test_response_format_rows(fmt, expected):
+    b = body(chat(user("x"), response_format=fmt))
+    if expected is None:
+        assert "outputConfig" not in b
+    else:
+        assert b["outputConfig"] == {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": expected}}}

@@ -152,3 +152,10 @@ async def test_invoke_model_embeddings(client):
     assert [len(v) for v in json.loads(r["body"].read())["embeddings"]] == [1024, 1024]
     with pytest.raises(ClientError, match="input_type"):
         await run(c.invoke_model, modelId="cohere.embed-english-v3", body=json.dumps({"texts": ["a"]}))
+
+
+async def test_structured_output_follows_the_schema(client):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "n": {"type": "integer"}}}
+    r = await run(client().converse, modelId=CLAUDE, messages=HELLO, outputConfig={"textFormat": {
+        "type": "json_schema", "structure": {"jsonSchema": {"schema": json.dumps(schema), "name": "answer"}}}})
+    assert json.loads(r["output"]["message"]["content"][0]["text"]) == {"city": "Paris", "n": 1}

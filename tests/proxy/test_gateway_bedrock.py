@@ -175,3 +175,12 @@ async def test_wrong_secret_is_refused_as_aws_refuses_it(start_emulator, start_p
 async def test_bedrock_api_key_is_a_bearer_token(start_emulator, start_proxy):
     url = await start_emulator("bedrock")
     assert await chat_once(start_proxy, backend(url, api_key=emu.API_KEY)) == "echo: hi"
+
+
+async def test_json_schema_response_format(gateway):
+    oai, _ = gateway
+    fmt = {"type": "json_schema", "json_schema": {"name": "place", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    r = await bounded(oai.chat.completions.create(model="claude", messages=[{"role": "user", "content": "where?"}],
+                                                  response_format=fmt))
+    assert r.choices[0].message.content.replace(" ", "") == '{"city":"Paris"}'
