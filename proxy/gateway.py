@@ -23,7 +23,7 @@ from .limiter import Limiter
 from .metrics import Recorder, exposition, sample_process
 from .pools import BackendRuntime, build_backends
 from .routing import Router, check_model_name
-from .state.base import StateStore, open_store
+from .state.base import StateStore, StoreUnavailable, open_store
 from .tracing import Tracing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -155,4 +155,21 @@ class Gateway:
             for name, b in self.backends.items()
         }
         ok = self.ready and all(b.session is not None for b in self.backends.values())
-        return web.json_response({"status": "ready" if ok else "not ready", "backends": backends}, status=200 if ok else 503)
+        extra = {}
+        if self.store is not None:  # only when some key needs it (limits or the admin API)
+            extra["state"] = state = await self._store_health()
+            ok = ok and (state["status"] == "ok" or self.cfg.state.on_error == "open")
+        body = {"status": "ready" if ok else "not ready", "backends": backends, **extra}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _store_health(self) -> dict[str, str]:
+        """Whether the state store answers (within state.timeout).  Unreachable makes the pod not ready
+        with `state.on_error: closed`, since it would refuse every limited request; with `open` it
+        serves them unmetered, so it stays ready.  The URL is never shown (it may hold a password)."""
+        kind = "redis" if self.cfg.state.url.startswith(("redis", "unix")) else "sqlite"
+        try:
+            await self.store.ping()
+        except StoreUnavailable:
+            return {"store": kind, "status": "unreachable"}
+        return {"store": kind, "status": "ok"}
+

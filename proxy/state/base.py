@@ -125,6 +125,8 @@ class StateStore(Protocol):
 
     async def delete_record(self, scope: str, rid: str) -> bool: ...
 
+    async def ping(self) -> None: ...  # raises StoreUnavailable (readiness: /health/ready)
+
     async def close(self) -> None: ...
 
 

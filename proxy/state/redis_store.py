@@ -169,6 +169,9 @@ class RedisStore:
         except (TimeoutError, OSError):
             raise StoreUnavailable("state store (redis) did not answer in time") from None
 
+    async def ping(self) -> None:
+        await self._call(self.client.ping())
+
     async def close(self) -> None:
         await self.client.aclose()
 

@@ -96,6 +96,9 @@ class SQLiteStore:
             self._thread_conn = self._connect(int(self.timeout * 1000))
         return _transaction(self._thread_conn, step)
 
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
     async def close(self) -> None:
         async with self._thread_lock:
             for conn in (self._loop_conn, self._thread_conn):
