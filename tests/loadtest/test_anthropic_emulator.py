@@ -189,3 +189,42 @@ async def test_tool_results_must_answer_a_previous_tool_use(client):
         await client.messages.create(model="m", max_tokens=10, messages=msgs)
     msgs[2]["content"][0]["tool_use_id"] = "toolu_1"
     assert (await client.messages.create(model="m", max_tokens=10, messages=msgs)).content
+
+
+# -- the request steers the reply, as on the real API (what `llm-proxy conformance` probes) ------------
+
+
+async def test_stop_sequences_and_max_tokens_cut_the_reply(client):
+    msg = await client.messages.create(model="claude-x", max_tokens=50, stop_sequences=["gamma", "beta"],
+                                       messages=[{"role": "user", "content": "alpha beta gamma"}])
+    assert (msg.content[0].text, msg.stop_reason, msg.stop_sequence) == ("echo: alpha ", "stop_sequence", "beta")
+    async with client.messages.stream(model="claude-x", max_tokens=2,
+                                      messages=[{"role": "user", "content": "one two three four"}]) as s:
+        final = await s.get_final_message()
+    assert (final.content[0].text, final.stop_reason) == ("echo: on", "max_tokens")
+
+
+async def test_thinking_request_gets_a_signed_thinking_block(client):
+    async with client.messages.stream(model="claude-x", max_tokens=2048, messages=USER,
+                                      thinking={"type": "enabled", "budget_tokens": 1024}) as s:
+        final = await s.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[0].signature
+
+
+async def test_tools_named_by_the_user_and_tool_choice(client):
+    tools = TOOLS + [{"name": "clock", "input_schema": {"type": "object", "properties": {}}}]
+    msg = await client.messages.create(model="claude-x", max_tokens=50, tools=tools,
+                                       messages=[{"role": "user", "content": "use clock please"}])
+    assert [b.name for b in msg.content if b.type == "tool_use"] == ["clock"] and msg.stop_reason == "tool_use"
+    msg = await client.messages.create(model="claude-x", max_tokens=50, tools=tools, tool_choice={"type": "none"},
+                                       messages=[{"role": "user", "content": "use clock please"}])
+    assert [b.type for b in msg.content] == ["text"] and msg.stop_reason == "end_turn"
+    msg = await client.messages.create(model="claude-x", max_tokens=50, tools=tools, tool_choice={"type": "any"},
+                                       messages=USER)
+    assert [b.name for b in msg.content if b.type == "tool_use"] == ["lookup"]
+
+
+async def test_unknown_model_is_not_found(client):
+    with pytest.raises(anthropic.NotFoundError) as e:
+        await client.messages.create(model="no-such-model-x", max_tokens=5, messages=USER)
+    assert e.value.body["error"]["type"] == "not_found_error"

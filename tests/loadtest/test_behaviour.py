@@ -86,3 +86,37 @@ async def test_write_stream_waits_the_gap_between_frames_only():
     t0 = loop.time()
     await _write("", gap=0.1)
     assert 3 * 0.1 - 0.01 <= loop.time() - t0 < 4 * 0.1
+
+
+def test_cut_reply_stop_before_length():
+    from loadtest.emulators.behaviour import cut_reply
+
+    assert cut_reply("alpha beta gamma", ["gamma", "beta"], 1) == ("alpha ", "stop", "beta")
+    assert cut_reply("alpha beta", "beta", None) == ("alpha ", "stop", "beta")
+    assert cut_reply("one two three", None, 2) == ("one two ", "length", None)
+    assert cut_reply("short", [], 100) == ("short", None, None)
+
+
+@pytest.mark.parametrize("mode, last_user, forced, expected", [
+    ("auto", "use clock then lookup", False, ["lookup", "clock"]),  # offered order
+    ("auto", "nothing named", False, []),
+    ("auto", None, False, []),  # after a tool result
+    ("none", "use lookup", True, []),
+    ("required", "hello", False, ["lookup"]),
+    ("required", "use clock", False, ["clock"]),
+    ("clock", "use lookup", False, ["clock"]),
+    ("other", "use lookup", False, []),
+    ("auto", "hello", True, ["lookup"]),
+])
+def test_tools_to_call_rows(mode, last_user, forced, expected):
+    from loadtest.emulators.behaviour import tools_to_call
+
+    assert tools_to_call(["lookup", "clock"], mode, last_user, forced) == expected
+    assert tools_to_call([], "auto", "x", True) == ["get_weather"]
+
+
+def test_defect_names_keep_underscores_text_turns_them_into_spaces():
+    from loadtest.emulators.behaviour import Behaviour
+
+    b = Behaviour.parse("defect=no_done,text=a_b")
+    assert (b.defect, b.text) == ("no_done", "a b")

@@ -226,3 +226,28 @@ async def test_profile_first_byte(aiohttp_server):
     t0 = loop.time()
     status, _ = await post(str(server.make_url("")).rstrip("/"), "/v1beta/models/g:generateContent")
     assert status == 200 and loop.time() - t0 >= 0.2
+
+
+async def test_stop_sequences_and_max_output_tokens_cut_the_reply(client):
+    r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="alpha beta",
+                                                     config=types.GenerateContentConfig(stop_sequences=["beta"])))
+    assert r.text == "echo: alpha " and r.candidates[0].finish_reason == types.FinishReason.STOP
+    r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="one two three four",
+                                                     config=types.GenerateContentConfig(max_output_tokens=2)))
+    assert r.text == "echo: on" and r.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+
+
+async def test_function_calls_follow_the_prompt_and_the_calling_mode(client):
+    tools = [types.Tool(function_declarations=[*TOOLS[0].function_declarations,
+                                               types.FunctionDeclaration(name="clock", parameters_json_schema={"type": "object"})])]
+    r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="use lookup and clock",
+                                                     config=types.GenerateContentConfig(tools=tools)))
+    assert [c.name for c in r.function_calls] == ["lookup", "clock"]
+    none = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="NONE"))
+    r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="use lookup",
+                                                     config=types.GenerateContentConfig(tools=tools, tool_config=none)))
+    assert r.function_calls is None and r.text == "echo: use lookup"
+    named = types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY", allowed_function_names=["clock"]))
+    r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="hi",
+                                                     config=types.GenerateContentConfig(tools=tools, tool_config=named)))
+    assert [c.name for c in r.function_calls] == ["clock"]

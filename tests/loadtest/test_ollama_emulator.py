@@ -221,3 +221,17 @@ async def test_bad_requests(server):
             assert r.status == 400 and "error" in await r.json()
         async with s.post(server.make_url("/api/chat"), json={"messages": USER}) as r:
             assert r.status == 400 and await r.json() == {"error": "model is required"}
+
+
+async def test_tools_named_by_the_user_are_called(client):
+    r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, tools=TOOLS,
+                                           messages=[{"role": "user", "content": "please use lookup"}]), 10)
+    assert [c.function.name for c in r.message.tool_calls] == ["lookup"] and r.message.content == ""
+    assert r.message.tool_calls[0].function.arguments == {"query": "Paris"}
+    r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, tools=TOOLS, messages=USER), 10)
+    assert not r.message.tool_calls and r.message.content == "echo: hello there"
+    history = [{"role": "user", "content": "please use lookup"},
+               {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "lookup", "arguments": {}}}]},
+               {"role": "tool", "content": "sunny"}]
+    r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, tools=TOOLS, messages=history), 10)
+    assert not r.message.tool_calls

@@ -298,3 +298,78 @@ async def test_tool_results_must_answer_a_previous_call(client):
         await client.chat.completions.create(model="m", messages=msgs)
     msgs[2]["tool_call_id"] = "call_1"
     assert (await client.chat.completions.create(model="m", messages=msgs)).choices
+
+
+# -- the request steers the reply, as on a model server (what `llm-proxy conformance` probes) ----------
+
+TIME_TOOL = {"type": "function", "function": {"name": "clock", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+async def test_max_tokens_and_stop_cut_the_reply(client):
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("one two three four five six"),
+                                             max_tokens=2)
+    assert r.choices[0].finish_reason == "length" and r.choices[0].message.content == "echo: on"
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("alpha beta gamma"), stop=["gamma", "beta"])
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.content == "echo: alpha "
+    assert r.choices[0].model_extra["stop_reason"] == "beta"  # vLLM names the stop string that fired
+    stream = await client.chat.completions.create(model="emulated-gpt", messages=user("alpha beta"), stop="beta",
+                                                  stream=True)
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: alpha "
+
+
+async def test_tools_named_by_the_user_are_called_and_tool_choice_steers(client):
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("use lookup and clock"), tools=tools)
+    calls = r.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["lookup", "clock"] and len({c.id for c in calls}) == 2
+    assert json.loads(calls[0].function.arguments) == {"city": "city-value", "days": 1}
+    assert r.choices[0].finish_reason == "tool_calls"
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("use lookup"), tools=tools,
+                                             tool_choice="none")
+    assert r.choices[0].message.tool_calls is None and r.choices[0].message.content == "echo: use lookup"
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("hi"), tools=tools, tool_choice="required")
+    assert [c.function.name for c in r.choices[0].message.tool_calls] == ["lookup"]
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("hi"), tools=tools,
+                                             tool_choice={"type": "function", "function": {"name": "clock"}})
+    assert [c.function.name for c in r.choices[0].message.tool_calls] == ["clock"]
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("hi"), tools=tools)
+    assert r.choices[0].message.tool_calls is None  # auto and nothing named: a text answer
+
+
+async def test_streamed_parallel_calls_accumulate_in_the_sdk(client):
+    async with client.chat.completions.stream(model="emulated-gpt", messages=user("use lookup and clock"),
+                                              tools=[WEATHER_TOOL, TIME_TOOL]) as s:
+        final = await s.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert [c.function.name for c in calls] == ["lookup", "clock"]
+    assert json.loads(calls[1].function.arguments) == {"city": "city-value"}
+
+
+async def test_tool_result_gets_a_text_answer(client):
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    msgs = [*user("use lookup"), {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    r = await client.chat.completions.create(model="emulated-gpt", messages=msgs, tools=[WEATHER_TOOL])
+    assert r.choices[0].message.tool_calls is None and r.choices[0].message.content == "echo: use lookup"
+
+
+async def test_structured_output_logprobs_reasoning_and_unknown_model(client):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+
+    parsed = await client.chat.completions.parse(model="emulated-gpt", messages=user("a city"), response_format=City)
+    assert parsed.choices[0].message.parsed == City(city="city-value")
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("x"), response_format={"type": "json_object"})
+    assert json.loads(r.choices[0].message.content) == {"answer": "echo: x"}
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("hello"), logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == "echo: hello" and len(content[0].top_logprobs) == 2
+    r = await client.chat.completions.create(model="emulated-gpt", messages=user("2+2"), reasoning_effort="low")
+    assert r.choices[0].message.model_extra["reasoning_content"] == "Thinking about: 2+2"
+    with pytest.raises(openai.NotFoundError) as e:
+        await client.chat.completions.create(model="no-such-model-x", messages=user("x"))
+    assert e.value.code == "model_not_found"
