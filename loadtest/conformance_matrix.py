@@ -180,9 +180,10 @@ asserts all of this, and that each exception still fails):
 Other findings: the Anthropic face shows reasoning only when Anthropic signed it (clients send
 thinking blocks back, and Anthropic refuses unsigned ones), so `extras.thinking` is `not supported`
 on other backends; `json_object` on an Anthropic backend is a system instruction (Anthropic has no JSON
-mode), which the echoing emulator does not follow; the native emulators (Ollama `format`, Gemini
-`responseMimeType`, TGI `grammar`, llama.cpp `json_schema`) do not constrain their echo, so the JSON
-extras fail there although the gateway translates `response_format` for each.
+mode), which the echoing emulator does not follow.  The JSON extras pass on the native backends because
+the gateway translates `response_format` into each one's constraint (Ollama `format`, Gemini
+`responseMimeType` + `responseJsonSchema`, TGI `grammar`, llama.cpp `json_schema`) and the emulators
+honour those.
 
 ### OpenAI face (`--format openai`, `/v1`)
 

@@ -35,6 +35,7 @@ named `no-such-model...` does not exist (404 in the format's shape; `UNKNOWN_MOD
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 from dataclasses import dataclass, fields
@@ -177,6 +178,22 @@ UNKNOWN_MODEL_PREFIX = "no-such-model"
 
 def unknown_model(model: object) -> bool:
     return isinstance(model, str) and model.startswith(UNKNOWN_MODEL_PREFIX)
+
+
+def schema_example(schema: Any, name: str = "value") -> Any:
+    """A value of a simple JSON schema: objects by property, `<key>-value` strings, typed placeholders."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind == "object":
+        return {k: schema_example(v, k) for k, v in (schema.get("properties") or {}).items()}
+    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(str(kind), f"{name}-value")
+
+
+def json_reply(text: str, schema: Any) -> str:
+    """What a server with constrained decoding answers when asked for JSON: a value of `schema`, or
+    `{"answer": text}` for plain JSON mode (no schema, or the empty schema)."""
+    if isinstance(schema, dict) and schema:
+        return json.dumps(schema_example(schema))
+    return json.dumps({"answer": text})
 
 
 def cut_reply(text: str, stops: object, max_tokens: object) -> tuple[str, str | None, str | None]:

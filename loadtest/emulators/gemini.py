@@ -20,7 +20,8 @@ API_KEY_INVALID (Gemini does not answer 401 for a bad key).  Errors are
 turn with as many function calls (so translated tool results must be merged into one content).
 
 Replies: `echo: <last user text>` (function-response outputs count as user text), cut before a
-`generationConfig.stopSequences` entry or at `maxOutputTokens` (finishReason MAX_TOKENS).  Function
+`generationConfig.stopSequences` entry or at `maxOutputTokens` (finishReason MAX_TOKENS); JSON for
+`responseMimeType: application/json` (a value of `responseJsonSchema` / `responseSchema` when given).  Function
 calls (whole, in one chunk; no id, as the Developer API) for the declarations the last user turn names,
 toolConfig mode ANY (one allowed name: that one; NONE suppresses) or the `tools` key
 (behaviour.tools_to_call); with
@@ -49,7 +50,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
-                        reply_text, split_text, tools_to_call, unit_vector, write_stream)
+                        json_reply, reply_text, split_text, tools_to_call, unit_vector, write_stream)
 
 PROFILE = web.AppKey("gemini_profile", LatencyProfile)
 RNG = web.AppKey("gemini_rng", random.Random)
@@ -222,7 +223,10 @@ class Reply:
         self.signature = base64.b64encode(b"emu-sig:" + uuid.uuid4().bytes).decode() if b.reasoning else None
         self.calls = _function_calls(body, b)
         config = body.get("generationConfig") or {}
-        text, cut, _ = cut_reply(reply_text(b, last_user_text(body)), config.get("stopSequences"),
+        text = reply_text(b, last_user_text(body))
+        if config.get("responseMimeType") == "application/json":
+            text = json_reply(text, config.get("responseJsonSchema") or config.get("responseSchema"))
+        text, cut, _ = cut_reply(text, config.get("stopSequences"),
                                  config.get("maxOutputTokens"))
         self.text = "" if self.calls else text
         self.finish = "MAX_TOKENS" if b.max_tokens or (cut == "length" and not self.calls) else "STOP"

@@ -11,9 +11,9 @@ Routes:
 The prompt is whatever the caller rendered.  The default reply echoes the *last user text* found in
 it: template markers (`<|...|>`, `[INST]`, `<s>`) become line breaks, role-name lines are skipped and
 the last remaining line is taken, so ChatML, Llama 3 and Mistral prompts all echo the user's words.
-The reply is cut at the first `stop` string (stop_type "word", `stopping_word`), or at `n_predict`
-tokens (stop_type "limit"); otherwise stop_type is "eos".  Streams are `data: {...}` events with
-`content` and `"stop": false`; the last has `"stop": true`, empty content and the full field set
+A `json_schema` makes the reply JSON.  The reply is cut at the first `stop` string (stop_type "word",
+`stopping_word`), or at `n_predict` tokens (stop_type "limit"); otherwise stop_type is "eos".
+Streams are `data: {...}` events with `content` and `"stop": false`; the last has `"stop": true`, empty content and the full field set
 (`stop_type`, `stopping_word`, `tokens_evaluated`, `tokens_predicted`, `timings`); no `[DONE]`.
 Errors are `{"error": {"code", "message", "type"}}`.
 
@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, write_stream)
+                        json_reply, split_text, write_stream)
 
 MODEL_PATH = "/models/emulated-7b-q4_k_m.gguf"
 N_CTX = 4096
@@ -86,6 +86,8 @@ class _Completion:
     def build(cls, b: Behaviour, body: dict[str, Any]) -> "_Completion":
         prompt = body.get("prompt") if isinstance(body.get("prompt"), str) else ""
         text = reply_text(b, last_user_text(prompt))
+        if isinstance(body.get("json_schema"), dict):  # grammar-constrained: the output matches the schema
+            text = json_reply(text, body["json_schema"])
         if b.reasoning:
             text = "<think>\nThe user wants an echo.\n</think>\n\n" + text
         stop_type, word = "eos", ""

@@ -16,7 +16,7 @@ line, then a `done: true` line with `done_reason`, the token counts and duration
 Errors are `{"error": "<string>"}`; the model `missing` (any tag) answers 404 "not found, try pulling
 it first", as does `status=404`.  Default reply: `echo: <last user text>`, cut at the first
 `options.stop` string (done_reason stop) or at `options.num_predict` tokens (done_reason length).
-Tool calls (whole, in the message) for the tools the last user message names (behaviour.tools_to_call).
+`format` ("json" or a schema) makes the reply JSON.  Tool calls (whole, in the message) for the tools the last user message names (behaviour.tools_to_call).
 
 Scenario keys (behaviour.py): status/retry_after, context_length (400 with Ollama's wording), chunks,
 text, tools (a call to the first tool offered, else `get_weather`), reasoning (`message.thinking`,
@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, reply_text,
-                        split_text, tools_to_call, write_stream)
+                        json_reply, split_text, tools_to_call, write_stream)
 
 VERSION = "0.12.6"
 CONTEXT_MESSAGE = "the input length exceeds the context length"
@@ -98,7 +98,9 @@ class _Reply:
     @classmethod
     def build(cls, b: Behaviour, body: dict[str, Any], last_user: str, prompt_text: str) -> "_Reply":
         options = body.get("options") or {}
-        reply = cls(text=reply_text(b, last_user))
+        fmt = body.get("format")
+        text = reply_text(b, last_user)
+        reply = cls(text=json_reply(text, fmt if isinstance(fmt, dict) else None) if fmt else text)
         if b.reasoning or body.get("think") not in (None, False):
             reply.thinking = f"The user wrote {len(last_user)} characters; answer briefly."
         reply.tool_calls = _tool_calls(body, b)

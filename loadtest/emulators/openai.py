@@ -41,7 +41,8 @@ from aiohttp import web
 
 from . import defects
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
-                        reply_text, split_text, tools_to_call, unknown_model, write_stream)
+                        json_reply, reply_text, schema_example, split_text, tools_to_call, unknown_model,
+                        write_stream)
 from .defects import request_hook, stream_hook
 
 PROFILE = web.AppKey("profile", LatencyProfile)
@@ -110,13 +111,6 @@ def _check_messages(messages: Any) -> web.Response | None:
     return None
 
 
-def _example(schema: Any, name: str) -> Any:
-    kind = schema.get("type") if isinstance(schema, dict) else None
-    if kind == "object":
-        return {k: _example(v, k) for k, v in (schema.get("properties") or {}).items()}
-    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(str(kind), f"{name}-value")
-
-
 def _functions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The offered functions by name, in order."""
     out: dict[str, dict[str, Any]] = {}
@@ -141,17 +135,15 @@ def _tool_calls(body: dict[str, Any], b: Behaviour, last_user: str | None) -> li
     calls = []
     for name in tools_to_call(list(fns), _tool_mode(body), last_user, b.tools):
         params = (fns.get(name) or {}).get("parameters") or {"type": "object", "properties": {}}
-        calls.append((name, json.dumps(_example(params, "arg")) if name in fns else json.dumps({"city": "Paris"})))
+        calls.append((name, json.dumps(schema_example(params, "arg")) if name in fns else json.dumps({"city": "Paris"})))
     return calls
 
 
 def _answer_text(body: dict[str, Any], b: Behaviour, last_text: str) -> str:
     """The reply text; a JSON object when response_format asks for one (json_schema: one matching it)."""
     fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
-    if fmt.get("type") == "json_schema":
-        return json.dumps(_example((fmt.get("json_schema") or {}).get("schema") or {"type": "object"}, "value"))
-    if fmt.get("type") == "json_object":
-        return json.dumps({"answer": reply_text(b, last_text)})
+    if fmt.get("type") in ("json_schema", "json_object"):
+        return json_reply(reply_text(b, last_text), (fmt.get("json_schema") or {}).get("schema"))
     return reply_text(b, last_text)
 
 

@@ -17,8 +17,8 @@ TGI serves one model and ignores names, so the scenario comes from the `x-emulat
 `{model}` path segment: `/models/llama::status=503`).  Default reply: `echo: <last user text>`, the
 last user turn found in the prompt by the usual template markers (Llama 3, ChatML, [INST], Gemma,
 Phi-3), else the whole prompt.  Like TGI, a matched stop sequence stays in the text (finish reason
-`stop_sequence`), `max_new_tokens` cuts the reply (`length`), and an eos ending sends a special `</s>`
-token last.  Headers `x-prompt-tokens` / `x-generated-tokens` on non-stream answers.
+`stop_sequence`), `max_new_tokens` cuts the reply (`length`), `grammar` `{"type": "json"}` makes it
+JSON, and an eos ending sends a special `</s>` token last.  Headers `x-prompt-tokens` / `x-generated-tokens` on non-stream answers.
 
 Scenario keys: status (+retry_after) -> `{"error", "error_type"}` with TGI's error_type for the status
 (HF serverless 503: `{"error": "Model ... is currently loading", "estimated_time"}`); context_length ->
@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, last_user_text,
-                        reply_text, split_text, write_stream)
+                        json_reply, reply_text, split_text, write_stream)
 
 MODEL_ID = "emulated/tgi-model"
 MAX_TOTAL_TOKENS = 4096
@@ -59,6 +59,9 @@ class _Generation:
 
     def __init__(self, b: Behaviour, inputs: str, params: dict[str, Any]) -> None:
         text = reply_text(b, last_user_text(inputs))
+        grammar = params.get("grammar") if isinstance(params.get("grammar"), dict) else {}
+        if grammar.get("type") == "json":  # TGI's guided decoding: the output matches the schema
+            text = json_reply(text, grammar.get("value"))
         if b.tools:
             text = '<tool_call>\n{"name": "%s", "arguments": {"location": "Paris"}}\n</tool_call>' % _tool_name(inputs)
         if b.reasoning:
