@@ -251,3 +251,10 @@ async def test_function_calls_follow_the_prompt_and_the_calling_mode(client):
     r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="hi",
                                                      config=types.GenerateContentConfig(tools=tools, tool_config=named)))
     assert [c.name for c in r.function_calls] == ["clock"]
+
+
+async def test_json_mime_type_and_schema_make_the_reply_json(client):
+    config = types.GenerateContentConfig(response_mime_type="application/json",
+                                         response_json_schema={"type": "object", "properties": {"city": {"type": "string"}}})
+    r = await bounded(client.models.generate_content(model="gemini-2.5-flash", contents="x", config=config))
+    assert r.parsed == {"city": "city-value"}

@@ -187,3 +187,9 @@ async def test_health_props_tokenize(server):
         async with s.post(server.make_url("/tokenize"), json={"content": "hello world!"}) as r:
             tokens = (await r.json())["tokens"]
             assert len(tokens) == 3 and all(isinstance(t, int) for t in tokens)
+
+
+async def test_json_schema_constrains_the_reply(server):
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    status, _, raw = await post(server, {"prompt": "hi", "json_schema": schema})
+    assert status == 200 and json.loads(json.loads(raw)["content"]) == {"n": 1}

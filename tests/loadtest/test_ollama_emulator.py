@@ -235,3 +235,11 @@ async def test_tools_named_by_the_user_are_called(client):
                {"role": "tool", "content": "sunny"}]
     r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, tools=TOOLS, messages=history), 10)
     assert not r.message.tool_calls
+
+
+async def test_format_makes_the_reply_json(client):
+    r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, messages=USER, format="json"), 10)
+    assert json.loads(r.message.content) == {"answer": "echo: hello there"}
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, messages=USER, format=schema), 10)
+    assert json.loads(r.message.content) == {"city": "city-value"}

@@ -213,3 +213,11 @@ async def test_feature_extraction(url):
             vectors = await r.json()
     assert len(vectors) == 2 and vectors[0] != vectors[1] and len(vectors[0]) == 8
     assert [round(x, 4) for x in vectors[0]] == [round(float(x), 4) for x in (await c.feature_extraction("a"))]
+
+
+async def test_json_grammar_constrains_the_reply(url):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    out = await client(url).text_generation(CHATML, grammar={"type": "json", "value": schema})
+    assert json.loads(out) == {"city": "city-value"}
+    out = await client(url).text_generation(CHATML, grammar={"type": "json", "value": {}})
+    assert json.loads(out) == {"answer": "echo: hello there"}
