@@ -23,7 +23,8 @@ chunks, text, tools (or tool_choice REQUIRED), reasoning, first_byte, chunk_dela
 reset_after / truncate_after / error_after (counted in content / tool-call delta events;
 error_after sends message-end with finish_reason ERROR and delta.error), malformed, max_tokens
 (MAX_TOKENS), usage_in / usage_out.  A `stop_sequences` entry found in the reply text cuts it there
-(finish_reason STOP_SEQUENCE).
+(finish_reason STOP_SEQUENCE), `max_tokens` at that many tokens (MAX_TOKENS).  Without the `tools`
+key, a tool the last user message names is called (behaviour.tools_to_call; NONE suppresses).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_at_stop,
-                        example_value, reply_text, split_text, unit_vector, write_stream)
+from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
+                        example_value, reply_text, split_text, tools_to_call, unit_vector, write_stream)
 
 PROFILE = web.AppKey("cohere_profile", LatencyProfile)
 RNG = web.AppKey("cohere_rng", random.Random)
@@ -189,20 +190,22 @@ class Reply:
 
     def __init__(self, body: dict[str, Any], b: Behaviour) -> None:
         self.id = _id()
-        tools = [t["function"] for t in body.get("tools") or []]
-        uses_tool = body.get("tool_choice") != "NONE" and (b.tools or (body.get("tool_choice") == "REQUIRED" and bool(tools)))
+        tools = {t["function"].get("name"): t["function"] for t in body.get("tools") or []}
+        mode = {"NONE": "none", "REQUIRED": "required"}.get(body.get("tool_choice"), "auto")
+        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+        last_user = last_user_text(body) if messages and messages[-1].get("role") == "user" else None
+        chosen = tools_to_call(list(tools), mode, last_user, b.tools)
         self.call: dict[str, Any] | None = None
-        if uses_tool:
-            fn = tools[0] if tools else {"name": "get_weather", "parameters": {}}
+        if chosen:  # one call: the emulator makes no parallel calls
+            fn = tools.get(chosen[0]) or {"name": "get_weather", "parameters": {}}
             args = example_value(fn.get("parameters") or {})
             self.call = {"id": f"{fn['name']}_{uuid.uuid4().hex[:12]}", "type": "function",
                          "function": {"name": fn["name"], "arguments": json.dumps(args if isinstance(args, dict) else {})}}
         self.thinking = THINKING if b.reasoning else None
         self.text = "" if self.call else reply_text(b, last_user_text(body))
-        self.finish = "MAX_TOKENS" if b.max_tokens else ("TOOL_CALL" if self.call else "COMPLETE")
-        self.text, stop = cut_at_stop(self.text, body.get("stop_sequences"))
-        if stop is not None:
-            self.finish = "STOP_SEQUENCE"
+        self.text, cut, _ = cut_reply(self.text, body.get("stop_sequences"), body.get("max_tokens"))
+        self.finish = ("MAX_TOKENS" if b.max_tokens or cut == "length" else "TOOL_CALL" if self.call
+                       else "STOP_SEQUENCE" if cut == "stop" else "COMPLETE")
         prompt = json.dumps(body.get("messages")) + json.dumps(body.get("tools") or [])
         self.input_tokens = b.usage_in if b.usage_in is not None else count_tokens(prompt)
         out = json.dumps(self.call) if self.call else self.text
