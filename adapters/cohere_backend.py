@@ -73,10 +73,10 @@ class CohereBackend(Backend):
         return self._post("/v2/chat", build_body(req, target.model, max_tokens, dict(target.params)), req.stream)
 
     def chat_response(self, body: bytes, req: ir.ChatRequest, target: Target) -> ir.ChatResponse:
-        return response_to_ir(body, target.model)
+        return response_to_ir(body, target.model, req.stop)
 
     def stream_decoder(self, req: ir.ChatRequest, target: Target) -> CohereStreamDecoder:
-        return CohereStreamDecoder(target.model)
+        return CohereStreamDecoder(target.model, req.stop)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> ProxyError:
         return parse_error_body(status, headers, body)

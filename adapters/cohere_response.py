@@ -9,7 +9,7 @@ Citations have no IR slot and are dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 from msgspec import Struct
@@ -87,7 +87,13 @@ class WireResponse(Struct):
 _response_decoder = jsonio.decoder(WireResponse)
 
 
-def response_to_ir(body: bytes, model: str) -> ir.ChatResponse:
+def named_stop(raw: str | None, stops: Sequence[str]) -> str | None:
+    """The stop sequence behind a STOP_SEQUENCE finish.  Cohere does not name it; when the request sent
+    exactly one, it is that one (so an Anthropic client gets stop_reason stop_sequence with it)."""
+    return stops[0] if raw == "STOP_SEQUENCE" and len(stops) == 1 else None
+
+
+def response_to_ir(body: bytes, model: str, stops: Sequence[str] = ()) -> ir.ChatResponse:
     try:
         r = _response_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -106,7 +112,8 @@ def response_to_ir(body: bytes, model: str) -> ir.ChatResponse:
         fn = call.function or WireFunction()
         parts.append(ir.ToolCall(id=call.id or "", name=fn.name or "", arguments=fn.arguments or "{}"))
     reason = ir.consistent_finish(reason, any(isinstance(p, ir.ToolCall) for p in parts))
-    choice = ir.Choice(parts=parts, finish_reason=reason, raw_finish_reason=r.finish_reason)
+    choice = ir.Choice(parts=parts, finish_reason=reason, raw_finish_reason=r.finish_reason,
+                       stop_sequence=named_stop(r.finish_reason, stops))
     usage = usage_to_ir(r.usage) if r.usage is not None else None
     return ir.ChatResponse(id=r.id, model=model, created=0, choices=[choice], usage=usage)
 

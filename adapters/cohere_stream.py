@@ -13,12 +13,14 @@ without `message-end` is truncated (upstream_protocol).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
 from .cohere_request import PROVIDER
-from .cohere_response import WireContent, WireToolCall, WireUsage, finish_or_error, usage_to_ir
+from .cohere_response import WireContent, WireToolCall, WireUsage, finish_or_error, named_stop, usage_to_ir
 from .common import FramedStreamDecoder
 from .errors import ProxyError
 from .sse import SSEEvent, SSEParser
@@ -49,13 +51,14 @@ _EMPTY = _DeltaMessage()
 
 
 class CohereStreamDecoder(FramedStreamDecoder):
-    __slots__ = ("_model", "_next", "_blocks", "_thinking", "_plan", "_saw_tool")
+    __slots__ = ("_model", "_stops", "_next", "_blocks", "_thinking", "_plan", "_saw_tool")
     truncated = "Cohere stream ended before message-end"
     hold_errors = True
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, stops: Sequence[str] = ()) -> None:
         super().__init__(SSEParser())
         self._model = model
+        self._stops = stops  # to name the stop sequence behind STOP_SEQUENCE (cohere_response.named_stop)
         self._next = 0
         self._blocks: dict[tuple[str, int], int] = {}  # open (space, Cohere index) -> IR index
         self._thinking: set[int] = set()  # IR indices of reasoning blocks
@@ -149,7 +152,8 @@ class CohereStreamDecoder(FramedStreamDecoder):
         for i in sorted(self._blocks.values()):
             out.append(ir.BlockEnd(i))
         self._blocks.clear()
-        out.append(ir.Finish(reason=ir.consistent_finish(reason, self._saw_tool), raw=delta.finish_reason))
+        out.append(ir.Finish(reason=ir.consistent_finish(reason, self._saw_tool), raw=delta.finish_reason,
+                             stop_sequence=named_stop(delta.finish_reason, self._stops)))
         if delta.usage is not None:
             out.append(ir.UsageEvent(usage_to_ir(delta.usage)))
         out.append(ir.End())

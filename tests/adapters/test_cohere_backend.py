@@ -197,3 +197,16 @@ def test_embeddings_request_and_response():
     assert e.value.kind == "unsupported"
     with pytest.raises(ProxyError):
         b.embeddings_response(b'{"embeddings": {"int8": [[1]]}}', ir.EmbeddingRequest(model="e", input=["a"]))
+
+
+@pytest.mark.parametrize("raw, stops, named", [("STOP_SEQUENCE", ["END"], "END"), ("STOP_SEQUENCE", ["A", "B"], None),
+                                               ("COMPLETE", ["END"], None)])
+def test_response_names_the_only_stop_sequence_sent(raw, stops, named):
+    body = jsonio.dumps({"id": "r", "finish_reason": raw, "message": {"role": "assistant",
+                                                                       "content": [{"type": "text", "text": "x"}]}})
+    choice = backend().chat_response(body, ir.ChatRequest(model="m", stop=stops), TARGET).choices[0]
+    assert choice.stop_sequence == named
+    # and the Anthropic face reports it (stop_reason stop_sequence), as it does for backends that name it
+    from adapters.anthropic_response import finish_out
+    assert finish_out(choice.finish_reason, choice.raw_finish_reason, choice.stop_sequence)[0] == (
+        "stop_sequence" if named else "end_turn")

@@ -126,3 +126,11 @@ def test_plan_without_calls_is_closed_at_the_end_and_unknown_events_skipped():
                      ev({"type": "message-end", "delta": {"finish_reason": "COMPLETE"}})])
     assert decode([data])[1:] == [ir.BlockStart(0, "text"), ir.TextDelta(0, "plan"), ir.BlockEnd(0),
                                   ir.Finish(reason="stop", raw="COMPLETE"), ir.End()]
+
+
+@pytest.mark.parametrize("raw, stops, named", [("STOP_SEQUENCE", ["END"], "END"), ("STOP_SEQUENCE", ["A", "B"], None),
+                                               ("STOP_SEQUENCE", [], None), ("COMPLETE", ["END"], None)])
+def test_the_only_stop_sequence_sent_is_named(raw, stops, named):
+    d = CohereStreamDecoder("m", stops)
+    events = d.feed(text_stream(raw)) + d.close()
+    assert events[-2] == ir.Finish(reason="stop", raw=raw, stop_sequence=named)
