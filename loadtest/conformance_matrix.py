@@ -44,6 +44,7 @@ BACKENDS: dict[str, tuple[str, str, dict[str, Any], str, dict[str, Any], bool]] 
                   {"chat_template": "llama3"}, False),
     "bedrock": ("bedrock", "", {"region": "us-east-1", "aws_access_key_id": BEDROCK_KEY_ID,
                                 "aws_secret_access_key": BEDROCK_SECRET}, "anthropic.claude-3-5-sonnet-20241022-v2:0", {}, True),
+    "cohere": ("cohere", "", {"api_key": "co-test"}, "command-r-plus-08-2024", {}, True),
 }
 FACES = {"openai": "/v1", "anthropic": ""}
 EMULATED = {"openai": ("openai", "/v1", "emulated-gpt", None), "anthropic": ("anthropic", "", "claude-sonnet-4-5", "k")}
