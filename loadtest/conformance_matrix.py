@@ -177,6 +177,10 @@ asserts all of this, and that each exception still fails):
 | Replicate, OpenAI | `stream.include_usage` | Replicate streams carry no token counts (only the prediction, fetched after the stream, has them) |
 | Ollama, Gemini, Replicate; Anthropic | `messages.stop_sequence` | their finish reason does not say which stop string ended the answer, so the gateway can only say `end_turn` |
 | Ollama | `tools.choice_*` (not supported) | Ollama has no tool_choice; forcing a call is refused, not ignored |
+| Cohere | `tools.parallel` (not supported) | the Cohere emulator makes one call per turn |
+
+Found and fixed with this tool: the Cohere backend now names the stop sequence behind Cohere's
+`STOP_SEQUENCE` when the request sent only one (before, Anthropic clients got `end_turn`).
 
 Other findings: the Anthropic face shows reasoning only when Anthropic signed it (clients send
 thinking blocks back, and Anthropic refuses unsigned ones), so `extras.thinking` is `not supported`
