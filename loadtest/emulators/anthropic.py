@@ -38,7 +38,7 @@ from aiohttp import web
 
 from . import defects
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
-                        reply_text, split_text, tools_to_call, unknown_model, write_stream)
+                        example_value, reply_text, split_text, tools_to_call, unknown_model, write_stream)
 from .defects import request_hook, stream_hook
 
 PROFILE = web.AppKey("anthropic_profile", LatencyProfile)
@@ -110,18 +110,6 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return count_tokens(text)
 
 
-def _example(schema: Any) -> Any:
-    """A value that satisfies a simple JSON schema (first enum value, typed placeholders)."""
-    if not isinstance(schema, dict):
-        return "Paris"
-    if "enum" in schema and schema["enum"]:
-        return schema["enum"][0]
-    kind = schema.get("type")
-    if kind == "object" or "properties" in schema:
-        return {k: _example(v) for k, v in (schema.get("properties") or {}).items()}
-    return {"integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "Paris")
-
-
 def _tool_mode(body: dict[str, Any]) -> str:
     choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
     kind = choice.get("type")
@@ -143,7 +131,7 @@ def _tool_calls(body: dict[str, Any], b: Behaviour) -> list[tuple[str, dict[str,
     tools = {str(t.get("name")): t for t in body.get("tools") or [] if isinstance(t, dict)}
     calls = []
     for name in tools_to_call(list(tools), _tool_mode(body), _last_user_turn(body), b.tools):
-        value = _example(tools[name].get("input_schema") or {}) if name in tools else {"city": "Paris"}
+        value = example_value(tools[name].get("input_schema") or {}) if name in tools else {"city": "Paris"}
         calls.append((name, value if isinstance(value, dict) else {}))
     return calls
 

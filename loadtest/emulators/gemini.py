@@ -50,7 +50,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
-                        json_reply, reply_text, split_text, tools_to_call, unit_vector, write_stream)
+                        example_value, json_reply, reply_text, split_text, tools_to_call, unit_vector, write_stream)
 
 PROFILE = web.AppKey("gemini_profile", LatencyProfile)
 RNG = web.AppKey("gemini_rng", random.Random)
@@ -154,18 +154,6 @@ def _invalid_contents(contents: Any) -> str | None:
     return None
 
 
-def _example(schema: Any) -> Any:
-    """A value that satisfies a simple schema (JSON Schema or Gemini's upper-case Schema)."""
-    if not isinstance(schema, dict):
-        return "Paris"
-    if schema.get("enum"):
-        return schema["enum"][0]
-    kind = str(schema.get("type", "")).lower()
-    if kind == "object" or "properties" in schema:
-        return {k: _example(v) for k, v in (schema.get("properties") or {}).items()}
-    return {"integer": 1, "number": 1.5, "boolean": True, "array": []}.get(kind, "Paris")
-
-
 def _declarations(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {str(d.get("name")): d for t in body.get("tools") or [] if isinstance(t, dict)
             for d in t.get("functionDeclarations") or [] if isinstance(d, dict)}
@@ -203,7 +191,7 @@ def _function_calls(body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
             continue
         # Protobuf JSON accepts field names in both spellings; google-genai sends `parameters_json_schema`.
         schema = d.get("parametersJsonSchema") or d.get("parameters_json_schema") or d.get("parameters") or {}
-        args = _example(schema)
+        args = example_value(schema)
         calls.append({"name": name, "args": args if isinstance(args, dict) else {}})
     return calls
 
