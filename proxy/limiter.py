@@ -79,15 +79,8 @@ class Limiter:
         completion = 0
         if op in COMPLETION_OPS:
             completion = _max_tokens(raw) or default_max_tokens or DEFAULT_COMPLETION_TOKENS
-        lim = key.limits
-        tokens = prompt + completion
-        if lim.tpm is not None:
-            tokens = min(tokens, lim.tpm)  # one request alone always fits an empty window
-        cost = cost_usd(price, prompt, completion) if lim.budget is not None else 0.0
         for _ in range(2):
-            ask = Ask(name=key.name, tokens=tokens, cost=cost, rpm=lim.rpm, tpm=lim.tpm, max_parallel=lim.max_parallel,
-                      budget=lim.budget.usd if lim.budget is not None else None, period=key.period,
-                      lease_ttl=self.lease_ttl, version=key.version, lease=f"{_LEASE_PREFIX}{next(_leases):x}")
+            ask = self._ask(key, prompt, completion, price)
             try:
                 d = await self.store.admit(ask, self.clock())
             except StoreUnavailable as exc:
@@ -101,8 +94,18 @@ class Limiter:
             raise ProxyError("authentication", "invalid API key (revoked)", code="invalid_api_key")
         ctx.extra_headers.update(rate_headers(key, d, ctx.frontend_name == "anthropic", self.clock()))
         if not d.admitted:
-            raise _refusal(key, d, tokens, self.clock())
-        return Ticket(key, d.lease, prompt, tokens, cost, price)
+            raise _refusal(key, d, ask.tokens, self.clock())
+        return Ticket(key, d.lease, prompt, ask.tokens, ask.cost, price)
+
+    def _ask(self, key: Identity, prompt: int, completion: int, price: PriceConfig | None) -> Ask:
+        lim = key.limits
+        tokens = prompt + completion
+        if lim.tpm is not None:
+            tokens = min(tokens, lim.tpm)  # one request alone always fits an empty window
+        return Ask(name=key.name, tokens=tokens, cost=cost_usd(price, prompt, completion) if lim.budget else 0.0,
+                   rpm=lim.rpm, tpm=lim.tpm, max_parallel=lim.max_parallel,
+                   budget=lim.budget.usd if lim.budget is not None else None, period=key.period,
+                   lease_ttl=self.lease_ttl, version=key.version, lease=f"{_LEASE_PREFIX}{next(_leases):x}")
 
     def _unavailable(self, exc: StoreUnavailable, what: str) -> None:
         now = time.monotonic()

@@ -35,6 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--log-level", default="info", help="proxy log level (info = one access line per request)")
     p.add_argument("--hot-path", type=int, default=0, metavar="N",
                    help="also profile a proxy under pyinstrument with N requests per path (0 = skip)")
+    p.add_argument("--key-stores", help="also measure a limited client key with these state stores: sqlite,redis "
+                   "(redis needs redis-server on PATH)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
@@ -54,6 +56,8 @@ def build_plan(args: argparse.Namespace):
         plan.open_streams = args.open_streams
     if args.soak_seconds is not None:
         plan.soak_seconds = args.soak_seconds
+    if args.key_stores is not None:
+        plan.key_stores = tuple(s for s in args.key_stores.split(",") if s)
     return plan
 
 

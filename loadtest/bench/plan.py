@@ -37,6 +37,7 @@ class Plan:
     open_streams: int = 0  # concurrent streams held open through the proxy (memory)
     soak_seconds: float = 0.0  # constant load, RSS at start / middle / end
     warmup: int = 50  # untimed requests per target before each load point
+    key_stores: tuple[str, ...] = ()  # also a proxy whose client key is limited, per state store
     extras: dict = field(default_factory=dict)
 
     def profiles(self) -> list[str]:
@@ -85,7 +86,15 @@ def smoke() -> Plan:
         LoadPoint("vllm-llama3-8b", "openai->openai", False, concurrency=4, requests=8, rounds=1, deadline=5),
         LoadPoint("zero", "openai->anthropic", False, concurrency=8, requests=60, rounds=1, deadline=5, workers=(1, 2)),
     ]
-    return Plan("smoke", points, open_streams=20, soak_seconds=1.0, warmup=5)
+    return Plan("smoke", points, open_streams=20, soak_seconds=1.0, warmup=5, key_stores=("sqlite", "redis"))
 
 
-PRESETS = {"full": full, "smoke": smoke}
+def keys() -> Plan:
+    """The cost of a limited key: admission + reconciliation in SQLite and in Redis, at concurrency 1,
+    against the same proxy serving a key without limits (interleaved)."""
+    points = [LoadPoint("zero", path, stream, requests=250 if stream else 500, rounds=4)
+              for path in ("openai->openai", "openai->anthropic") for stream in (False, True)]  # fmt: skip
+    return Plan("keys", points, warmup=100, key_stores=("sqlite", "redis"))
+
+
+PRESETS = {"full": full, "smoke": smoke, "keys": keys}

@@ -68,7 +68,8 @@ def self_reported(hist: Any, external_mean_ms: float | None) -> dict[str, float 
     }
 
 
-def point_result(lp: Any, rate_rps: float, measured: dict[str, Any], self_hist: Any) -> dict[str, Any]:
+def point_result(lp: Any, rate_rps: float, measured: dict[str, Any], self_hist: Any,
+                 key_hists: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     targets = {name: target_stats(m) for name, m in measured.items()}
     native = targets["native"]
     adds = {name: added(native, t) for name, t in targets.items() if name != "native"}
@@ -83,6 +84,8 @@ def point_result(lp: Any, rate_rps: float, measured: dict[str, Any], self_hist: 
         "concurrency": lp.concurrency if lp.mode == "closed" else None, "rate_rps": rate_rps or None,
         "targets": targets, "added": adds, "added_ttft": ttft_adds,
         "self_reported": self_reported(self_hist, external) if proxy else None,
+        # limited-key proxies (state stores): their own added-latency histograms, for the same model
+        "self_reported_keys": {name: self_reported(h, None) for name, h in (key_hists or {}).items()},
     }  # fmt: skip
 
 
@@ -135,7 +138,7 @@ def _row(p: dict[str, Any], name: str) -> str:
     native, t = p["targets"]["native"], p["targets"][name]
     add, ttft_add = p["added"].get(name), (p["added_ttft"] or {}).get(name)
     ttft = f"{_f(native['ttft']['p50_ms'])} → {_f(t['ttft']['p50_ms'])}" if native["ttft"] and t["ttft"] else "–"
-    sr = p["self_reported"] if name == "proxy" else None
+    sr = p["self_reported"] if name == "proxy" else p.get("self_reported_keys", {}).get(name)
     ext = (ttft_add if p["stream"] else add) if name == "proxy" else None
     load = p["label"].split(",")[0] if p["rate_rps"] is None else f"open {p['rate_rps']:g} req/s"
     cells = [

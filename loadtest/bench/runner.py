@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -74,6 +75,7 @@ class Harness:
         self.services: list[Service] = []
         self.emulators: dict[str, str] = {}
         self.proxies: dict[int, Service] = {}  # worker count -> proxy
+        self.key_proxies: dict[str, Service] = {}  # state store -> proxy serving a limited key
         self.hop: Service | None = None
         self.compare_url = opts.compare_url
         self.max_rate: dict[tuple[str, str, bool], float] = {}
@@ -92,14 +94,16 @@ class Harness:
         await self._start_emulators()
         self.config_path = config_path = os.path.join(self.opts.out_dir, "proxy-config.yaml")
         chunks = {name: p.chunks for name, p in PROFILES.items()}
+        base = scenario.proxy_config(self.emulators, chunks, self.opts.log_level)
         with open(config_path, "w") as f:
-            json.dump(scenario.proxy_config(self.emulators, chunks, self.opts.log_level), f, indent=1)  # JSON is YAML
+            json.dump(base, f, indent=1)  # JSON is YAML
         env = self.proxy_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         for n in sorted({1, self.plan.max_workers()}):
             port = free_port()
             argv = python_module("proxy.cli", "serve", "--config", config_path, "--port", str(port), "--workers", str(n))
             svc = self._spawn(f"proxy-{n}w", argv, port, env=env)
             self.proxies[n] = svc
+        await self._start_key_proxies(base, env)
         routes = [f"--route={k.replace(':', '-')}={url}" for k, url in self.emulators.items()]
         port = free_port()
         self.hop = self._spawn("bare-hop", python_module("loadtest.bench.bare_hop", "--port", str(port), *routes), port)
@@ -109,7 +113,32 @@ class Harness:
             argv = shlex.split(self.opts.compare_cmd.format(port=port, openai_url=openai_url))
             self.compare_url = self._spawn("compare", argv, port).url
         for svc in self.services[1:]:  # the emulator host already said where it listens
+            if svc.name == "redis":
+                continue
             await svc.wait_ready("/health/live" if svc.name.startswith("proxy") else "/health")
+
+    async def _start_key_proxies(self, base: dict, env: dict[str, str]) -> None:
+        """One proxy per state store in `plan.key_stores`, serving a limited key (Redis: a
+        redis-server of its own, skipped with a note when the binary is absent)."""
+        for kind in self.plan.key_stores:
+            if kind == "sqlite":
+                url = "sqlite:///" + os.path.abspath(os.path.join(self.opts.out_dir, "state.db"))
+            elif kind == "redis":
+                if shutil.which("redis-server") is None:
+                    print("bench: redis-server not found; the Redis limited-key target is skipped", flush=True)
+                    continue
+                port = free_port()
+                argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                await wait_redis(self._spawn("redis", argv, port).port)
+                url = f"redis://127.0.0.1:{port}/0"
+            else:
+                raise ValueError(f"unknown state store {kind!r} (sqlite, redis)")
+            path = os.path.join(self.opts.out_dir, f"proxy-key-{kind}.yaml")
+            with open(path, "w") as f:
+                json.dump(scenario.limited_key_config(base, url), f, indent=1)
+            port = free_port()
+            argv = python_module("proxy.cli", "serve", "--config", path, "--port", str(port), "--workers", "1")
+            self.key_proxies[kind] = self._spawn(f"proxy-key-{kind}", argv, port, env=env)
 
     def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> Service:
         svc = Service(name, argv, port, self._log(name), env=env)
@@ -140,6 +169,10 @@ class Harness:
             proxy = self.proxies[n]
             name = f"proxy-{n}w" if lp.workers else "proxy"
             out.append(Target(name, scenario.proxied(proxy.url, path, lp.profile, lp.stream), proxy))
+        if not lp.workers:
+            for kind, svc in self.key_proxies.items():
+                ep = scenario.proxied(svc.url, path, lp.profile, lp.stream, scenario.LIMITED_KEY)
+                out.append(Target(f"proxy-key-{kind}", ep, svc))
         if path.passthrough and not lp.workers and self.hop is not None:
             route = f"{path.backend}-{lp.profile}"
             out.append(Target("bare-hop", scenario.bare(self.hop.url, route, path, chunks, lp.stream), self.hop))
@@ -169,6 +202,8 @@ class Harness:
         proxy_url = self.proxies[1].url
         model = scenario.proxy_model(lp.profile, PATHS[lp.path].backend)
         before = await promscrape.scrape(self.session, proxy_url, model, lp.stream)
+        keyed = {n: t.service for n, t in targets.items() if n.startswith("proxy-key-")}
+        keys_before = {n: await promscrape.scrape(self.session, svc.url, model, lp.stream) for n, svc in keyed.items()}
         measured = {name: Measured() for name in targets}
         for name in schedule(list(targets), lp.rounds):
             t, m = targets[name], measured[name]
@@ -179,7 +214,9 @@ class Harness:
                 m.cpu = (m.cpu or 0.0) + u1.cpu - u0.cpu
                 m.rss_mib, m.peak_mib = u1.rss_mib, max(m.peak_mib, u1.peak_mib)
         after = await promscrape.scrape(self.session, proxy_url, model, lp.stream)
-        result = report.point_result(lp, rate, measured, after.minus(before) if not lp.workers else None)
+        key_hists = {n: (await promscrape.scrape(self.session, svc.url, model, lp.stream)).minus(keys_before[n])
+                     for n, svc in keyed.items()}  # fmt: skip
+        result = report.point_result(lp, rate, measured, after.minus(before) if not lp.workers else None, key_hists)
         if lp.mode == "closed" and lp.concurrency > 1:
             for name in ("proxy", "proxy-1w"):
                 if name in result["targets"]:
@@ -233,6 +270,24 @@ class Harness:
             await closed_loop(self.session, ep, 8, requests // (4 if stream else 1), 120)
         await asyncio.to_thread(svc.stop, 60)
         return hotpath.summary(out_json)
+
+
+async def wait_redis(port: int, timeout: float = 10.0) -> None:
+    """Until redis-server answers PING on the port."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PING\r\n")
+            ok = (await asyncio.wait_for(reader.readline(), 2)).startswith(b"+PONG")
+            writer.close()
+            if ok:
+                return
+        except OSError:
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError("redis-server did not start")
+        await asyncio.sleep(0.05)
 
 
 async def run(plan: Plan, opts: Options, progress=print) -> dict:

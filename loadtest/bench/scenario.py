@@ -73,12 +73,12 @@ def body(fmt: str, model: str, stream: bool) -> bytes:
     return orjson.dumps(doc)
 
 
-def headers(fmt: str) -> dict[str, str]:
+def headers(fmt: str, key: str = "bench") -> dict[str, str]:
     h = {"Content-Type": "application/json"}
     if fmt == "anthropic":
-        h |= {"x-api-key": "bench", "anthropic-version": "2023-06-01"}
+        h |= {"x-api-key": key, "anthropic-version": "2023-06-01"}
     else:
-        h["Authorization"] = "Bearer bench"
+        h["Authorization"] = f"Bearer {key}"
     return h
 
 
@@ -87,10 +87,10 @@ def native(emulator_url: str, path: Path, chunks: int, stream: bool) -> Endpoint
     return Endpoint(emulator_url + API_PATHS[fmt], body(fmt, backend_model(chunks), stream), headers(fmt), stream, fmt)
 
 
-def proxied(proxy_url: str, path: Path, profile: str, stream: bool) -> Endpoint:
+def proxied(proxy_url: str, path: Path, profile: str, stream: bool, key: str = "bench") -> Endpoint:
     fmt = path.client
     model = proxy_model(profile, path.backend)
-    return Endpoint(proxy_url + API_PATHS[fmt], body(fmt, model, stream), headers(fmt), stream, fmt)
+    return Endpoint(proxy_url + API_PATHS[fmt], body(fmt, model, stream), headers(fmt, key), stream, fmt)
 
 
 def bare(hop_url: str, route: str, path: Path, chunks: int, stream: bool) -> Endpoint:
@@ -124,3 +124,16 @@ def proxy_config(emulators: dict[str, str], chunks_of: dict[str, int], log_level
                        "max_tokens": MAX_TOKENS})  # fmt: skip
     return {"server": {"host": "127.0.0.1", "log_level": log_level, "max_body_bytes": 1 << 20},
             "backends": backends, "models": models}  # fmt: skip
+
+
+LIMITED_KEY = "bench-limited-key"
+
+
+def limited_key_config(cfg: dict, state_url: str) -> dict:
+    """The same gateway with one client key that has every limit (rpm, tpm, max_parallel, a budget)
+    set far above what the run sends, and prices on every model: each request is admitted and
+    reconciled in the state store, never refused."""
+    models = [{**m, "price": {"input": 0.5, "output": 1.5}} for m in cfg["models"]]
+    key = {"key": LIMITED_KEY, "name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "max_parallel": 100_000,
+           "budget": {"usd": 1_000_000, "period": "1d"}}  # fmt: skip
+    return {**cfg, "models": models, "state": {"url": state_url, "timeout": 1.0}, "auth": {"keys": [key]}}

@@ -6,26 +6,32 @@ commit appends to the log without an fsync; a power cut may lose the last moment
 corrupt them).  A transaction is a few indexed statements (tens of microseconds), so it runs on the
 event loop's thread: handing it to a thread would cost more than the work.  When another worker holds
 the lock for longer than `LOOP_BUSY_MS`, the step is retried on a worker thread with its own
-connection, waiting up to the store timeout there instead of blocking the loop.
+connection, waiting up to the store timeout there instead of blocking the loop.  Commits never
+checkpoint (the step that copies the log into the database and fsyncs): a worker thread does that
+at most once per `CHECKPOINT_EVERY` seconds, so no fsync ever runs on the event loop.
 
 Tables: `hits` (one row per admitted request in the window: time, tokens), `flights` (in-flight
-leases with an expiry), `totals` (running request/token sums of the window, spend, held reservations,
-period start, per key name), `keys` (run-time keys: hash, limits JSON, version), `records`.
+leases with an expiry), `totals` (running request/token sums of the window, leases in flight, spend,
+held reservations, period start, per key name: no step scans a window), `keys` (run-time keys: hash, limits JSON, version), `records`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .base import WINDOW, Ask, Decision, Done, KeyRecord, StoreUnavailable, Usage, roll_period, tokens_retry_after
 
 T = TypeVar("T")
+log = logging.getLogger("llm_proxy")
 LOOP_BUSY_MS = 10  # longest the event loop waits for another worker's lock before moving to a thread
 RECORD_SWEEP = 64  # expired records removed per put
+CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the loop)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hits (id INTEGER PRIMARY KEY, name TEXT NOT NULL, ts REAL NOT NULL, tokens INTEGER NOT NULL);
@@ -34,7 +40,8 @@ CREATE TABLE IF NOT EXISTS flights (id INTEGER PRIMARY KEY, name TEXT NOT NULL, 
 CREATE INDEX IF NOT EXISTS flights_by_name ON flights (name, until);
 CREATE TABLE IF NOT EXISTS totals (
     name TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
-    spend REAL NOT NULL DEFAULT 0, held REAL NOT NULL DEFAULT 0, period_start REAL);
+    spend REAL NOT NULL DEFAULT 0, held REAL NOT NULL DEFAULT 0, period_start REAL,
+    flying INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS keys (
     name TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, limits BLOB NOT NULL, version TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS records (scope TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL, expires REAL,
@@ -50,6 +57,8 @@ class SQLiteStore:
         self._loop_conn: sqlite3.Connection | None = None
         self._thread_conn: sqlite3.Connection | None = None
         self._thread_lock = asyncio.Lock()
+        self._checkpoint: asyncio.Future | None = None
+        self._checkpointed = time.monotonic()
 
     # -- connections and transactions ---------------------------------------------------------------
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
@@ -63,6 +72,7 @@ class SQLiteStore:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _maybe_checkpoint
             _create_schema(conn)
             conn.execute("PRAGMA busy_timeout = %d" % busy_ms)
         except BaseException:
@@ -79,7 +89,9 @@ class SQLiteStore:
         """Run one transaction: on the loop's thread, or on a worker thread while the lock is busy."""
         try:
             try:
-                return _transaction(self._loop(), step)
+                result = _transaction(self._loop(), step)
+                self._maybe_checkpoint()
+                return result
             except sqlite3.OperationalError as exc:
                 if not _locked(exc):
                     raise
@@ -91,6 +103,26 @@ class SQLiteStore:
         except TimeoutError:
             raise StoreUnavailable("state store (sqlite) did not answer in time") from None
 
+    def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if now - self._checkpointed < CHECKPOINT_EVERY or self._checkpoint is not None:
+            return
+        self._checkpointed = now
+        self._checkpoint = asyncio.get_running_loop().run_in_executor(None, self._checkpoint_now)
+        self._checkpoint.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_now(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.timeout)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for readers or writers
+        finally:
+            conn.close()
+
+    def _checkpoint_done(self, fut: asyncio.Future) -> None:
+        self._checkpoint = None
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("state store (sqlite) checkpoint failed: %s", fut.exception())
+
     def _in_thread(self, step: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread_conn is None:
             self._thread_conn = self._connect(int(self.timeout * 1000))
@@ -100,6 +132,8 @@ class SQLiteStore:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.wait([self._checkpoint])
         async with self._thread_lock:
             for conn in (self._loop_conn, self._thread_conn):
                 if conn is not None:
@@ -206,27 +240,28 @@ def _transaction(conn: sqlite3.Connection, step: Callable[[sqlite3.Connection], 
         raise
 
 
-def _totals(c: sqlite3.Connection, name: str, now: float, period: float | None) -> list[Any]:
-    """[requests, tokens, spend, held, period_start] with expired window entries dropped and the
-    budget period rolled; written back by the caller."""
-    row = c.execute("SELECT requests, tokens, spend, held, period_start FROM totals WHERE name = ?", (name,)).fetchone()
+def _totals(c: sqlite3.Connection, name: str, now: float, period: float | None, leases: bool) -> list[Any]:
+    """[requests, tokens, spend, held, period_start, flying] with expired window entries (and, with
+    `leases`, expired in-flight leases) dropped and the budget period rolled; the caller writes it back."""
+    row = c.execute(_READ_TOTALS, (name,)).fetchone()
     if row is None:
         c.execute("INSERT INTO totals (name) VALUES (?)", (name,))
-        row = (0, 0, 0.0, 0.0, None)
-    requests, tokens, spend, held, start = row
-    cut = now - WINDOW
-    n, t = c.execute("SELECT count(*), total(tokens) FROM hits WHERE name = ? AND ts <= ?", (name, cut)).fetchone()
-    if n:
-        c.execute("DELETE FROM hits WHERE name = ? AND ts <= ?", (name, cut))
-        requests, tokens = max(0, requests - n), max(0, tokens - int(t))
+        row = (0, 0, 0.0, 0.0, None, 0)
+    requests, tokens, spend, held, start, flying = row
+    gone = c.execute("DELETE FROM hits WHERE name = ? AND ts <= ? RETURNING tokens", (name, now - WINDOW)).fetchall()
+    if gone:
+        requests, tokens = max(0, requests - len(gone)), max(0, tokens - sum(n for (n,) in gone))
+    if leases:
+        lost = c.execute("DELETE FROM flights WHERE name = ? AND until <= ? RETURNING id", (name, now)).fetchall()
+        flying = max(0, flying - len(lost))  # leases of a worker that died mid-request
     start, rolled = roll_period(start, period, now)
     if rolled:
         spend = 0.0
-    return [requests, tokens, spend, held, start]
+    return [requests, tokens, spend, held, start, flying]
 
 
-def _save_totals(c: sqlite3.Connection, name: str, t: list[Any]) -> None:
-    c.execute("UPDATE totals SET requests = ?, tokens = ?, spend = ?, held = ?, period_start = ? WHERE name = ?", (*t, name))
+_READ_TOTALS = "SELECT requests, tokens, spend, held, period_start, flying FROM totals WHERE name = ?"
+_SAVE_TOTALS = "UPDATE totals SET requests = ?, tokens = ?, spend = ?, held = ?, period_start = ?, flying = ? WHERE name = ?"
 
 
 def _admit(c: sqlite3.Connection, a: Ask, now: float) -> Decision:
@@ -234,12 +269,8 @@ def _admit(c: sqlite3.Connection, a: Ask, now: float) -> Decision:
         row = c.execute("SELECT version FROM keys WHERE name = ?", (a.name,)).fetchone()
         if row is None or row[0] != a.version:
             return Decision(False, "revoked" if row is None else "stale")
-    t = _totals(c, a.name, now, a.period)
-    requests, tokens, spend, held, start = t
-    flying = 0
-    if a.max_parallel is not None:
-        c.execute("DELETE FROM flights WHERE name = ? AND until <= ?", (a.name, now))
-        flying = c.execute("SELECT count(*) FROM flights WHERE name = ?", (a.name,)).fetchone()[0]
+    t = _totals(c, a.name, now, a.period, a.max_parallel is not None)
+    requests, tokens, spend, held, start, flying = t
     period_end = start + a.period if a.period is not None else None
     refusal = _refusal(c, a, now, requests, tokens, flying, spend + held, period_end)
     if refusal is None:
@@ -248,8 +279,8 @@ def _admit(c: sqlite3.Connection, a: Ask, now: float) -> Decision:
             c.execute("INSERT INTO flights VALUES (?, ?, ?)", (lease, a.name, now + a.lease_ttl))
             flying += 1
         requests, tokens, held = requests + 1, tokens + a.tokens, held + a.cost
-        t[0], t[1], t[3] = requests, tokens, held
-    _save_totals(c, a.name, t)
+        t[0], t[1], t[3], t[5] = requests, tokens, held, flying
+    c.execute(_SAVE_TOTALS, (*t, a.name))
     if refusal is not None:
         return refusal
     return Decision(True, requests=requests, tokens=tokens, in_flight=flying, spend=spend + held,
@@ -275,25 +306,33 @@ def _refusal(c: sqlite3.Connection, a: Ask, now: float, requests: int, tokens: i
 
 def _settle(c: sqlite3.Connection, d: Done, now: float) -> None:
     lease = int(d.lease)
-    c.execute("DELETE FROM flights WHERE id = ?", (lease,))
+    landed = c.execute("DELETE FROM flights WHERE id = ?", (lease,)).rowcount
     delta = d.used_tokens - d.reserved_tokens
     if delta and not c.execute("UPDATE hits SET tokens = ? WHERE id = ?", (d.used_tokens, lease)).rowcount:
         delta = 0  # the request outlived the window: its entry is gone, and so are its tokens
-    if not (delta or d.used_cost or d.reserved_cost):
-        return
-    t = _totals(c, d.name, now, d.period)
-    t[1] = max(0, t[1] + delta)
-    t[2] += d.used_cost
-    t[3] = max(0.0, t[3] - d.reserved_cost)
-    _save_totals(c, d.name, t)
+    if landed or delta or d.used_cost or d.reserved_cost:
+        c.execute(_SETTLE_TOTALS, {"name": d.name, "landed": landed, "delta": delta, "reserved": d.reserved_cost,
+                                   "used": d.used_cost, "period": d.period, "now": now})  # fmt: skip
+
+
+# One statement: reconciliation is on every limited request's path.  A budget period that ended
+# since admission starts afresh here too (as in base.roll_period).
+_SETTLE_TOTALS = """
+UPDATE totals SET
+    flying = max(0, flying - :landed), tokens = max(0, tokens + :delta), held = max(0.0, held - :reserved),
+    spend = CASE WHEN :period IS NOT NULL AND :now >= period_start + :period THEN :used ELSE spend + :used END,
+    period_start = CASE WHEN :period IS NOT NULL AND :now >= period_start + :period
+                   THEN period_start + CAST((:now - period_start) / :period AS INTEGER) * :period
+                   ELSE period_start END
+WHERE name = :name
+"""
 
 
 def _usage(c: sqlite3.Connection, name: str, period: float | None, now: float) -> Usage:
-    t = _totals(c, name, now, period)
-    _save_totals(c, name, t)
-    flying = c.execute("SELECT count(*) FROM flights WHERE name = ? AND until > ?", (name, now)).fetchone()[0]
-    start = t[4]
-    return Usage(t[0], t[1], flying, t[2], t[3], start, start + period if period is not None else None)
+    t = _totals(c, name, now, period, True)
+    c.execute(_SAVE_TOTALS, (*t, name))
+    requests, tokens, spend, held, start, flying = t
+    return Usage(requests, tokens, flying, spend, held, start, start + period if period is not None else None)
 
 
 _KEY_COLUMNS = "name, digest, limits, version, created"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +40,13 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path):
     assert "bare-hop" in passthrough["targets"]
     assert passthrough["self_reported"]["count"] == passthrough["targets"]["proxy"]["requests"]
     assert passthrough["targets"]["compare"]["latency"]["n"] > 0
+    # the limited-key proxies (state stores) are targets of every single-worker point
+    stores = ["sqlite"] + (["redis"] if shutil.which("redis-server") else [])
+    for p in results["points"]:
+        if "proxy" in p["targets"]:
+            for s in stores:
+                assert p["targets"][f"proxy-key-{s}"]["requests"] > 0
+                assert p["self_reported_keys"][f"proxy-key-{s}"]["count"] == p["targets"][f"proxy-key-{s}"]["requests"]
     workers = next(p for p in results["points"] if p["targets"].get("proxy-2w"))
     assert workers["targets"]["proxy-2w"]["throughput_rps"] > 0
     assert results["open_streams"]["completed"] == results["open_streams"]["streams"]

@@ -117,3 +117,20 @@ async def test_model_lists_show_only_the_keys_models(gw):
     async with aiohttp.ClientSession() as s:
         async with s.get(proxy_url(gw, "/v1/models"), headers={"Authorization": "Bearer nope"}) as r:
             assert r.status == 401
+
+
+@pytest.mark.parametrize("globs, model, allowed", [
+    (["llama-3.1-*"], "llama-3.1-70b", True),
+    (["llama-3.1-*"], "llama-3.2-1b", False),
+    (["qwen-?b"], "qwen-7b", True),
+    (["qwen-?b"], "qwen-72b", False),
+    (["a", "b*"], "bee", True),
+    ([], "anything", False),
+    (None, "anything", True),
+    (["gpt-4o"], "gpt-4o-mini", False),  # whole-name match, not a prefix
+])  # fmt: skip
+def test_model_globs(globs, model, allowed):
+    from proxy.config import KeyLimits
+    from proxy.keys import identity
+
+    assert identity("k", "0" * 64, KeyLimits(models=globs)).may_use(model) is allowed

@@ -259,3 +259,84 @@ async def test_reload_applies_new_limits_and_keeps_counters(emu, start_proxy, st
     with pytest.raises(openai.RateLimitError):
         await chat(client)
     await client.close()
+
+
+async def test_responses_api_refusal_and_stream_headers(emu, start_proxy, state_url):
+    server = await start_proxy(config(emu, state_url, rpm=2))
+    client = oa(server)
+    stream = await client.chat.completions.with_raw_response.create(
+        model="slow", messages=[{"role": "user", "content": "x"}], stream=True)
+    assert stream.headers["x-ratelimit-remaining-requests"] == "1"  # sent with the stream's headers
+    _ = [c async for c in stream.parse()]
+    await client.responses.create(model="llama", input="hi")
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.responses.create(model="llama", input="hi")
+    assert info.value.body["code"] == "rate_limit_exceeded"
+    await client.close()
+
+
+# -- the limiter's pieces, row by row ------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, expected", [
+    ({"max_completion_tokens": 50, "max_tokens": 60}, 50),  # OpenAI chat (newer field first)
+    ({"max_tokens": 60}, 60),  # OpenAI, Anthropic
+    ({"max_output_tokens": 70}, 70),  # Responses
+    ({"options": {"num_predict": 80}}, 80),  # Ollama
+    ({"generationConfig": {"maxOutputTokens": 90}}, 90),  # Gemini
+    ({"max_tokens": 0}, None), ({"max_tokens": True}, None), ({"max_tokens": "9"}, None), ({}, None),
+    ({"options": "x"}, None),
+])  # fmt: skip
+def test_max_tokens_fields(body, expected):
+    from adapters import jsonio
+    from proxy.limiter import _max_tokens
+
+    assert _max_tokens(jsonio.top_level_raw(jsonio.dumps(body))) == expected
+
+
+@pytest.mark.parametrize("usage, outcome, first_write, chunks, expected", [
+    ((10, 20), "ok", None, 0, (10, 20)),  # the backend's usage
+    ((10, 20), "error", None, 0, (10, 20)),  # a failed attempt that reported usage
+    (None, "ok", None, 0, (5, 95)),  # answered without usage: the reservation stays
+    (None, "error", None, 0, (0, 0)),  # failed before any answer
+    (None, "cut", 1.0, 7, (5, 7)),  # stream cut: prompt estimate + a token per chunk relayed
+    ((12, 1), "cut", 1.0, 7, (12, 7)),  # Anthropic-style partial usage: its prompt count wins
+    ((12, 30), "ok", 1.0, 7, (12, 30)),  # a finished stream with usage
+])  # fmt: skip
+def test_charged_tokens(usage, outcome, first_write, chunks, expected):
+    from adapters.ir import Usage
+    from proxy.context import RequestContext
+    from proxy.limiter import charged_tokens
+
+    ctx = RequestContext("r", "/v1/chat/completions")
+    ctx.usage = Usage(input_tokens=usage[0], output_tokens=usage[1]) if usage else None
+    ctx.first_write, ctx.stream_chunks = first_write, chunks
+    assert charged_tokens(ctx, outcome, 5, 100) == expected
+
+
+@pytest.mark.parametrize("seconds, text", [(0.02, "20ms"), (1, "1s"), (1.5, "1.5s"), (60, "1m0s"), (360, "6m0s")])
+def test_reset_durations_in_openai_format(seconds, text):
+    from proxy.limiter import _duration
+
+    assert _duration(seconds) == text
+
+
+async def test_one_redis_round_trip_per_phase(emu, start_proxy, redis_url):
+    """Admission and reconciliation are one EVALSHA each: Redis counts every command it ran."""
+    import redis.asyncio as aioredis
+
+    server = await start_proxy(config(emu, redis_url, rpm=1000, tpm=10**7, max_parallel=50, budget={"usd": 100}))
+    client = oa(server)
+    await chat(client)  # loads the scripts (EVALSHA, NOSCRIPT, SCRIPT LOAD, EVALSHA: once per process)
+    r = aioredis.from_url(redis_url)
+    await r.config_resetstat()
+    for _ in range(5):
+        await chat(client)
+    stats = await r.info("commandstats")
+    await r.aclose()
+    await client.close()
+    calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+    assert calls.pop("evalsha") == 10  # 5 requests x (admit + settle)
+    # everything else Redis counted ran inside those scripts (or is this test's own INFO)
+    inside = {"hget", "hset", "hmget", "hdel", "hexists", "zcard", "zadd", "zrem", "zrange", "zrangebyscore",
+              "zremrangebyscore", "pexpire", "config|resetstat", "info"}  # fmt: skip
+    assert set(calls) <= inside, calls
