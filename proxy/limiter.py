@@ -121,6 +121,8 @@ class Limiter:
         prompt, completion = ctx.charged = charged_tokens(ctx, outcome, ticket.prompt, ticket.tokens)
         used_cost = cost_usd(ticket.price, prompt, completion)
         key = ticket.key
+        if not (key.limits.tpm or key.limits.max_parallel or ticket.cost or used_cost):
+            return  # e.g. an rpm-only key on an unpriced model: nothing to reconcile, no second step
         done = Done(key.name, ticket.lease, ticket.tokens, prompt + completion, ticket.cost, used_cost, key.period)
         try:
             await self.store.settle(done, self.clock())

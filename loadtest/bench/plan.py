@@ -38,6 +38,7 @@ class Plan:
     soak_seconds: float = 0.0  # constant load, RSS at start / middle / end
     warmup: int = 50  # untimed requests per target before each load point
     key_stores: tuple[str, ...] = ()  # also a proxy whose client key is limited, per state store
+    state_cost_requests: int = 3000  # then the store's own admit + settle cost, timed in the harness
     extras: dict = field(default_factory=dict)
 
     def profiles(self) -> list[str]:
@@ -86,7 +87,8 @@ def smoke() -> Plan:
         LoadPoint("vllm-llama3-8b", "openai->openai", False, concurrency=4, requests=8, rounds=1, deadline=5),
         LoadPoint("zero", "openai->anthropic", False, concurrency=8, requests=60, rounds=1, deadline=5, workers=(1, 2)),
     ]
-    return Plan("smoke", points, open_streams=20, soak_seconds=1.0, warmup=5, key_stores=("sqlite", "redis"))
+    return Plan("smoke", points, open_streams=20, soak_seconds=1.0, warmup=5, key_stores=("sqlite", "redis"),
+                state_cost_requests=200)
 
 
 def keys() -> Plan:

@@ -169,4 +169,9 @@ def markdown(results: dict[str, Any]) -> str:
         out += ("\n| Soak (s) | Requests | Errors | req/s | RSS start / middle / end (MiB) |\n|---|---|---|---|---|\n"
                 f"| {s['seconds']:g} | {s['requests']} | {s['errors']} | {_f(s['throughput_rps'], 0)} "
                 f"| {_f(s['rss_start_mib'], 1)} / {_f(s['rss_middle_mib'], 1)} / {_f(s['rss_end_mib'], 1)} |\n")  # fmt: skip
+    if results.get("state_cost"):
+        out += ("\n| State store | Phase | Requests | p50 / p95 / p99 (ms) | Mean (ms) |\n|---|---|---|---|---|\n"
+                + "".join(f"| {store} | {phase} | {s['n']} | {_f(s['p50_ms'], 4)} / {_f(s['p95_ms'], 4)} / "
+                          f"{_f(s['p99_ms'], 4)} | {_f(s['mean_ms'], 4)} |\n"
+                          for store, phases in results["state_cost"].items() for phase, s in phases.items()))  # fmt: skip
     return out

@@ -25,7 +25,7 @@ import aiohttp
 
 from loadtest.profiles import PROFILES
 
-from . import hotpath, promscrape, report, scenario
+from . import hotpath, promscrape, report, scenario, state_cost
 from .loadgen import Batch, Endpoint, closed_loop, new_session, open_loop, request_once
 from .plan import LoadPoint, Plan
 from .procs import Service, free_port, python_module
@@ -76,6 +76,7 @@ class Harness:
         self.emulators: dict[str, str] = {}
         self.proxies: dict[int, Service] = {}  # worker count -> proxy
         self.key_proxies: dict[str, Service] = {}  # state store -> proxy serving a limited key
+        self.state_urls: dict[str, str] = {}  # state store -> its URL
         self.hop: Service | None = None
         self.compare_url = opts.compare_url
         self.max_rate: dict[tuple[str, str, bool], float] = {}
@@ -133,6 +134,7 @@ class Harness:
                 url = f"redis://127.0.0.1:{port}/0"
             else:
                 raise ValueError(f"unknown state store {kind!r} (sqlite, redis)")
+            self.state_urls[kind] = url
             path = os.path.join(self.opts.out_dir, f"proxy-key-{kind}.yaml")
             with open(path, "w") as f:
                 json.dump(scenario.limited_key_config(base, url), f, indent=1)
@@ -305,6 +307,10 @@ async def run(plan: Plan, opts: Options, progress=print) -> dict:
         if plan.soak_seconds:
             progress(f"soak: {plan.soak_seconds:g} s")
             results["soak"] = await h.soak(plan.soak_seconds)
+        if h.state_urls:
+            progress(f"state store cost: {plan.state_cost_requests} admissions + settlements per store")
+            results["state_cost"] = {kind: await state_cost.measure(url, plan.state_cost_requests)
+                                     for kind, url in h.state_urls.items()}  # fmt: skip
         if opts.hot_path:
             progress(f"hot path profile: {opts.hot_path} requests per path")
             results["hot_path"] = await h.hot_path(opts.hot_path)

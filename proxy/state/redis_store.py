@@ -46,6 +46,7 @@ if #old > 0 then
   redis.call('ZREMRANGEBYSCORE', h, '-inf', cut)
   if tok < 0 then tok = 0 end
 end
+if redis.call('EXISTS', h) == 0 then tok = 0 end  -- an idle key's window expired as a whole
 local spend = tonumber(redis.call('HGET', c, 'spend') or '0')
 local held = tonumber(redis.call('HGET', c, 'held') or '0')
 local pstart = tonumber(redis.call('HGET', c, 'pstart') or '-1')

@@ -47,6 +47,8 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path):
             for s in stores:
                 assert p["targets"][f"proxy-key-{s}"]["requests"] > 0
                 assert p["self_reported_keys"][f"proxy-key-{s}"]["count"] == p["targets"][f"proxy-key-{s}"]["requests"]
+    for s in stores:
+        assert results["state_cost"][s]["admit+settle"]["n"] == 200
     workers = next(p for p in results["points"] if p["targets"].get("proxy-2w"))
     assert workers["targets"]["proxy-2w"]["throughput_rps"] > 0
     assert results["open_streams"]["completed"] == results["open_streams"]["streams"]

@@ -134,3 +134,14 @@ def test_model_globs(globs, model, allowed):
     from proxy.keys import identity
 
     assert identity("k", "0" * 64, KeyLimits(models=globs)).may_use(model) is allowed
+
+
+async def test_keys_without_limits_never_open_the_state_store(start_emulator, start_proxy, tmp_path):
+    emu = await start_emulator("openai")
+    cfg = config(emu)
+    cfg["state"] = {"url": f"sqlite:///{tmp_path}/never.db"}
+    server = await start_proxy(cfg)
+    client = oa(server, SEARCH_KEY)
+    await client.chat.completions.create(model="qwen-72b", messages=[{"role": "user", "content": "x"}])
+    await client.close()
+    assert not (tmp_path / "never.db").exists()

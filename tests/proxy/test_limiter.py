@@ -234,10 +234,22 @@ async def test_store_killed_mid_run(emu, start_proxy, own_redis):
     await client.close()
 
 
-async def test_key_metrics_and_access_log(emu, start_proxy, state_url):
+async def test_key_metrics_and_access_log(emu, start_proxy, state_url, monkeypatch):
+    import io
+    import json
+
+    from proxy.accesslog import ACCESS
+
+    out = io.BytesIO()
+    monkeypatch.setattr(ACCESS, "stream", out)
+    monkeypatch.setattr(ACCESS, "enabled", True)
     server = await start_proxy(config(emu, state_url, rpm=100))
     await chat(oa(server))
     await chat(oa(server, FREE))
+    ACCESS.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["key_name"] for line in lines][-2:] == ["team", "key-" + __import__("hashlib").sha256(FREE.encode()).hexdigest()[:8]]
+    assert KEY.encode() not in out.getvalue() and FREE.encode() not in out.getvalue()
     text = exposition()[0].decode()
     assert 'llm_proxy_key_requests_total{key_name="team",model="llama",status="200"}' in text
     assert 'llm_proxy_key_tokens_total{key_name="team",kind="prompt",model="llama"}' in text
@@ -337,6 +349,6 @@ async def test_one_redis_round_trip_per_phase(emu, start_proxy, redis_url):
     calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
     assert calls.pop("evalsha") == 10  # 5 requests x (admit + settle)
     # everything else Redis counted ran inside those scripts (or is this test's own INFO)
-    inside = {"hget", "hset", "hmget", "hdel", "hexists", "zcard", "zadd", "zrem", "zrange", "zrangebyscore",
+    inside = {"hget", "hset", "hmget", "hdel", "hexists", "exists", "zcard", "zadd", "zrem", "zrange", "zrangebyscore",
               "zremrangebyscore", "pexpire", "config|resetstat", "info"}  # fmt: skip
     assert set(calls) <= inside, calls

@@ -194,3 +194,19 @@ async def test_redis_that_never_answers_times_out():
     finally:
         await s.close()
         listener.close()
+
+
+async def test_redis_idle_window_expiring_whole_resets_the_token_sum(redis_url):
+    """Redis expires an idle key's window structures (2 x WINDOW); the running sum must not outlive them."""
+    import redis.asyncio as aioredis
+
+    s = open_store(redis_url, 1.0)
+    try:
+        assert (await s.admit(ask("idle", tpm=100, tokens=80), T0)).admitted
+        r = aioredis.from_url(redis_url)
+        await r.delete("llmp:h:idle", "llmp:t:idle")  # what PEXPIRE does after two idle minutes
+        await r.aclose()
+        d = await s.admit(ask("idle", tpm=100, tokens=80), T0 + 1)
+        assert d.admitted and d.tokens == 80
+    finally:
+        await s.close()
