@@ -18,7 +18,7 @@ from typing import Any
 
 from . import ir
 from .anthropic_request import bad_arguments, tool_id
-from .common import alternating_turns, arguments_object
+from .common import alternating_turns, arguments_object, merge_client_extra
 from .errors import bad_request
 
 JSON_OBJECT_INSTRUCTION = "Respond with a single valid JSON object and nothing else: no prose, no code fences."
@@ -197,7 +197,5 @@ def build_body(req: ir.ChatRequest, model: str, max_tokens: int, client_max: boo
         body["metadata"] = {"user_id": req.user}
     if req.stream:
         body["stream"] = True
-    if req.source_format == "anthropic":
-        for key, value in req.extra.items():
-            body.setdefault(key, value)
+    merge_client_extra(body, req, "anthropic")
     return body

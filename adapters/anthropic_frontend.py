@@ -85,9 +85,7 @@ class AnthropicFrontend:
         wire = decode_request(body)
         if wire.max_tokens is None:
             raise bad_request("max_tokens: Field required", param="max_tokens")
-        raw = jsonio.top_level_raw(body)
-        extra = {k: jsonio.loads(v) for k, v in raw.items() if k not in KNOWN_FIELDS}
-        return request_to_ir(wire, extra)
+        return request_to_ir(wire, jsonio.unknown_fields(body, KNOWN_FIELDS))
 
     def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes:
         return jsonio.dumps(render_message(resp, model))

@@ -1,4 +1,5 @@
-"""Anthropic Messages requests in both directions: client body -> IR (frontend) and IR -> body (backend).
+"""Anthropic Messages requests, client side: the wire Structs and client body -> IR (the frontend's
+parsing).  The backend builds its bodies in `anthropic_build`.
 
 The wire Structs below follow anthropic-python's `types/*_param.py`.  Unknown fields inside known
 objects are ignored (newer API versions add many); unknown *top-level* fields are kept in

@@ -58,7 +58,8 @@ class AnthropicStreamEncoder:
     BlockStart and stays open until its own BlockEnd: events of *other* blocks that arrive meanwhile
     are deferred (in order) and replayed when it closes, so each tool call is one tool_use block with
     all its arguments.  Reasoning is buffered per block and emitted whole at its BlockEnd, and only
-    when it carries a signature (IR events do not say which provider signed it; see the report).
+    when Anthropic signed it (the BlockStart names the signing provider) or redacted it: clients echo
+    thinking blocks back and Anthropic rejects other providers' signatures.
     Finish and Usage are held and sent as one message_delta once both are known and no block is
     open, or at End; End then sends message_stop.  After error() nothing more is written.
     """

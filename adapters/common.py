@@ -82,6 +82,18 @@ def merge_params(body: dict[str, Any], params: Mapping[str, Any], nested: str | 
             body[key] = value
 
 
+# Fields the gateway decides for every request, whatever the client sent.
+_GATEWAY_OWNED = frozenset({"model", "stream", "stream_options"})
+
+
+def merge_client_extra(body: dict[str, Any], req: ir.ChatRequest, fmt: str, nested: str | None = None) -> None:
+    """The client's top-level fields no IR slot holds (`req.extra`), sent on only to a backend that
+    speaks the client's own format `fmt` (another format would reject them).  They win over what the
+    adapter built, except the model and the stream switches; `nested` is merged key by key."""
+    if req.source_format == fmt and req.extra:
+        merge_params(body, {k: v for k, v in req.extra.items() if k not in _GATEWAY_OWNED}, nested)
+
+
 def arguments_object(raw: str) -> dict[str, Any] | None:
     """Tool-call arguments (the IR's raw JSON text) as an object; None when they are not a JSON object."""
     if not raw.strip():

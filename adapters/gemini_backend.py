@@ -32,7 +32,7 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .common import merge_params, path_segment
+from .common import merge_client_extra, merge_params, path_segment
 from .errors import ProxyError, bad_request, unsupported
 from .gemini_build import MAX_STOP, build_contents, build_tools, generation_config
 from .gemini_request import strip_models
@@ -110,8 +110,7 @@ class GeminiBackend(Backend):
             body["generationConfig"] = gen
         if self.options.safety_settings is not None:
             body["safetySettings"] = self.options.safety_settings
-        if req.source_format == "gemini":
-            body.update(req.extra)  # the client's safetySettings, cachedContent, ...
+        merge_client_extra(body, req, "gemini")  # the client's safetySettings, cachedContent, ...
         merge_params(body, target.params, nested="generationConfig")
         return body
 

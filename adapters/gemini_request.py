@@ -25,7 +25,7 @@ from msgspec import Struct
 
 from . import ir, jsonio
 from .common import decode_client_body
-from .errors import ProxyError, bad_request, unsupported
+from .errors import bad_request, unsupported
 
 
 def strip_models(model: str) -> str:
@@ -400,9 +400,4 @@ def request_to_ir(w: GenerateContentRequest, extra: dict[str, Any]) -> ir.ChatRe
 
 def parse_request(body: bytes) -> ir.ChatRequest:
     wire: GenerateContentRequest = decode_client_body(_request_decoder, body, "generateContent request")
-    try:
-        raw = jsonio.top_level_raw(body)
-    except (jsonio.DecodeError, jsonio.ValidationError):  # decode_client_body above accepted the body
-        raise ProxyError("invalid_request", "request body must be a JSON object") from None
-    extra = {k: jsonio.loads(v) for k, v in raw.items() if k not in KNOWN_FIELDS}
-    return request_to_ir(wire, extra)
+    return request_to_ir(wire, jsonio.unknown_fields(body, KNOWN_FIELDS))

@@ -45,6 +45,12 @@ def decoder(typ: Any) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(typ)
 
 
+def unknown_fields(data: bytes, known: frozenset[str]) -> dict[str, Any]:
+    """The top-level fields of a JSON object outside `known`, decoded (what a frontend keeps in
+    `ChatRequest.extra`).  `data` has already been decoded once, so it is a valid object."""
+    return {k: loads(v) for k, v in top_level_raw(data).items() if k not in known}
+
+
 def top_level_raw(data: bytes) -> dict[str, msgspec.Raw]:
     """Split a JSON object into its top-level keys without decoding the values.
 

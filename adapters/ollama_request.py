@@ -309,7 +309,7 @@ def _options(raw: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]
 
 def _common(r: _Common, body: bytes, known: frozenset[str]) -> dict[str, Any]:
     fields, other_options = _options(r.options)
-    extra = {k: jsonio.loads(v) for k, v in jsonio.top_level_raw(body).items() if k not in known}
+    extra = jsonio.unknown_fields(body, known)
     if other_options:
         extra["options"] = other_options
     return dict(

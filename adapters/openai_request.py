@@ -28,6 +28,8 @@ from msgspec import Struct
 from . import ir, jsonio
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
+from .openai_tools import (CustomTool, FunctionDef, FunctionName, FunctionTool, JsonObjectFormat, JsonSchemaFormat,
+                           TextFormat, ToolChoiceIn, response_format_to_ir, tool_choice_to_ir, tools_to_ir)
 
 # --------------------------------------------------------------------------------------------------
 # Content parts
@@ -121,72 +123,6 @@ class FunctionMsg(_Msg, tag="function"):
 
 Msg = Union[SystemMsg, DeveloperMsg, UserMsg, AssistantMsg, ToolMsg, FunctionMsg]
 
-# --------------------------------------------------------------------------------------------------
-# Tools, tool choice, response format
-
-
-class FunctionDef(Struct):
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class _Typed(Struct, tag_field="type"):
-    pass
-
-
-class FunctionTool(_Typed, tag="function"):
-    function: FunctionDef
-
-
-class CustomTool(_Typed, tag="custom"):
-    custom: dict[str, Any]
-
-
-class FunctionName(Struct):
-    name: str
-
-
-class NamedChoice(_Typed, tag="function"):
-    function: FunctionName
-
-
-class AllowedTools(Struct):
-    mode: Literal["auto", "required"]
-    tools: list[NamedChoice]
-
-
-class AllowedToolsChoice(_Typed, tag="allowed_tools"):
-    allowed_tools: AllowedTools
-
-
-class CustomChoice(_Typed, tag="custom"):
-    custom: dict[str, Any]
-
-
-ToolChoiceIn = Union[Literal["none", "auto", "required"], NamedChoice, AllowedToolsChoice, CustomChoice]
-
-
-class TextFormat(_Typed, tag="text"):
-    pass
-
-
-class JsonObjectFormat(_Typed, tag="json_object"):
-    pass
-
-
-class JsonSchemaSpec(Struct):
-    name: str
-    schema: dict[str, Any] | None = None
-    description: str | None = None
-    strict: bool | None = None
-
-
-class JsonSchemaFormat(_Typed, tag="json_schema"):
-    json_schema: JsonSchemaSpec
-
-
 class StreamOptions(Struct):
     include_usage: bool | None = None
 
@@ -249,12 +185,6 @@ _completion_decoder = jsonio.decoder(CompletionRequestIn)
 _embedding_decoder = jsonio.decoder(EmbeddingRequestIn)
 _CHAT_FIELDS = frozenset(ChatRequestIn.__struct_fields__)
 _COMPLETION_FIELDS = frozenset(CompletionRequestIn.__struct_fields__)
-
-
-def _extra(body: bytes, known: frozenset[str]) -> dict[str, Any]:
-    """Top-level keys the Struct does not model, decoded as plain values (body is valid JSON here)."""
-    raw = jsonio.top_level_raw(body)
-    return {k: jsonio.loads(v) for k, v in raw.items() if k not in known}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,55 +279,6 @@ def _messages(msgs: list[Msg]) -> tuple[list[ir.Text], list[ir.Message]]:
     return system, out
 
 
-# --------------------------------------------------------------------------------------------------
-# Tools -> IR
-
-
-def _tool_def(f: FunctionDef) -> ir.ToolDef:
-    if f.parameters is None:
-        return ir.ToolDef(name=f.name, description=f.description, strict=f.strict)
-    return ir.ToolDef(name=f.name, description=f.description, parameters=f.parameters, strict=f.strict)
-
-
-def _tools(r: ChatRequestIn) -> list[ir.ToolDef]:
-    if r.tools is not None:
-        out = []
-        for i, t in enumerate(r.tools):
-            if isinstance(t, CustomTool):
-                raise unsupported("custom tools are not supported; use function tools", param=f"tools[{i}]")
-            out.append(_tool_def(t.function))
-        return out
-    return [_tool_def(f) for f in r.functions or ()]
-
-
-def _tool_choice(r: ChatRequestIn, tools: list[ir.ToolDef]) -> tuple[ir.ToolChoice | None, list[ir.ToolDef]]:
-    tc = r.tool_choice
-    if tc is None:
-        fc = r.function_call
-        if fc is None:
-            return None, tools
-        return (ir.ToolChoice(mode=fc) if isinstance(fc, str) else ir.ToolChoice("tool", fc.name)), tools
-    if isinstance(tc, str):
-        return ir.ToolChoice(mode=tc), tools
-    if isinstance(tc, NamedChoice):
-        return ir.ToolChoice("tool", tc.function.name), tools
-    if isinstance(tc, AllowedToolsChoice):
-        allowed = {t.function.name for t in tc.allowed_tools.tools}
-        return ir.ToolChoice(mode=tc.allowed_tools.mode), [t for t in tools if t.name in allowed]
-    raise unsupported("custom tool_choice is not supported", param="tool_choice")
-
-
-def _response_format(rf: Any) -> ir.ResponseFormat | None:
-    if rf is None:
-        return None
-    if isinstance(rf, JsonSchemaFormat):
-        s = rf.json_schema
-        return ir.ResponseFormat(
-            "json_schema", name=s.name, schema=s.schema, strict=s.strict, description=s.description
-        )
-    return ir.ResponseFormat("json_object" if isinstance(rf, JsonObjectFormat) else "text")
-
-
 def _stop(stop: str | list[str] | None) -> list[str]:
     if stop is None:
         return []
@@ -432,7 +313,7 @@ def parse_chat(body: bytes) -> ir.ChatRequest:
     if not r.messages:
         raise bad_request("messages must contain at least one message", param="messages")
     system, messages = _messages(r.messages)
-    tool_choice, tools = _tool_choice(r, _tools(r))
+    tool_choice, tools = tool_choice_to_ir(r, tools_to_ir(r))
     reasoning = None
     if r.reasoning_effort is not None:
         off = r.reasoning_effort == "none"
@@ -445,12 +326,12 @@ def parse_chat(body: bytes) -> ir.ChatRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=r.parallel_tool_calls,
         max_tokens=r.max_completion_tokens if r.max_completion_tokens is not None else r.max_tokens,
-        response_format=_response_format(r.response_format),
+        response_format=response_format_to_ir(r.response_format),
         reasoning=reasoning,
         logprobs=r.logprobs,
         top_logprobs=r.top_logprobs,
         metadata=r.metadata,
-        extra=_extra(body, _CHAT_FIELDS),
+        extra=jsonio.unknown_fields(body, _CHAT_FIELDS),
     )
 
 
@@ -475,7 +356,7 @@ def parse_completion(body: bytes) -> ir.ChatRequest:
         max_tokens=16 if r.max_tokens is None else r.max_tokens,
         logprobs=True if r.logprobs is not None else None,
         top_logprobs=r.logprobs or None,
-        extra=_extra(body, _COMPLETION_FIELDS),
+        extra=jsonio.unknown_fields(body, _COMPLETION_FIELDS),
     )
 
 

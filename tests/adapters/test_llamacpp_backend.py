@@ -251,12 +251,6 @@ def test_close_without_stop_event_is_a_protocol_error():
     assert exc.value.kind == "upstream_protocol"
 
 
-def test_malformed_event_is_a_protocol_error():
-    with pytest.raises(ProxyError) as exc:
-        decoder().feed(b"data: {oops\n\n")
-    assert exc.value.kind == "upstream_protocol"
-
-
 # -- non-streaming answer --------------------------------------------------------------------------
 
 

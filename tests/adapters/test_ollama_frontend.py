@@ -10,7 +10,7 @@ from ollama import _types as ot
 from adapters import ir
 from adapters.base import ApiRoute
 from adapters.errors import KINDS, ProxyError
-from adapters.ollama_backend import OllamaStream
+from adapters.ollama_stream import OllamaStream
 from adapters.ollama_frontend import OllamaFrontend
 from adapters.sse import NDJSONParser, SSEEvent
 

@@ -9,7 +9,8 @@ import pytest
 from adapters import ir
 from adapters.base import Target
 from adapters.errors import ProxyError
-from adapters.openai_backend import PRESET_PROVIDERS, PRESETS, OpenAIBackend, mistral_tool_id
+from adapters.openai_backend import PRESET_PROVIDERS, PRESETS, OpenAIBackend
+from adapters.openai_build import mistral_tool_id
 
 T = Target(model="up-model")
 
