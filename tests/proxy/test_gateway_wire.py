@@ -104,3 +104,87 @@ async def test_gemini_generate_content_is_one_json_answer(wire, kind):
                         {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
     assert r.status == 200 and r.headers["Content-Type"].startswith("application/json"), raw
     assert json.loads(raw)["candidates"][0]["finishReason"] == "STOP"
+
+
+# -- every client format's stream on every backend kind ----------------------------------------------
+
+
+def sse_events(raw: bytes) -> list[tuple[str | None, bytes]]:
+    """(event name, data) per SSE event, checking the framing: `field: value` lines, a blank line after
+    every event."""
+    assert raw.endswith(b"\n\n"), raw[-60:]
+    out = []
+    for event in (e for e in raw.split(b"\n\n") if e):
+        name, data = None, []
+        for line in event.split(b"\n"):
+            field, sep, value = line.partition(b": ")
+            assert sep and field in (b"event", b"data"), line
+            if field == b"event":
+                name = value.decode()
+            else:
+                data.append(value)
+        out.append((name, b"\n".join(data)))
+    return out
+
+
+def check_openai(r, raw):
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = sse_events(raw)
+    assert events[-1] == (None, b"[DONE]")
+    chunks = [json.loads(d) for _, d in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def check_responses(r, raw):
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = sse_events(raw)
+    names = [n for n, _ in events]
+    assert names[0] == "response.created" and names[-1] == "response.completed", names
+    assert all(json.loads(d)["type"] == n for n, d in events)  # the event line names the payload's type
+    return "".join(json.loads(d)["delta"] for n, d in events if n == "response.output_text.delta")
+
+
+def check_anthropic(r, raw):
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = sse_events(raw)
+    names = [n for n, _ in events]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"], names
+    assert all(json.loads(d)["type"] == n for n, d in events)
+    assert json.loads(events[-2][1])["delta"]["stop_reason"] == "end_turn"
+    return "".join(json.loads(d)["delta"].get("text", "") for n, d in events if n == "content_block_delta")
+
+
+def check_ollama(r, raw):
+    assert r.headers["Content-Type"].startswith("application/x-ndjson")
+    assert raw.endswith(b"\n")
+    lines = [json.loads(line) for line in raw.split(b"\n")[:-1]]
+    assert [x["done"] for x in lines] == [False] * (len(lines) - 1) + [True]
+    assert lines[-1]["done_reason"] == "stop" and lines[-1]["eval_count"] > 0
+    return "".join(x["message"]["content"] for x in lines)
+
+
+CLIENTS = {  # client format -> (path, body for model m, extra headers, check(response, bytes) -> text)
+    "openai": ("/v1/chat/completions", lambda m: {"model": m, "stream": True,
+                                                  "messages": [{"role": "user", "content": "tell me a story"}]},
+               {}, check_openai),
+    "responses": ("/v1/responses", lambda m: {"model": m, "stream": True, "input": "tell me a story"}, {},
+                  check_responses),
+    "anthropic": ("/v1/messages", lambda m: {"model": m, "max_tokens": 64, "stream": True,
+                                             "messages": [{"role": "user", "content": "tell me a story"}]},
+                  {"anthropic-version": "2023-06-01"}, check_anthropic),
+    "ollama": ("/api/chat", lambda m: {"model": m, "messages": [{"role": "user", "content": "tell me a story"}]},
+               {}, check_ollama),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("client", list(CLIENTS))
+async def test_stream_wire_format_of_every_client_on_every_backend(wire, client, kind):
+    """The bytes each client format receives, translated or passed through: its content type, its
+    framing, its terminal event, and the text (the emulators echo the prompt)."""
+    path, body, headers, check = CLIENTS[client]
+    r, raw = await post(wire, path, body(f"m-{kind}"), **headers)
+    assert r.status == 200, raw[:300]
+    assert "story" in check(r, raw)
