@@ -32,6 +32,7 @@ from time import perf_counter
 
 from aiohttp import web
 
+from adapters.base import ChatOp
 from adapters.errors import ProxyError
 
 from . import affinity, relay
@@ -191,10 +192,10 @@ def _prefix_key(call: Call, route: Route) -> int | None:
     """The prompt-prefix key when the model routes by prefix affinity (decoded once per request; on
     the pass-through path the body is still relayed as sent)."""
     cfg = route.config.prefix_affinity
-    if cfg is None or call.op in relay.EMBEDDING_OPS:
+    if cfg is None or not isinstance(call.op, ChatOp):
         return None
     try:
-        req = call.chat_request()
+        req = call.chat_request(call.op)
     except ProxyError:
         return None  # the backend will say what is wrong with the body
     return affinity.prefix_key(affinity.prompt_prefix(req, cfg.chars))
