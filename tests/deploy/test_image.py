@@ -45,6 +45,7 @@ DOCKER = os.environ.get("DOCKER") or shutil.which("docker") or "docker"
 BASE_IMAGE = os.environ.get("PYTHON_IMAGE") or "python:3.11-slim-bookworm"
 RUN_ID = f"llm-proxy-test-{os.getpid()}-{secrets.token_hex(3)}"
 LABEL = f"org.opencode.llm-proxy.test-run={RUN_ID}"
+BUILD_STAGE_LABEL = "org.opencode.llm-proxy.stage=build"  # deploy/Dockerfile's first stage
 KEY = f"sk-{secrets.token_hex(8)}"
 UID = "10001"
 READY_BUDGET = 60.0  # container start to /health/ready, on a loaded 2-core machine
@@ -74,6 +75,16 @@ def _build_env() -> dict[str, str]:
     return {**os.environ, "DOCKER_BUILDKIT": "1" if buildx else "0"}
 
 
+def _remove_image(tag: str) -> None:
+    docker("rmi", "-f", tag, timeout=120, check=False)
+    # The legacy builder leaves each build's first stage as an untagged image: keep the newest (the next
+    # build's cache), remove older ones, so repeated runs do not fill the disk.
+    stale = docker("images", "-q", "--filter", "dangling=true", "--filter", f"label={BUILD_STAGE_LABEL}",
+                   check=False).stdout.split()[1:]  # fmt: skip
+    if stale:
+        docker("rmi", *stale, timeout=120, check=False)
+
+
 @pytest.fixture(scope="session")
 def image(request) -> str:
     if shutil.which(DOCKER) is None:
@@ -86,7 +97,7 @@ def image(request) -> str:
             pytest.skip(f"base image {BASE_IMAGE} is not here and cannot be pulled ({pull.stderr.strip()[-200:]}); "
                         "set PYTHON_IMAGE, e.g. from `bash ../shared/ci/offline-base-image.sh`")  # fmt: skip
     tag = f"{RUN_ID}:latest"
-    request.addfinalizer(lambda: docker("rmi", "-f", tag, timeout=120, check=False))
+    request.addfinalizer(lambda: _remove_image(tag))
     res = docker("build", "-f", str(DEPLOY / "Dockerfile"), "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}",
                  "--label", LABEL, "-t", tag, str(REPO), timeout=540, check=False, env=_build_env())  # fmt: skip
     if res.returncode != 0:
