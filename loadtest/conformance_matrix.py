@@ -15,6 +15,7 @@ import importlib
 import os
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -45,16 +46,20 @@ BACKENDS: dict[str, tuple[str, str, dict[str, Any], str, dict[str, Any], bool]] 
     "bedrock": ("bedrock", "", {"region": "us-east-1", "aws_access_key_id": BEDROCK_KEY_ID,
                                 "aws_secret_access_key": BEDROCK_SECRET}, "anthropic.claude-3-5-sonnet-20241022-v2:0", {}, True),
     "cohere": ("cohere", "", {"api_key": "co-test"}, "command-r-plus-08-2024", {}, True),
+    # One Vertex AI backend kind, two publishers (`provider` given: the row is not a provider name).
+    "vertex-gemini": ("vertex", "", {"provider": "vertex", "location": "us-central1"}, "gemini-2.0-flash", {}, True),
+    "vertex-claude": ("vertex", "", {"provider": "vertex"}, "claude-3-5-sonnet-v2@20241022", {"location": "us-east5"}, True),
 }
 FACES = {"openai": "/v1", "anthropic": ""}
 EMULATED = {"openai": ("openai", "/v1", "emulated-gpt", None), "anthropic": ("anthropic", "", "claude-sonnet-4-5", "k")}
 
 
-def gateway_config(urls: dict[str, str], state_url: str) -> dict[str, Any]:
-    """The gateway config: one backend and one model (named like the backend row) per row."""
+def gateway_config(urls: dict[str, str], state_url: str, issued: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """The gateway config: one backend and one model (named like the backend row) per row; `issued`:
+    emulator -> backend keys for credentials that emulator issued (Vertex's service account)."""
     backends, models = {}, []
-    for row, (_, suffix, keys, model, model_keys, _) in BACKENDS.items():
-        backends[row] = {"provider": row, "base_url": urls[row] + suffix, **keys}
+    for row, (emulator, suffix, keys, model, model_keys, _) in BACKENDS.items():
+        backends[row] = {"provider": row, "base_url": urls[row] + suffix, **keys, **(issued or {}).get(emulator, {})}
         # `error`: a parameter the backend cannot honour is refused (400), so the report shows "not
         # supported" where the default `drop` would answer without it.
         models.append({"name": row, "backend": row, "model": model, "unsupported_params": "error", **model_keys})
@@ -88,12 +93,16 @@ class Stack:
 
 async def start_stack() -> Stack:
     stack = Stack(tmp=tempfile.TemporaryDirectory(prefix="llm-proxy-conformance-"))
+    issued = {}
     for emulator in sorted({b[0] for b in BACKENDS.values()} | {e[0] for e in EMULATED.values()}):
         module = importlib.import_module(f"loadtest.emulators.{emulator}")
-        stack.emulators[emulator] = await stack.serve(module.create_app())
+        app = module.create_app()
+        stack.emulators[emulator] = url = await stack.serve(app)
+        if hasattr(module, "demo_credentials"):  # an emulator that trusts only credentials it issued
+            issued[emulator] = module.demo_credentials(app, url, Path(stack.tmp.name))
     urls = {row: stack.emulators[b[0]] for row, b in BACKENDS.items()}
     state = "sqlite:///" + os.path.join(stack.tmp.name, "state.db")
-    stack.gateway = await stack.serve(create_app(load_config_dict(gateway_config(urls, state), env={})))
+    stack.gateway = await stack.serve(create_app(load_config_dict(gateway_config(urls, state, issued), env={})))
     return stack
 
 
@@ -175,7 +184,7 @@ asserts all of this, and that each exception still fails):
 | backend, face | probe | why |
 |---|---|---|
 | Replicate, OpenAI | `stream.include_usage` | Replicate streams carry no token counts (only the prediction, fetched after the stream, has them) |
-| Ollama, Gemini, Replicate; Anthropic | `messages.stop_sequence` | their finish reason does not say which stop string ended the answer, so the gateway can only say `end_turn` |
+| Ollama, Gemini, Vertex Gemini, Replicate; Anthropic | `messages.stop_sequence` | their finish reason does not say which stop string ended the answer, so the gateway can only say `end_turn` |
 | Ollama | `tools.choice_*` (not supported) | Ollama has no tool_choice; forcing a call is refused, not ignored |
 | Cohere | `tools.parallel` (not supported) | the Cohere emulator makes one call per turn |
 

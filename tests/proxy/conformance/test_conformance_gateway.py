@@ -23,6 +23,7 @@ KNOWN = {
     ("ollama", "anthropic"): {"messages.stop_sequence": "Ollama's done_reason does not say which stop string fired"},
     ("gemini", "anthropic"): {"messages.stop_sequence": "Gemini's finishReason STOP does not say which sequence fired"},
     ("replicate", "anthropic"): {"messages.stop_sequence": "Replicate reports no finish reason at all"},
+    ("vertex-gemini", "anthropic"): {"messages.stop_sequence": "Gemini's finishReason STOP does not say which sequence fired"},
 }
 # Ollama has no tool_choice: forcing a call is refused (400), not silently ignored.
 NO_TOOL_CHOICE = {"tools.choice_required", "tools.choice_named", "tools.choice_any", "tools.choice_tool"}
