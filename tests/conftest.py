@@ -34,6 +34,37 @@ def start_proxy(aiohttp_server):
     return _start
 
 
+# Backend kind -> (emulator, base-url suffix, backend keys): how a test gateway reaches each emulated
+# native backend.  The backend is named after its kind.
+EMULATED = {
+    "openai": ("openai", "/v1", {"api_key": "oai-key"}),
+    "anthropic": ("anthropic", "", {"api_key": "ant-key"}),
+    "gemini": ("gemini", "", {"api_key": "gem-key"}),
+    "ollama": ("ollama", "", {}),
+    "tgi": ("tgi", "", {}),
+    "llamacpp": ("llamacpp", "", {}),
+    "cohere": ("cohere", "", {"api_key": "co-key"}),
+}
+
+
+@pytest.fixture
+def emulated_gateway(start_emulator, start_proxy):
+    """`await emulated_gateway({"m-openai": ("openai", "llama-3.1-8b"), ...}, **config)` -> the running
+    gateway with one emulator per backend kind the models name; each model entry is (kind, backend
+    model with its emulator scenario) or (kind, backend model, extra model keys)."""
+
+    async def _start(models: dict[str, tuple], **config: Any):
+        backends = {}
+        for kind in dict.fromkeys(spec[0] for spec in models.values()):
+            emulator, suffix, keys = EMULATED[kind]
+            backends[kind] = {"provider": kind, "base_url": await start_emulator(emulator) + suffix, **keys}
+        entries = [{"name": name, "backend": spec[0], "model": spec[1], **(spec[2] if len(spec) > 2 else {})}
+                   for name, spec in models.items()]
+        return await start_proxy({"backends": backends, "models": entries, **config})
+
+    return _start
+
+
 def proxy_url(server, suffix: str = "") -> str:
     return str(server.make_url(suffix)).rstrip("/")
 

@@ -23,22 +23,14 @@ WEATHER_OAI = [{"type": "function", "function": {"name": "get_weather", "descrip
 
 
 @pytest.fixture
-async def gateway(start_emulator, start_proxy):
-    oai_url = await start_emulator("openai")
-    gem_url = await start_emulator("gemini")
-    server = await start_proxy({
-        "backends": {
-            "oai": {"provider": "openai", "base_url": oai_url + "/v1"},
-            "gem": {"provider": "gemini", "base_url": gem_url, "api_key": "gem-key"},
-        },
-        "models": [
-            {"name": "m-openai", "backend": "oai", "model": "llama-3.1-8b"},
-            {"name": "m-openai-tools", "backend": "oai", "model": "llama-3.1-8b::tools"},
-            {"name": "m-gemini", "backend": "gem", "model": "gemini-2.5-flash"},
-            {"name": "m-gemini-tools", "backend": "gem", "model": "gemini-2.5-flash::tools,reasoning"},
-            {"name": "m-gemini-429", "backend": "gem", "model": "gemini-2.5-flash::status=429"},
-            {"name": "m-embed", "backend": "gem", "model": "gemini-embedding-001"},
-        ],
+async def gateway(emulated_gateway):
+    server = await emulated_gateway({
+        "m-openai": ("openai", "llama-3.1-8b"),
+        "m-openai-tools": ("openai", "llama-3.1-8b::tools"),
+        "m-gemini": ("gemini", "gemini-2.5-flash"),
+        "m-gemini-tools": ("gemini", "gemini-2.5-flash::tools,reasoning"),
+        "m-gemini-429": ("gemini", "gemini-2.5-flash::status=429"),
+        "m-embed": ("gemini", "gemini-embedding-001"),
     })
     gem = genai.Client(api_key="client-key", http_options=types.HttpOptions(
         base_url=proxy_url(server), api_version="v1beta", timeout=10_000))
@@ -189,13 +181,11 @@ async def test_anthropic_client_on_gemini_backend(gateway):
     assert final.content[0].input == {"city": "Paris"}
 
 
-async def test_passthrough_streams_count_tokens(start_emulator, start_proxy):
+async def test_passthrough_streams_count_tokens(emulated_gateway):
     """Gemini -> Gemini relays bytes; the token metrics still read each chunk's usageMetadata."""
     import aiohttp
 
-    gem_url = await start_emulator("gemini")
-    server = await start_proxy({"backends": {"gem": {"provider": "gemini", "base_url": gem_url, "api_key": "k"}},
-                                "models": [{"name": "tokens-gem", "backend": "gem", "model": "gemini-2.5-flash"}]})
+    server = await emulated_gateway({"tokens-gem": ("gemini", "gemini-2.5-flash")})
     client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=proxy_url(server), api_version="v1beta"))
     text, _ = await stream_text(client.aio, "tokens-gem", "count my tokens please")
     await client.aio.aclose()

@@ -18,24 +18,16 @@ WEATHER = [{"type": "function", "name": "get_weather", "description": "Weather f
 
 
 @pytest.fixture
-async def client(start_emulator, start_proxy):
-    oai_url = await start_emulator("openai")
-    ant_url = await start_emulator("anthropic")
-    server = await start_proxy({
-        "backends": {
-            "oai": {"provider": "openai", "base_url": oai_url + "/v1"},
-            "ant": {"provider": "anthropic", "base_url": ant_url, "api_key": "ant-key"},
-        },
-        "models": [
-            {"name": "m-openai", "backend": "oai", "model": "llama-3.1-8b"},
-            {"name": "m-openai-tools", "backend": "oai", "model": "llama-3.1-8b::tools"},
-            {"name": "m-openai-reasoning", "backend": "oai", "model": "llama-3.1-8b::reasoning"},
-            {"name": "m-openai-length", "backend": "oai", "model": "llama-3.1-8b::max_tokens"},
-            {"name": "m-openai-error", "backend": "oai", "model": "llama-3.1-8b::chunks=8,error_after=4,chunk_delay=0.05"},
-            {"name": "m-openai-429", "backend": "oai", "model": "llama-3.1-8b::status=429"},
-            {"name": "m-claude", "backend": "ant", "model": "claude-sonnet-4-5"},
-            {"name": "m-claude-tools", "backend": "ant", "model": "claude-sonnet-4-5::tools"},
-        ],
+async def client(emulated_gateway):
+    server = await emulated_gateway({
+        "m-openai": ("openai", "llama-3.1-8b"),
+        "m-openai-tools": ("openai", "llama-3.1-8b::tools"),
+        "m-openai-reasoning": ("openai", "llama-3.1-8b::reasoning"),
+        "m-openai-length": ("openai", "llama-3.1-8b::max_tokens"),
+        "m-openai-error": ("openai", "llama-3.1-8b::chunks=8,error_after=4,chunk_delay=0.05"),
+        "m-openai-429": ("openai", "llama-3.1-8b::status=429"),
+        "m-claude": ("anthropic", "claude-sonnet-4-5"),
+        "m-claude-tools": ("anthropic", "claude-sonnet-4-5::tools"),
     })
     c = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="k", max_retries=0)
     yield c

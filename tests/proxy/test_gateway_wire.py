@@ -14,21 +14,15 @@ import pytest
 from tests.conftest import proxy_url
 
 KINDS = ("openai", "anthropic", "gemini", "ollama")
-URL_SUFFIX = {"openai": "/v1"}
 
 
 @pytest.fixture
-async def wire(start_emulator, start_proxy):
+async def wire(emulated_gateway):
     """The gateway with one model per backend kind (`m-<kind>`), an Anthropic model that always fails
     over (`m-anthropic-down` -> `m-openai`), and a raw HTTP session (no SDK smoothing anything over)."""
-    backends, models = {}, []
-    for kind in KINDS:
-        url = await start_emulator(kind)
-        backends[kind] = {"provider": kind, "base_url": url + URL_SUFFIX.get(kind, ""), "api_key": "k"}
-        models.append({"name": f"m-{kind}", "backend": kind, "model": "wire-model"})
-    models.append({"name": "m-anthropic-down", "backend": "anthropic", "model": "claude::status=503",
-                   "fallbacks": ["m-openai"]})
-    server = await start_proxy({"backends": backends, "models": models})
+    models: dict[str, tuple] = {f"m-{kind}": (kind, "wire-model") for kind in KINDS}
+    models["m-anthropic-down"] = ("anthropic", "claude::status=503", {"fallbacks": ["m-openai"]})
+    server = await emulated_gateway(models)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield server, session
 
