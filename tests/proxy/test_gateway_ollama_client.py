@@ -1,6 +1,6 @@
 """The official `ollama` AsyncClient drives the gateway's Ollama routes (/api/chat, /api/generate,
-/api/embed, /api/tags, /api/version) on an OpenAI-compatible backend, an Anthropic backend and (the
-translated Ollama -> IR -> Ollama path) an Ollama backend."""
+/api/embed, /api/tags, /api/version) on an OpenAI-compatible backend, an Anthropic backend (both
+translated through the IR) and an Ollama backend (relayed byte for byte, only `model` rewritten)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 
 from tests.conftest import proxy_url
 
-# backend kind -> (emulator, base-url suffix, backend model, extra backend keys)
+# backend kind -> backend model (the emulators are tests/conftest.py's EMULATED)
 BACKENDS = {
-    "openai": ("openai", "/v1", "llama-3.1-8b", {}),
-    "anthropic": ("anthropic", "", "claude-sonnet-4-5", {"api_key": "sk-ant-test"}),
-    "ollama": ("ollama", "", "llama3.1:8b", {}),  # Ollama in, Ollama out: still translated via the IR
+    "openai": "llama-3.1-8b",
+    "anthropic": "claude-sonnet-4-5",
+    "ollama": "llama3.1:8b",  # Ollama in, Ollama out: relayed byte for byte
 }
 # model-name suffix -> emulator scenario
 SCENARIOS = {
@@ -36,15 +36,11 @@ TIMEOUT = 10
 
 
 @pytest.fixture
-async def gateway(start_emulator, start_proxy):
-    backends, models = {}, []
-    for kind, (emu, suffix, model, extra) in BACKENDS.items():
-        url = await start_emulator(emu)
-        backends[kind] = {"provider": kind, "base_url": url + suffix, **extra}
-        for name, scenario in SCENARIOS.items():
-            backend_model = f"{model}::{scenario}" if scenario else model
-            models.append({"name": f"{kind}{name}", "backend": kind, "model": backend_model})
-    server = await start_proxy({"backends": backends, "models": models})
+async def gateway(emulated_gateway):
+    server = await emulated_gateway({
+        f"{kind}{name}": (kind, f"{model}::{scenario}" if scenario else model)
+        for kind, model in BACKENDS.items() for name, scenario in SCENARIOS.items()
+    })
     client = ollama.AsyncClient(host=proxy_url(server), timeout=TIMEOUT)
     yield server, client
     await client.close()
@@ -61,7 +57,7 @@ async def test_chat_non_streaming(gateway, kind):
                              options={"temperature": 0.2, "num_predict": 64})
     # Translated answers name the client's model; Ollama -> Ollama is relayed byte for byte, so the
     # answer names the backend's model, as every same-format pass-through does.
-    assert resp.model == (BACKENDS[kind][2] if kind == "ollama" else kind)
+    assert resp.model == (BACKENDS[kind] if kind == "ollama" else kind)
     assert resp.message.role == "assistant" and "hello world" in resp.message.content
     assert resp.done is True and resp.done_reason == "stop"
     assert resp.prompt_eval_count > 0 and resp.eval_count > 0
