@@ -37,7 +37,6 @@ log = logging.getLogger("llm_proxy")
 BYTES_PER_TOKEN = 4  # prompt estimate from the body size, before the backend counts
 DEFAULT_COMPLETION_TOKENS = 1024  # reserved when neither the request nor the model says
 WARN_EVERY = 10.0
-COMPLETION_OPS = frozenset({"chat", "completions", "responses", "messages", "generate"})
 # The client's cap on completion tokens, by field path, in the client formats served (read from the
 # top-level raw fields, so a pass-through body is never decoded whole).
 MAX_TOKENS_FIELDS: tuple[tuple[str, ...], ...] = (
@@ -71,13 +70,14 @@ class Limiter:
         self._warned = 0.0
 
     # -- admission --------------------------------------------------------------------------------------
-    async def admit(self, key: Identity, ctx: RequestContext, op: str, body: bytes, raw: dict[str, Any],
+    async def admit(self, key: Identity, ctx: RequestContext, generates: bool, body: bytes, raw: dict[str, Any],
                     default_max_tokens: int | None, price: PriceConfig | None, refresh=None) -> Ticket | None:  # fmt: skip
         """Reserve the request's share, or raise the refusal.  `refresh(key)` re-reads a run-time key
-        whose stored version changed (returns None once it is gone)."""
+        whose stored version changed (returns None once it is gone).  `generates`: the operation
+        produces completion tokens (a generation, not embeddings or a token count)."""
         prompt = len(body) // BYTES_PER_TOKEN + 1
         completion = 0
-        if op in COMPLETION_OPS:
+        if generates:
             completion = _max_tokens(raw) or default_max_tokens or DEFAULT_COMPLETION_TOKENS
         for _ in range(2):
             ask = self._ask(key, prompt, completion, price)
