@@ -27,6 +27,7 @@ from .anthropic_build import build_body
 from .anthropic_response import parse_error_body, response_to_ir
 from .anthropic_stream import AnthropicStreamDecoder
 from .base import Backend, HttpRequest, Target
+from .common import forwardable
 from .errors import ProxyError
 
 DEFAULT_VERSION = "2023-06-01"
@@ -112,11 +113,11 @@ class AnthropicBackend(Backend):
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive lookup (the proxy may hand over a plain dict)."""
+    """Case-insensitive lookup (the proxy may hand over a plain dict); only a value fit to forward."""
     value = headers.get(name)
     if value is None:
         value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
+    return forwardable(value)
 
 
 __all__ = ["AnthropicBackend", "AnthropicOptions", "model_default_max_tokens"]

@@ -50,6 +50,7 @@ KIND_TO_ERROR: dict[str, tuple[int, str]] = {
     "authentication": (401, "authentication_error"),
     "permission": (403, "permission_error"),
     "not_found": (404, "not_found_error"),
+    "request_timeout": (408, "timeout_error"),
     "request_too_large": (413, "request_too_large"),
     "rate_limit": (429, "rate_limit_error"),
     "quota_exhausted": (429, "rate_limit_error"),

@@ -54,6 +54,14 @@ def path_segment(value: str, what: str = "model") -> str:
     return quote(value, safe="")
 
 
+def forwardable(value: str | None, limit: int = 1024) -> str | None:
+    """A client's header value fit to forward upstream -- visible ASCII and spaces, at most `limit`
+    characters -- or None (the header is then not forwarded)."""
+    if value and len(value) <= limit and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -19,6 +19,7 @@ KINDS: dict[str, int] = {
     "authentication": 401,
     "permission": 403,
     "not_found": 404,
+    "request_timeout": 408,  # the client did not send its whole request in time
     "request_too_large": 413,
     "rate_limit": 429,
     "quota_exhausted": 429,

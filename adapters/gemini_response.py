@@ -231,6 +231,7 @@ KIND_TO_STATUS: dict[str, str] = {
     "authentication": "UNAUTHENTICATED",
     "permission": "PERMISSION_DENIED",
     "not_found": "NOT_FOUND",
+    "request_timeout": "DEADLINE_EXCEEDED",
     "request_too_large": "INVALID_ARGUMENT",
     "rate_limit": "RESOURCE_EXHAUSTED",
     "quota_exhausted": "RESOURCE_EXHAUSTED",

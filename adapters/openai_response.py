@@ -202,6 +202,7 @@ ERROR_TYPES: dict[str, tuple[str, str | None]] = {
     "authentication": ("invalid_request_error", "invalid_api_key"),
     "permission": ("permission_error", None),
     "not_found": ("invalid_request_error", "model_not_found"),
+    "request_timeout": ("invalid_request_error", "request_timeout"),
     "request_too_large": ("invalid_request_error", None),
     "rate_limit": ("requests", "rate_limit_exceeded"),
     "quota_exhausted": ("insufficient_quota", "insufficient_quota"),

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .accesslog import flush_at_exit
 from .config import Config
-from .gateway import Gateway
+from .gateway import UNROUTED, Gateway
 from .metrics import PROCESS_SAMPLE_INTERVAL, sample_process
 from .reload import GatewaySwitch
 
@@ -43,6 +43,9 @@ def create_app(cfg: Config) -> web.Application:
     app.router.add_get("/metrics", switch.forward("metrics"))
     app.router.add_get("/health/live", switch.forward("live"))
     app.router.add_get("/health/ready", switch.forward("ready_check"))
+    app.router.add_get("/", switch.forward("root"))
+    # Last: unknown paths and methods get a JSON 404 / 405 in the caller's format, not aiohttp's text.
+    app.router.add_route("*", "/{tail:.*}", switch.forward("unrouted"), name=UNROUTED)
     return app
 
 

@@ -39,6 +39,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 4000
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
+    request_read_timeout: float = 30.0  # seconds to receive a request's whole body (else 408)
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
     log_prompts: bool = False  # debug aid: request bodies (first 4 KiB) in access lines; prompts are user data
@@ -68,6 +69,8 @@ class KeyConfig(KeyLimits, forbid_unknown_fields=True, kw_only=True):
 class AuthConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     keys: list[str | KeyConfig] = field(default_factory=list)  # a plain string = an unlimited key
     admin_key: str | None = None  # Bearer key for /admin/*; absent = admin API off
+    # Paths answered without a key (exact, or a prefix ending in "*"); every other route needs one.
+    public: list[str] = field(default_factory=lambda: ["/health/live", "/health/ready", "/metrics"])
 
 
 class StateConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -321,6 +324,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("server.workers: must be >= 1")
     if cfg.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be >= 1024")
+    if cfg.server.request_read_timeout <= 0:
+        raise ConfigError("server.request_read_timeout: must be > 0")
     for name, b in cfg.backends.items():
         if b.load is not None:
             _check_load(b.load, f"backends.{name}.load")
@@ -424,6 +429,9 @@ def check_limits(limits: KeyLimits, path: str) -> None:
 
 
 def _check_auth(auth: AuthConfig) -> None:
+    for i, path in enumerate(auth.public):
+        if not path.startswith("/") or "*" in path[:-1]:
+            raise ConfigError(f"auth.public[{i}]: a path starting with '/', optionally ending in '*' (a prefix)")
     if auth.admin_key == "":
         auth.admin_key = None  # `${PROXY_ADMIN_KEY:-}` unset: admin API off
     keys = key_configs(auth)

@@ -19,6 +19,18 @@ def new_request_id() -> str:
     return f"{_PREFIX}{next(_counter):010x}"
 
 
+MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
+
+
+def request_id(client_id: str | None) -> str:
+    """The client's `x-request-id` if it is 1-128 visible ASCII characters (it is echoed in a header,
+    sent to backends and logged; aiohttp hands over non-UTF-8 bytes as surrogates), else a new one."""
+    if client_id and len(client_id) <= MAX_REQUEST_ID and client_id.isascii() and client_id.isprintable() \
+            and " " not in client_id:
+        return client_id
+    return new_request_id()
+
+
 class RequestContext:
     __slots__ = (
         "request_id",

@@ -43,6 +43,7 @@ class Gateway:
         self.store, self.limiter, self.admin = self._limits(cfg)
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
+        self.read_timeout = cfg.server.request_read_timeout
         self.tracing = Tracing(cfg.tracing)
         self.log_prompts = cfg.server.log_prompts
         # (method, path) -> handler, for every route every frontend declares.
@@ -77,7 +78,7 @@ class Gateway:
                 elif isinstance(route, ModelInfo):
                     handler, key = self._model_info(route, frontend), ("GET", route.path)
                 else:
-                    handler, key = self._static(route), ("GET", route.path)
+                    handler, key = self._static(route, frontend), ("GET", route.path)
                 if key in handlers:
                     raise ValueError(f"two frontends serve {key[0]} {key[1]}")
                 handlers[key] = handler
@@ -101,7 +102,7 @@ class Gateway:
         async def handler(request: web.Request) -> web.StreamResponse:
             chosen = next(((r, f) for h, r, f in by_header if h in request.headers), default)
             if chosen is None:
-                raise web.HTTPNotFound()
+                return await self.unrouted(request)
             route, frontend = chosen
             try:
                 names = await self._model_names(request)
@@ -127,14 +128,51 @@ class Gateway:
 
         return handler
 
-    @staticmethod
-    def _static(route: StaticInfo) -> Handler:
+    def _static(self, route: StaticInfo, frontend: Frontend) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                await self.keys.authenticate(request)
+            except ProxyError as err:
+                return error_response(frontend, err, RequestContext(new_request_id(), route.path))
             return web.Response(body=route.render(), content_type="application/json")
 
         return handler
 
     # -- the gateway's own endpoints ----------------------------------------------------------------------
+    # Each is served through `endpoint`: authenticated like every other route (unless `auth.public`
+    # lists its path), errors in the format of the API the path belongs to.
+    async def endpoint(self, method: str, request: web.Request) -> web.StreamResponse:
+        if method not in ALWAYS_PUBLIC:
+            try:
+                await self.keys.authenticate(request)
+            except ProxyError as err:
+                return self.error(request, err)
+        return await getattr(self, method)(request)
+
+    def error(self, request: web.Request, err: ProxyError) -> web.Response:
+        """`err` for a request outside the API routes: Ollama's format under /api/, Anthropic's under
+        /v1/messages, Gemini's under /v1beta/, else OpenAI's."""
+        path = request.path
+        fname = next((f for prefix, f in _ERROR_FORMATS if path.startswith(prefix)), "openai")
+        frontend = self.frontends.get(fname) or self.frontends["openai"]
+        return error_response(frontend, err, RequestContext(new_request_id(), path))
+
+    async def root(self, request: web.Request) -> web.Response:
+        # Clients probe the base URL for connectivity (Claude Code sends HEAD /).
+        return web.json_response({"status": "ok"})
+
+    async def unrouted(self, request: web.Request) -> web.Response:
+        """Unknown path (404) or method (405), as JSON in the caller's format; the path is not echoed."""
+        allowed = await _allowed_methods(request)
+        if not allowed:
+            return self.error(request, ProxyError("not_found", "no such endpoint on this gateway", code="unknown_url"))
+        err = ProxyError("invalid_request", f"method {request.method} is not allowed here; allowed: {', '.join(allowed)}",
+                         code="method_not_allowed")
+        resp = self.error(request, err)
+        resp.set_status(405)
+        resp.headers["Allow"] = ", ".join(allowed)
+        return resp
+
     async def metrics(self, request: web.Request) -> web.Response:
         sample_process()
         body, content_type = exposition()
@@ -173,3 +211,21 @@ class Gateway:
             return {"store": kind, "status": "unreachable"}
         return {"store": kind, "status": "ok"}
 
+
+_ERROR_FORMATS = (("/api/", "ollama"), ("/v1/messages", "anthropic"), ("/v1beta/", "gemini"))
+UNROUTED = "unrouted"  # name of the catch-all route, registered last (every path and method left)
+# Answered without a key: a connectivity probe, and the 404/405 of routes that do not exist (the
+# route table is no secret; a 401 there would only hide a typo).
+ALWAYS_PUBLIC = frozenset({"root", "unrouted"})
+
+
+async def _allowed_methods(request: web.Request) -> list[str]:
+    """The methods other routes take on this path (empty: the path itself is unknown)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name == UNROUTED:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    return sorted(allowed)

@@ -20,7 +20,7 @@ from adapters.errors import ProxyError, bad_request
 
 from . import relay
 from .accesslog import access_line
-from .context import RequestContext, new_request_id
+from .context import RequestContext, request_id
 from .limiter import cost_usd
 from .routing import Route, check_model_name
 from .tracing import Tracing
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_proxy")
 
 LOGGED_BODY_MAX = 4096
-MAX_REQUEST_ID = 128  # a longer client id is replaced (it travels to logs, backends and responses)
 
 
 class Call:
@@ -75,8 +74,7 @@ class ApiHandler:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         route, frontend = self.route.path, self.frontend
-        rid = request.headers.get("x-request-id")
-        ctx = RequestContext(rid if rid and len(rid) <= MAX_REQUEST_ID else new_request_id(), route)
+        ctx = RequestContext(request_id(request.headers.get("x-request-id")), route)
         ctx.span = self.gw.tracing.start_request(request.headers, route, ctx.request_id)
         gauge = self.gw.recorder.in_flight(route)
         gauge.inc()
@@ -85,6 +83,8 @@ class ApiHandler:
             resp = await self._serve(request, ctx)
         except ProxyError as err:
             resp = error_response(frontend, err, ctx)
+            if err.kind == "request_timeout":
+                await _answer_and_close(request, resp)
         except (asyncio.CancelledError, ConnectionError):
             # The client went away (cancelled handler, or a write on its closed connection); the
             # relay has released the upstream exchange.
@@ -169,9 +169,13 @@ class ApiHandler:
         if request.content_length is not None and request.content_length > self.gw.max_body:
             raise ProxyError("request_too_large", f"request body exceeds {self.gw.max_body} bytes")
         try:
-            return await request.read()
+            # A client trickling its body (slowloris) must not hold a connection and a slot for ever.
+            async with asyncio.timeout(self.gw.read_timeout):
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise ProxyError("request_too_large", f"request body exceeds {self.gw.max_body} bytes") from None
+        except TimeoutError:
+            raise ProxyError("request_timeout", f"the request body was not received within {self.gw.read_timeout:g}s") from None
 
     def _record(self, ctx: RequestContext) -> None:
         total = ctx.elapsed()
@@ -211,6 +215,18 @@ def error_response(frontend: Frontend, err: ProxyError, ctx: RequestContext) -> 
 
 def _forbidden(model: str) -> ProxyError:
     return ProxyError("permission", f"this API key may not use model {model!r}", param="model", code="model_not_allowed")
+
+
+async def _answer_and_close(request: web.Request, resp: web.StreamResponse) -> None:
+    """Send `resp`, then drop the connection: what is left of a trickled body is not waited for
+    (aiohttp would otherwise linger up to 10 s reading it)."""
+    resp.force_close()
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except ConnectionError:
+        pass
+    request.protocol.force_close()
 
 
 def _top_level(raw: dict[str, msgspec.Raw], key: str, typ: type) -> Any:

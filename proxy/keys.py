@@ -76,7 +76,8 @@ def model_filter(globs: list[str] | None) -> Callable[[str], bool] | None:
 
 
 def sha256_hex(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # surrogateescape: a header's non-UTF-8 bytes (aiohttp decodes them so) hash as sent -> no match, 401
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def supplied_key(request: web.Request) -> str:
@@ -97,6 +98,9 @@ class KeyRing:
     def __init__(self, auth: AuthConfig | None, store: StateStore | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.enabled = auth is not None
+        public = auth.public if auth is not None else []
+        self.public = frozenset(p for p in public if not p.endswith("*"))
+        self.public_prefixes = tuple(p[:-1] for p in public if p.endswith("*"))
         self.config: dict[str, Identity] = {}
         if auth is not None:
             for k in key_configs(auth):
@@ -108,9 +112,14 @@ class KeyRing:
         self._cache: dict[str, Identity] = {}
         self._unknown: dict[str, float] = {}
 
+    def is_public(self, path: str) -> bool:
+        return path in self.public or (bool(self.public_prefixes) and path.startswith(self.public_prefixes))
+
     async def authenticate(self, request: web.Request) -> Identity | None:
-        """The caller's identity; None when auth is off.  Raises ProxyError 401 for a wrong key."""
-        if not self.enabled:
+        """The caller's identity; None when auth is off or the path is public (`auth.public`: any key
+        sent there is ignored).  Raises ProxyError 401 for a missing or wrong key.  Every route but
+        the admin API's goes through here."""
+        if not self.enabled or self.is_public(request.path):
             return None
         supplied = supplied_key(request)
         if not supplied:

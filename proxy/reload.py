@@ -54,7 +54,7 @@ class GatewaySwitch:
         """An endpoint of the gateway itself (metrics, health) of whichever gateway is current."""
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await getattr(self.current, method)(request)
+            return await self.current.endpoint(method, request)
 
         return handler
 
@@ -64,7 +64,7 @@ class GatewaySwitch:
         async def handler(request: web.Request) -> web.StreamResponse:
             api = self.current.admin
             if api is None:
-                raise web.HTTPNotFound()
+                return await self.current.unrouted(request)
             return await getattr(api, name)(request)
 
         return handler

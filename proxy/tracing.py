@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from adapters.common import forwardable
+
 from .config import TracingConfig
 
 PROPAGATED = ("traceparent", "tracestate")
@@ -51,7 +53,7 @@ class Tracing:
         """Headers every upstream attempt carries: the request id and the caller's trace context."""
         headers = {"x-request-id": request_id}
         for name in PROPAGATED:
-            value = client_headers.get(name)
+            value = forwardable(client_headers.get(name))
             if value:
                 headers[name] = value
         return headers
