@@ -10,7 +10,8 @@ Quirks:
   (VPC endpoints, tests); the signature covers the host actually called.
 - The answer stream is AWS's binary event stream (adapters/bedrock_stream.py).
 - Parameters: `max_tokens`, `temperature`, `top_p`, `stop` in `inferenceConfig`; `top_k` and
-  Claude's `thinking` in `additionalModelRequestFields` (a model's `params` merge there too);
+  Claude's `thinking` in `additionalModelRequestFields` (a model's `params` merge into it, and add
+  top-level Converse fields such as `guardrailConfig` or `performanceConfig`);
   `response_format` as `outputConfig` structured output; no seed, penalties or logprobs in Converse.
   Reasoning is honoured for Claude models (their `thinking` field); other models reason (or not) on
   their own.

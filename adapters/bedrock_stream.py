@@ -79,7 +79,7 @@ class BedrockStreamDecoder(FramedStreamDecoder):
     hold_errors = True
 
     def __init__(self, claude: bool) -> None:
-        super().__init__(EventStreamParser())  # type: ignore[arg-type]
+        super().__init__(EventStreamParser())
         self.claude = claude  # reasoning signatures of Claude models are Anthropic's
         self._blocks: dict[int, tuple[int, str]] = {}  # open Bedrock index -> (IR index, kind)
         self._next = 0

@@ -8,12 +8,11 @@ import random
 import re
 import string
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 from urllib.parse import quote, urlsplit
 
 from . import ir, jsonio
 from .errors import ProxyError, bad_request, unsupported
-from .sse import NDJSONParser, SSEParser
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -173,11 +172,20 @@ def tool_names_by_id(messages: list[ir.Message]) -> dict[str, str]:
     return {p.id: p.name for m in messages for p in m.parts if isinstance(p, ir.ToolCall)}
 
 
+class Framer(Protocol):
+    """A sans-IO splitter of a response body into complete frames (held across reads)."""
+
+    def feed(self, chunk: bytes) -> list[Any]: ...
+
+    def close(self) -> list[Any]: ...
+
+
 class FramedStreamDecoder:
     """Base of stream decoders: a sans-IO framer splits the body, the subclass's `_frame` decodes it.
 
     How this works: the framer (`adapters.sse.SSEParser` for SSE events, `NDJSONParser` for
-    NDJSON or one-line-per-event bodies) returns complete frames; `_frame` turns each into events and
+    NDJSON or one-line-per-event bodies, `adapters.eventstream.EventStreamParser` for AWS's binary
+    event stream) returns complete frames; `_frame` turns each into events and
     sets `done` at the terminal one (frames after it are the subclass's to ignore).  An in-band error
     (a ProxyError from `_frame`) is raised at once, dropping the events the same chunk completed
     before it; with `hold_errors` it is held back instead, those events are delivered first and the
@@ -190,7 +198,7 @@ class FramedStreamDecoder:
     truncated: ClassVar[str] = "stream ended before its final event"
     hold_errors: ClassVar[bool] = False
 
-    def __init__(self, framer: SSEParser | NDJSONParser) -> None:
+    def __init__(self, framer: Framer) -> None:
         self._framer = framer
         self._held_error: ProxyError | None = None
         self.done = False

@@ -357,3 +357,9 @@ def test_response_format_rows(fmt, expected):
         assert "outputConfig" not in b
     else:
         assert b["outputConfig"] == {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": expected}}}
+
+
+def test_model_params_add_top_level_converse_fields():
+    guardrail = {"guardrailIdentifier": "gr-1", "guardrailVersion": "1"}
+    b = body(chat(user("x")), params={"guardrailConfig": guardrail, "performanceConfig": {"latency": "optimized"}})
+    assert b["guardrailConfig"] == guardrail and b["performanceConfig"] == {"latency": "optimized"}
