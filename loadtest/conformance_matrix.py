@@ -164,7 +164,12 @@ any name gets `not supported`.
 
 ## Results: the emulators
 
-Run directly against `loadtest/emulators/openai.py` (at `/v1`) and `anthropic.py` (the root).
+Run directly against `loadtest/emulators/openai.py` (at `/v1`) and `anthropic.py` (the root), the
+emulators that speak these formats as servers do.  The continuous-batching emulator (`batching.py`) is
+a load model, not a protocol one: it answers `max_tokens` filler words whatever the request, so the
+tool reports what a client would miss there (core: `chat.stop` ends on `length`, an invalid body is
+answered 200; tools, JSON modes and `n` ignored).  The other emulators speak their own formats and are
+probed through the gateway below.
 
 {emulators}
 
