@@ -74,7 +74,8 @@ class AnthropicFrontend:
 
     def routes(self) -> list[Route]:
         return [
-            ApiRoute("/v1/messages", InBody(ChatOp("messages", self.parse_chat, self.render_chat, self.stream_encoder))),
+            ApiRoute("/v1/messages", InBody(ChatOp("messages", self.parse_chat, self.render_chat, self.stream_encoder,
+                                                   (("max_tokens",),)))),
             ApiRoute("/v1/messages/count_tokens",
                      InBody(CountTokensOp("count_tokens", self.count_tokens_estimate, self.render_token_count))),
             # The SDK's models.list() sends anthropic-version; OpenAI clients on the same path do not.

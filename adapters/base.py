@@ -106,6 +106,9 @@ class ChatOp:
     parse: Callable[[bytes], ir.ChatRequest]
     render: Callable[[ir.ChatResponse, str], bytes]  # (answer, client model) -> body
     stream_encoder: Callable[[ir.ChatRequest, str], StreamEncoder]
+    # Where the client's cap on completion tokens is (top-level field paths, first found wins): the
+    # gateway reserves that many tokens against a key's limits before the answer counts them.
+    max_tokens_fields: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

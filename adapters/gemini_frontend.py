@@ -101,7 +101,8 @@ class GeminiFrontend:
 
     def routes(self) -> list[Route]:
         ops: dict[str, Operation] = {
-            "generate": ChatOp("generate", self.parse_chat, self.render_chat, self.stream_encoder),
+            "generate": ChatOp("generate", self.parse_chat, self.render_chat, self.stream_encoder,
+                               (("generationConfig", "maxOutputTokens"),)),
             "count_tokens": CountTokensOp("count_tokens", self.count_tokens_estimate, self.render_token_count),
             "embed": EmbeddingsOp("embed", self.parse_embeddings, self.render_embeddings),
             "batch_embed": EmbeddingsOp("batch_embed", self.parse_batch_embeddings, self.render_batch_embeddings),

@@ -207,6 +207,9 @@ class GenerateStreamEncoder(_StreamEncoder):
 # Frontend
 
 
+NUM_PREDICT = (("options", "num_predict"),)  # the client's cap on completion tokens
+
+
 class OllamaFrontend:
     """Ollama's native API for clients.  Stateless."""
 
@@ -219,10 +222,10 @@ class OllamaFrontend:
     def routes(self) -> list[Route]:
         # Ollama streams chat and generate when the request has no "stream".
         return [
-            ApiRoute("/api/chat", InBody(ChatOp("chat", self.parse_chat, self.render_chat, self.stream_encoder),
-                                         stream_default=True)),
+            ApiRoute("/api/chat", InBody(ChatOp("chat", self.parse_chat, self.render_chat, self.stream_encoder,
+                                                NUM_PREDICT), stream_default=True)),
             ApiRoute("/api/generate", InBody(ChatOp("generate", self.parse_completion, self.render_completion,
-                                                    self.completion_stream_encoder), stream_default=True)),
+                                                    self.completion_stream_encoder, NUM_PREDICT), stream_default=True)),
             ApiRoute("/api/embed", InBody(EmbeddingsOp("embed", self.parse_embeddings, self.render_embeddings))),
             ModelList("/api/tags", self.render_models),
             StaticInfo("/api/version", self.render_version),

@@ -68,9 +68,11 @@ class OpenAIFrontend:
     # -- requests ------------------------------------------------------------------------------------
     def routes(self) -> list[Route]:
         return [
-            ApiRoute("/v1/chat/completions", InBody(ChatOp("chat", self.parse_chat, self.render_chat, self.stream_encoder))),
+            ApiRoute("/v1/chat/completions", InBody(ChatOp(
+                "chat", self.parse_chat, self.render_chat, self.stream_encoder,
+                max_tokens_fields=(("max_completion_tokens",), ("max_tokens",))))),
             ApiRoute("/v1/completions", InBody(ChatOp("completions", self.parse_completion, self.render_completion,
-                                                      self.completion_stream_encoder))),
+                                                      self.completion_stream_encoder, (("max_tokens",),)))),
             ApiRoute("/v1/embeddings", InBody(EmbeddingsOp("embeddings", self.parse_embeddings, self.render_embeddings))),
             ModelList("/v1/models", self.render_models),
             ModelInfo("/v1/models/{model:.+}", self.render_model),

@@ -364,7 +364,8 @@ class ResponsesFrontend:
     stream_content_type: ClassVar[str] = "text/event-stream"
 
     def routes(self) -> list[Route]:
-        return [ApiRoute("/v1/responses", InBody(ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder)))]
+        op = ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder, (("max_output_tokens",),))
+        return [ApiRoute("/v1/responses", InBody(op))]
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         return parse_request(body)

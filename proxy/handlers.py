@@ -131,8 +131,8 @@ class ApiHandler:
         call = Call(request, ctx, self.frontend, self.passthrough, op, body, raw, gw.tracing)
         if key is None or not key.limited:
             return await self._call(call, route)
-        ticket = await gw.limiter.admit(key, ctx, isinstance(op, ChatOp), body, raw, route.config.max_tokens,
-                                        ctx.price, gw.keys.refresh)
+        cap = op.max_tokens_fields if isinstance(op, ChatOp) else None
+        ticket = await gw.limiter.admit(key, ctx, cap, body, raw, route.config.max_tokens, ctx.price, gw.keys.refresh)
         if ticket is None:  # state store down and on_error: open
             return await self._call(call, route)
         outcome = "error"

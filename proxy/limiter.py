@@ -37,12 +37,6 @@ log = logging.getLogger("llm_proxy")
 BYTES_PER_TOKEN = 4  # prompt estimate from the body size, before the backend counts
 DEFAULT_COMPLETION_TOKENS = 1024  # reserved when neither the request nor the model says
 WARN_EVERY = 10.0
-# The client's cap on completion tokens, by field path, in the client formats served (read from the
-# top-level raw fields, so a pass-through body is never decoded whole).
-MAX_TOKENS_FIELDS: tuple[tuple[str, ...], ...] = (
-    ("max_completion_tokens",), ("max_tokens",), ("max_output_tokens",),  # OpenAI, Anthropic, Responses
-    ("options", "num_predict"), ("generationConfig", "maxOutputTokens"),  # Ollama, Gemini
-)  # fmt: skip
 
 _LEASE_PREFIX = "l" + os.urandom(6).hex()
 _leases = itertools.count(1)
@@ -70,15 +64,18 @@ class Limiter:
         self._warned = 0.0
 
     # -- admission --------------------------------------------------------------------------------------
-    async def admit(self, key: Identity, ctx: RequestContext, generates: bool, body: bytes, raw: dict[str, Any],
+    async def admit(self, key: Identity, ctx: RequestContext, max_tokens_fields: tuple[tuple[str, ...], ...] | None,
+                    body: bytes, raw: dict[str, Any],
                     default_max_tokens: int | None, price: PriceConfig | None, refresh=None) -> Ticket | None:  # fmt: skip
         """Reserve the request's share, or raise the refusal.  `refresh(key)` re-reads a run-time key
-        whose stored version changed (returns None once it is gone).  `generates`: the operation
-        produces completion tokens (a generation, not embeddings or a token count)."""
+        whose stored version changed (returns None once it is gone).  `max_tokens_fields`: where the
+        operation's format puts the client's completion cap (`ChatOp.max_tokens_fields`); None for an
+        operation that generates nothing (embeddings, token counts).  Read from the top-level raw
+        fields, so a pass-through body is never decoded whole."""
         prompt = len(body) // BYTES_PER_TOKEN + 1
         completion = 0
-        if generates:
-            completion = _max_tokens(raw) or default_max_tokens or DEFAULT_COMPLETION_TOKENS
+        if max_tokens_fields is not None:
+            completion = _max_tokens(raw, max_tokens_fields) or default_max_tokens or DEFAULT_COMPLETION_TOKENS
         for _ in range(2):
             ask = self._ask(key, prompt, completion, price)
             try:
@@ -151,8 +148,8 @@ def cost_usd(price: PriceConfig | None, prompt: int, completion: int) -> float:
     return (prompt * price.input + completion * price.output) / 1_000_000
 
 
-def _max_tokens(raw: dict[str, Any]) -> int | None:
-    for path in MAX_TOKENS_FIELDS:
+def _max_tokens(raw: dict[str, Any], fields: tuple[tuple[str, ...], ...]) -> int | None:
+    for path in fields:
         value = raw.get(path[0])
         if value is None:
             continue

@@ -289,20 +289,31 @@ async def test_responses_api_refusal_and_stream_headers(emu, start_proxy, state_
 
 # -- the limiter's pieces, row by row ------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, expected", [
-    ({"max_completion_tokens": 50, "max_tokens": 60}, 50),  # OpenAI chat (newer field first)
-    ({"max_tokens": 60}, 60),  # OpenAI, Anthropic
-    ({"max_output_tokens": 70}, 70),  # Responses
-    ({"options": {"num_predict": 80}}, 80),  # Ollama
-    ({"generationConfig": {"maxOutputTokens": 90}}, 90),  # Gemini
-    ({"max_tokens": 0}, None), ({"max_tokens": True}, None), ({"max_tokens": "9"}, None), ({}, None),
-    ({"options": "x"}, None),
+@pytest.mark.parametrize("path, body, expected", [
+    ("/v1/chat/completions", {"max_completion_tokens": 50, "max_tokens": 60}, 50),  # newer field first
+    ("/v1/chat/completions", {"max_tokens": 60}, 60),
+    ("/v1/completions", {"max_tokens": 65}, 65),
+    ("/v1/messages", {"max_tokens": 60}, 60),
+    ("/v1/responses", {"max_output_tokens": 70}, 70),
+    ("/v1/responses", {"max_tokens": 70}, None),  # not the Responses API's field
+    ("/api/chat", {"options": {"num_predict": 80}}, 80),
+    ("/api/generate", {"options": {"num_predict": 85}}, 85),
+    ("/v1beta/models/{target}", {"generationConfig": {"maxOutputTokens": 90}}, 90),
+    ("/v1/chat/completions", {"max_tokens": 0}, None), ("/v1/chat/completions", {"max_tokens": True}, None),
+    ("/v1/chat/completions", {"max_tokens": "9"}, None), ("/v1/chat/completions", {}, None),
+    ("/api/chat", {"options": "x"}, None),
 ])  # fmt: skip
-def test_max_tokens_fields(body, expected):
-    from adapters import jsonio
+def test_max_tokens_fields_each_frontend_declares(path, body, expected):
+    from adapters import jsonio, registry
+    from adapters.base import ApiRoute, ChatOp, InBody
     from proxy.limiter import _max_tokens
 
-    assert _max_tokens(jsonio.top_level_raw(jsonio.dumps(body))) == expected
+    (route,) = [r for name in registry.FRONTENDS for r in registry.frontend(name).routes()
+                if isinstance(r, ApiRoute) and r.path == path]
+    target = route.target
+    op = target.operation if isinstance(target, InBody) else target.operations["generate"]
+    assert isinstance(op, ChatOp)
+    assert _max_tokens(jsonio.top_level_raw(jsonio.dumps(body)), op.max_tokens_fields) == expected
 
 
 @pytest.mark.parametrize("usage, outcome, first_write, chunks, expected", [
