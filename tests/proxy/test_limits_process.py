@@ -22,6 +22,7 @@ from tests.redis_support import free_port
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-exact-0123456789"
+PROBE = "sk-probe-0123456789"  # shows which config a worker runs (its rpm follows the other key's)
 N, RPM = 50, 10
 
 
@@ -44,21 +45,24 @@ async def counting_backend(aiohttp_server):
 @pytest.fixture
 async def gateways(tmp_path):
     procs: list[asyncio.subprocess.Process] = []
+    started: dict[int, tuple] = {}
 
-    async def start(backend: str, state_url: str, workers: int) -> str:
+    async def start(backend: str, state_url: str, workers: int, rpm: int = RPM) -> str:
         port = free_port()
         cfg = tmp_path / f"gw-{port}.yaml"
-        cfg.write_text(yaml.safe_dump(config(backend, state_url, port, workers)))
+        cfg.write_text(yaml.safe_dump(config(backend, state_url, port, workers, rpm)))
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"PYTHONPATH": str(ROOT)}
         log = (tmp_path / f"gw-{port}.log").open("wb")
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "proxy.cli", "serve", "--config", str(cfg),
                                                     cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=log)  # fmt: skip
         procs.append(proc)
+        started[port] = (proc, cfg)
         url = f"http://127.0.0.1:{port}"
         await wait_for_workers(url, workers, proc, tmp_path / f"gw-{port}.log")
         return url
 
+    start.started = started
     yield start
     for p in procs:
         if p.returncode is None:
@@ -71,13 +75,14 @@ async def gateways(tmp_path):
             await p.wait()
 
 
-def config(backend: str, state_url: str, port: int, workers: int) -> dict:
+def config(backend: str, state_url: str, port: int, workers: int, rpm: int = RPM) -> dict:
     return {
         "server": {"host": "127.0.0.1", "port": port, "workers": workers, "log_level": "warning"},
         "state": {"url": state_url, "timeout": 2.0},
         "backends": {"emu": {"provider": "openai", "base_url": backend + "/v1"}},
         "models": [{"name": "m", "backend": "emu"}],
-        "auth": {"keys": [{"key": KEY, "name": "exact", "rpm": RPM}]},
+        "auth": {"keys": [{"key": KEY, "name": "exact", "rpm": rpm},
+                          {"key": PROBE, "name": "probe", "rpm": 1000 + rpm}]},
     }
 
 
@@ -127,3 +132,32 @@ async def test_two_replicas_on_one_redis_admit_exactly_ten(counting_backend, gat
     statuses = await burst([a, b])
     assert statuses.count(200) == RPM and statuses.count(429) == N - RPM, statuses
     assert seen["chat"] == RPM
+
+
+async def test_sighup_applies_new_limits_and_keeps_the_counters(counting_backend, gateways, tmp_path):
+    backend, _ = counting_backend
+    url = await gateways(backend, f"sqlite:///{tmp_path}/state.db", 2, rpm=3)
+    proc, cfg_path = next(iter(gateways.started.values()))
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+    async def ask(key: str) -> aiohttp.ClientResponse:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            async with s.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}) as r:
+                await r.read()
+                return r
+
+    assert [(await ask(KEY)).status for _ in range(2)] == [200, 200]
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["auth"]["keys"][0]["rpm"], cfg["auth"]["keys"][1]["rpm"] = 4, 1004
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    proc.send_signal(signal.SIGHUP)  # the supervisor passes it to both workers
+    reloaded = 0
+    for _ in range(200):  # until both workers answer with the new config (new connections spread them)
+        r = await ask(PROBE)
+        reloaded = reloaded + 1 if r.headers["x-ratelimit-limit-requests"] == "1004" else 0
+        if reloaded >= 8:
+            break
+        await asyncio.sleep(0.05)
+    assert reloaded >= 8
+    # rpm 4 now, and the two requests before the reload still count: two more, then refused
+    assert [(await ask(KEY)).status for _ in range(3)] == [200, 200, 429]
