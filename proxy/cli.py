@@ -143,12 +143,30 @@ def check_config(path: str) -> int:
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 2
-    rows = [("MODEL", "BACKEND", "PROVIDER", "BACKEND MODEL"), *router.table()]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     print(f"ok: {len(cfg.backends)} backends, {len(cfg.models)} models")
+    _table([("MODEL", "BACKEND", "PROVIDER", "BACKEND MODEL"), *router.table()])
+    if cfg.auth is not None:
+        from .config import key_configs
+
+        keys = key_configs(cfg.auth)
+        print(f"\n{len(keys)} client keys (state: {cfg.state.url.split('://', 1)[0]}); admin API "
+              f"{'on' if cfg.auth.admin_key else 'off'}")  # fmt: skip
+        if keys:
+            _table([("KEY NAME", "MODELS", "RPM", "TPM", "MAX PARALLEL", "BUDGET"), *(_key_row(k) for k in keys)])
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return 0
+
+
+def _key_row(k) -> tuple[str, ...]:
+    """One key's limits (never its secret)."""
+    budget = "-" if k.budget is None else f"${k.budget.usd:g}" + (f"/{k.budget.period}" if k.budget.period else " lifetime")
+    num = lambda v: "-" if v is None else str(v)  # noqa: E731
+    return (k.name, "*" if k.models is None else ",".join(k.models), num(k.rpm), num(k.tpm), num(k.max_parallel), budget)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -107,3 +107,16 @@ def test_admin_key_alone_is_enough_and_must_differ_from_client_keys():
 def test_bad_state(state, where):
     with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
         load_config_text(BASE + f"state: {state}\n", env={})
+
+
+def test_check_config_lists_keys_without_secrets(tmp_path, capsys):
+    from proxy.cli import check_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(FULL.replace("${ADMIN}", "adm-secret").replace("${TEAM_SEARCH_KEY}", "sk-team"))
+    assert check_config(str(path)) == 0
+    out = capsys.readouterr().out
+    assert "3 client keys (state: redis); admin API on" in out
+    team = next(line for line in out.splitlines() if line.startswith("team-search"))
+    assert team.split() == ["team-search", "llama-3.1-*,qwen-*", "600", "200000", "20", "$50/30d"]
+    assert "sk-team" not in out and "plain-key" not in out and "adm-secret" not in out
