@@ -8,8 +8,8 @@ decoders and error parsers), so both stay one implementation.
 
 Quirks handled:
 - URL: `{host}/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model}:{action}`.
-  The host is `{location}-aiplatform.googleapis.com`, or `aiplatform.googleapis.com` for the
-  `global` location; `base_url` replaces it (scheme, host and port: VPC endpoints, tests).  A model
+  The host is `{location}-aiplatform.googleapis.com`, `aiplatform.googleapis.com` for the `global`
+  location, `aiplatform.{us,eu}.rep.googleapis.com` for the multi-regional ones; `base_url` replaces it (scheme, host and port: VPC endpoints, tests).  A model
   entry may set `location:` (Claude and Gemini live in different regions) and `publisher:`;
   otherwise the publisher is anthropic for `claude*` model ids, google for the rest.
 - Gemini: `:generateContent`, `:streamGenerateContent?alt=sse`, the Gemini body as is.
@@ -72,7 +72,13 @@ class VertexModelOptions(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def host_for(location: str) -> str:
-    return GLOBAL_HOST if location == "global" else f"https://{location}-aiplatform.googleapis.com"
+    """Google's host for a location: the global endpoint, the multi-regional `us` / `eu` ones (as the
+    official clients pick them), or the regional `{location}-aiplatform`."""
+    if location == "global":
+        return GLOBAL_HOST
+    if location in ("us", "eu"):
+        return f"https://aiplatform.{location}.rep.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
 
 
 def publisher_of(target: Target) -> Publisher:

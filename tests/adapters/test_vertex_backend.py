@@ -30,6 +30,8 @@ def target(model: str, **model_options) -> Target:
      "https://us-east5-aiplatform.googleapis.com/v1/projects/my-project/locations/us-east5/publishers/google/models/gemini-2.0-flash:generateContent"),
     ("gemini-2.0-flash", {"location": "global"}, True,
      "https://aiplatform.googleapis.com/v1/projects/my-project/locations/global/publishers/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse"),
+    ("claude-sonnet-4-5@20250929", {"location": "eu"}, False,
+     "https://aiplatform.eu.rep.googleapis.com/v1/projects/my-project/locations/eu/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"),
     ("claude-3-5-sonnet-v2@20241022", {}, False,
      "https://us-east5-aiplatform.googleapis.com/v1/projects/my-project/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet-v2@20241022:rawPredict"),
     ("claude-3-5-sonnet-v2@20241022", {"location": "europe-west1"}, True,
