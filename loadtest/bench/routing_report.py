@@ -81,6 +81,7 @@ def plot_results(results: list[dict[str, Any]], path: str) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     workloads = list(dict.fromkeys(r["workload"] for r in results))
@@ -93,6 +94,7 @@ def plot_results(results: list[dict[str, Any]], path: str) -> str | None:
             if xs:
                 ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=r["strategy"], linewidth=1.2)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decade labels only: no overlap
         ax.set_title(f"{w}: time to first token", fontsize=9)
         ax.set_xlabel("TTFT (ms, log)", fontsize=8)
         ax.set_ylabel("fraction of requests", fontsize=8)
