@@ -15,7 +15,9 @@ from .scenario import PATHS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="llm-proxy bench", description="Measure the latency the proxy adds.")
+    p = argparse.ArgumentParser(prog="llm-proxy bench", description="Measure the latency the proxy adds.",
+                                epilog="`llm-proxy bench routing --help`: routing strategies against emulated "
+                                       "continuous-batching servers (docs/ROUTING.md).")
     # `llm-proxy bench` hands over argparse.REMAINDER, which only captures when the first word is not
     # an option: hence the positional preset (`llm-proxy bench smoke --out DIR`).
     p.add_argument("preset_name", nargs="?", choices=sorted(PRESETS), help="preset (same as --smoke / --full)")
