@@ -10,10 +10,10 @@ Routes (the model id percent-encoded in the path, as clients send it):
 What AWS checks, this checks: every request carries a SigV4 signature (service `bedrock`) that is
 recomputed here with the known secret over the path bytes as received (sigv4.py), or a Bedrock API
 key as a bearer token; a mismatch is AWS's 403 InvalidSignatureException, an unknown key
-UnrecognizedClientException.  Converse bodies are validated as Bedrock does: known top-level
-fields, a first user turn, alternating roles, one member per content block, no blank text,
-`toolConfig` required with toolUse/toolResult blocks, toolResult ids answering the previous turn's
-toolUse ids, valid toolUseIds.  Errors are `{"message"}` with the exception in `x-amzn-ErrorType`.
+UnrecognizedClientException.  Converse bodies are validated as Bedrock does (bedrock_checks.py):
+known top-level fields, a first user turn, alternating roles, one member per content block, no
+blank text, `toolConfig` required with toolUse/toolResult blocks, toolResult ids answering the
+previous turn's toolUse ids, valid toolUseIds.  Errors are `{"message"}` with the exception in `x-amzn-ErrorType`.
 
 Replies: `echo: <last user text>` (toolResult text counts as user text), cut before a stop
 sequence (stopReason stop_sequence, and `additionalModelResponseFields.stop_sequence` when
@@ -34,7 +34,6 @@ message with a bad CRC), max_tokens (stopReason max_tokens), usage_in / usage_ou
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import random
 import re
@@ -47,6 +46,7 @@ from aiohttp import web
 from . import eventstream
 from .behaviour import (Behaviour, LatencyProfile, before_first_byte, behaviour_for, count_tokens, cut_reply,
                         example_value, reply_text, split_text, tools_to_call, unit_vector, write_stream)
+from .bedrock_checks import STATUS_EXCEPTIONS, check_converse, error_response, invalid, output_schema
 from .sigv4 import SigV4Error, verify
 
 PROFILE = web.AppKey("bedrock_profile", LatencyProfile)
@@ -63,18 +63,6 @@ TEMP_SECRET_ACCESS_KEY = "emulator/Temporary/Secret/Key00000000000"
 SESSION_TOKEN = "emulator-session-token"
 API_KEY = "ABSKemulatorbedrockapikey"
 
-STATUS_EXCEPTIONS = {
-    400: "ValidationException",
-    403: "AccessDeniedException",
-    404: "ResourceNotFoundException",
-    408: "ModelTimeoutException",
-    424: "ModelErrorException",
-    429: "ThrottlingException",
-    500: "InternalServerException",
-    503: "ServiceUnavailableException",
-}
-EXCEPTION_STATUS = {**{v: k for k, v in STATUS_EXCEPTIONS.items()}, "ModelNotReadyException": 429,
-                    "ServiceQuotaExceededException": 400, "ModelStreamErrorException": 424}
 MESSAGES = {
     "ThrottlingException": "Too many requests, please wait before trying again.",
     "ModelNotReadyException": "Model is not ready to serve inference requests. The model is currently being loaded.",
@@ -82,33 +70,11 @@ MESSAGES = {
     "InternalServerException": "The system encountered an unexpected error during processing. Try your request again.",
 }
 CONTEXT_MESSAGE = "Input is too long for requested model."
-CONVERSE_FIELDS = frozenset({
-    "messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
-    "additionalModelResponseFieldPaths", "promptVariables", "requestMetadata", "performanceConfig", "serviceTier",
-    "outputConfig",
-})
-INFERENCE_FIELDS = frozenset({"maxTokens", "temperature", "topP", "stopSequences"})
-BLOCK_MEMBERS = frozenset({"text", "image", "document", "video", "audio", "toolUse", "toolResult", "guardContent",
-                           "cachePoint", "reasoningContent", "citationsContent", "searchResult"})
-IMAGE_FORMATS = frozenset({"png", "jpeg", "gif", "webp"})
-TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_.:-]{1,64}")
 THINKING = "The user wants a short answer; I will give it."
 TITAN_DIMENSIONS = {"amazon.titan-embed-text-v1": (1536,), "amazon.titan-embed-text-v2:0": (1024, 512, 256)}
 COHERE_DIMENSIONS = 1024
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
 _EXCEPTION_KEY = re.compile(r"(?:^|[,:])exception=([A-Za-z]+)")
-
-
-def error_response(name: str, message: str, status: int | None = None, retry_after: float | None = None) -> web.Response:
-    headers = {"x-amzn-ErrorType": f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/",
-               "x-amzn-RequestId": str(uuid.uuid4())}
-    if retry_after is not None:
-        headers["Retry-After"] = f"{retry_after:g}"
-    return web.json_response({"message": message}, status=status or EXCEPTION_STATUS.get(name, 400), headers=headers)
-
-
-def invalid(message: str) -> web.Response:
-    return error_response("ValidationException", message, 400)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,102 +93,6 @@ def _authenticate(request: web.Request, body: bytes) -> web.Response | None:
     except SigV4Error as err:
         return error_response(err.error_type, err.message, err.status)
     return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Converse validation
-
-
-def _check_block(block: Any, where: str, role: str) -> web.Response | None:
-    if not isinstance(block, dict) or len(block) != 1 or next(iter(block)) not in BLOCK_MEMBERS:
-        return invalid(f"The model returned the following errors: {where} must have exactly one member of "
-                       f"{', '.join(sorted(BLOCK_MEMBERS))}")
-    kind, value = next(iter(block.items()))
-    if kind == "text" and (not isinstance(value, str) or not value.strip()):
-        return invalid(f"The text field in the ContentBlock object at {where} is blank. Add text to the text field, "
-                       "and try again.")
-    if kind == "image":
-        source = value.get("source") if isinstance(value, dict) else None
-        if not isinstance(source, dict) or value.get("format") not in IMAGE_FORMATS:
-            return invalid(f"{where}.image: format must be one of png, jpeg, gif, webp and source is required")
-        if "bytes" in source:
-            try:
-                base64.b64decode(source["bytes"], validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                return invalid(f"{where}.image.source.bytes is not valid base64")
-    if kind == "toolUse":
-        if role != "assistant":
-            return invalid(f"{where}: toolUse blocks are only allowed in assistant messages")
-        if not isinstance(value, dict) or not TOOL_USE_ID.fullmatch(str(value.get("toolUseId", ""))) \
-                or not isinstance(value.get("input"), (dict, list, str, int, float, bool)):
-            return invalid(f"{where}.toolUse: toolUseId must match [a-zA-Z0-9_.:-]{{1,64}}, name and input are required")
-    if kind == "toolResult" and (role != "user" or not isinstance(value, dict) or not isinstance(value.get("content"), list)):
-        return invalid(f"{where}.toolResult: only in user messages, with a content list")
-    if kind == "reasoningContent" and role != "assistant":
-        return invalid(f"{where}: reasoningContent blocks are only allowed in assistant messages")
-    return None
-
-
-def _check_turns(messages: list[Any], has_tool_config: bool) -> web.Response | None:
-    previous_uses: list[str] = []
-    for i, m in enumerate(messages):
-        role = m.get("role") if isinstance(m, dict) else None
-        if role not in ("user", "assistant") or not isinstance(m.get("content"), list) or not m["content"]:
-            return invalid(f"messages.{i}: role must be user or assistant and content a non-empty list")
-        if i == 0 and role != "user":
-            return invalid("A conversation must start with a user message. Try again with a conversation that starts "
-                           "with a user message.")
-        if i and messages[i - 1].get("role") == role:
-            return invalid("A conversation must alternate between user and assistant roles. Make sure the conversation "
-                           "alternates between user and assistant roles and try again.")
-        for j, block in enumerate(m["content"]):
-            bad = _check_block(block, f"messages.{i}.content.{j}", role)
-            if bad is not None:
-                return bad
-        kinds = {next(iter(b)) for b in m["content"]}
-        if kinds & {"toolUse", "toolResult"} and not has_tool_config:
-            return invalid("The toolConfig field must be defined when using toolUse and toolResult content blocks.")
-        results = [b["toolResult"].get("toolUseId") for b in m["content"] if "toolResult" in b]
-        if role == "user" and sorted(map(str, results)) != sorted(previous_uses) and (results or previous_uses):
-            return invalid(f"Expected toolResult blocks at messages.{i}.content for the following Ids: "
-                           f"{', '.join(previous_uses) or '(none)'}")
-        previous_uses = [b["toolUse"]["toolUseId"] for b in m["content"] if "toolUse" in b]
-    return None
-
-
-def _check_converse(body: dict[str, Any]) -> web.Response | None:
-    unknown = sorted(set(body) - CONVERSE_FIELDS)
-    if unknown:
-        return invalid(f"Malformed input request: extraneous key [{unknown[0]}] is not permitted, please reformat "
-                       "your input and try again.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return invalid("1 validation error detected: Value at 'messages' failed to satisfy constraint: Member must "
-                       "not be null")
-    inference = body.get("inferenceConfig") or {}
-    if set(inference) - INFERENCE_FIELDS or int(inference.get("maxTokens", 1)) < 1:
-        return invalid("inferenceConfig accepts maxTokens (>= 1), temperature, topP and stopSequences only")
-    output = body.get("outputConfig")
-    if output is not None and _output_schema(output) is None:
-        return invalid("outputConfig.textFormat must be {type: json_schema, structure: {jsonSchema: {schema: "
-                       "<a JSON schema as a string>}}}")
-    tool_config = body.get("toolConfig")
-    if tool_config is not None:
-        tools = tool_config.get("tools") if isinstance(tool_config, dict) else None
-        if not isinstance(tools, list) or not tools or not all(isinstance(t, dict) and "toolSpec" in t for t in tools):
-            return invalid("toolConfig.tools must be a non-empty list of toolSpec entries")
-    return _check_turns(messages, tool_config is not None)
-
-
-def _output_schema(output: Any) -> dict[str, Any] | None:
-    """The JSON schema of a structured-output request (outputConfig), or None when malformed."""
-    fmt = output.get("textFormat") if isinstance(output, dict) else None
-    try:
-        definition = fmt["structure"]["jsonSchema"]
-        schema = json.loads(definition["schema"]) if fmt["type"] == "json_schema" else None
-    except (KeyError, TypeError, ValueError):
-        return None
-    return schema if isinstance(schema, dict) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,7 +144,7 @@ class Reply:
         inference = body.get("inferenceConfig") or {}
         echo = reply_text(b, " ".join(t for t in _texts(body["messages"][-1]["content"]) if t))
         if body.get("outputConfig") is not None:  # structured output: JSON that follows the schema
-            echo = json.dumps(example_value(_output_schema(body["outputConfig"])))
+            echo = json.dumps(example_value(output_schema(body["outputConfig"])))
         text, cut, stop = cut_reply(echo, inference.get("stopSequences"), inference.get("maxTokens"))
         self.text = "" if self.calls else text
         self.stop_sequence = None if self.calls else stop
@@ -407,7 +277,7 @@ async def converse(request: web.Request) -> web.StreamResponse:
     if early is not None:
         return early
     assert body is not None
-    bad = _check_converse(body)
+    bad = check_converse(body)
     if bad is not None:
         return bad
     model = request.match_info["model"]
