@@ -56,7 +56,8 @@ class Probe:
 
     @property
     def title(self) -> str:
-        return self.doc.split("\n", 1)[0]
+        """The rule the probe checks: the docstring's first paragraph, on one line."""
+        return " ".join(self.doc.split("\n\n", 1)[0].split())
 
     def selected(self, only: frozenset[str]) -> bool:
         return not only or bool({self.id, self.group, self.level} & only)

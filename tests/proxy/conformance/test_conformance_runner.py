@@ -121,3 +121,8 @@ def test_table_and_matrix_rendering():
     assert "score: core 1/2; extras 0/0, 1 not supported" in text and "FAILED" in text
     matrix = results_matrix({"a": report, "b": report})
     assert "| `chat.stop` | **fail** | **fail** |" in matrix and "| `extras.n` | not supported |" in matrix
+
+
+def test_a_probe_title_is_its_whole_rule():
+    p = next(p for p in probes("anthropic") if p.id == "messages.basic")
+    assert p.title.endswith("and usage with integer input_tokens and output_tokens.") and "\n" not in p.title
