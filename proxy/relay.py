@@ -256,10 +256,12 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
                     ctx.stream_chunks += 1
                     out = step.feed(chunk)
                     if out:
-                        resp = await _write(call, dep, resp, out)
+                        resp = await _write(call, dep, resp, out, ex)
                 out = step.close()
                 if out:
-                    resp = await _write(call, dep, resp, out)
+                    resp = await _write(call, dep, resp, out, ex)
+        except _ClientTooSlow:
+            pass  # the upstream exchange is released below; aiohttp finds the connection gone
         except ProxyError as err:
             dep.backend.scrub(err)  # an in-band upstream error carries the upstream's own words
             if resp is None:
@@ -386,16 +388,33 @@ def _finish_exchange(ex: Exchange, ctx: RequestContext) -> None:
     ctx.upstream_time += ex.finish()
 
 
-async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, data: bytes) -> web.StreamResponse:
-    """Write stream bytes, sending the headers first if this is the first write (commit point)."""
+class _ClientTooSlow(Exception):
+    """The client did not take a write within the exchange's deadlines; its connection is dropped."""
+
+
+async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, data: bytes,
+                 ex: Exchange) -> web.StreamResponse:
+    """Write stream bytes, sending the headers first if this is the first write (commit point).
+
+    A write waits while the client does not read; it gets the upstream's deadlines (`idle` for this
+    write, `total` for the exchange), else a slow reader would hold the upstream connection, and a
+    few of them the backend's whole pool.  Past them the client's connection is dropped."""
+    ctx = call.ctx
     if resp is None:
-        ctx = call.ctx
         resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **response_headers(ctx, dep)})
         resp.content_type = call.frontend.stream_content_type
         await resp.prepare(call.request)
         ctx.first_write = perf_counter()
         ctx.status = 200
-    await resp.write(data)
+    try:
+        async with asyncio.timeout_at(min(asyncio.get_running_loop().time() + ex.idle, ex.deadline)):
+            await resp.write(data)
+    except TimeoutError:
+        ctx.error_kind = "client_timeout"
+        transport = call.request.transport
+        if transport is not None:
+            transport.abort()
+        raise _ClientTooSlow from None
     return resp
 
 
