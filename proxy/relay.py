@@ -17,8 +17,6 @@ Two paths:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -336,33 +334,48 @@ async def _embed_each(call: Call, dep: Deployment, https: list, req: ir.Embeddin
 # values, an upstream protocol error for the backend's.  `value` is what was being encoded or the
 # body it came from (None: nothing, so only a RecursionError is theirs); a TypeError the value does
 # not explain is a gateway bug and propagates.
-@contextmanager
-def client_values(value: object) -> Iterator[None]:
-    try:
-        yield
-    except RecursionError:
-        raise bad_request("the request is nested too deeply") from None
-    except jsonio.EncodeError:
-        found = jsonio.unencodable(value) if value is not None else None
-        if found is None:
-            raise
-        path, why = found
-        if len(path) > 100:
-            path = path[:100] + "..."
-        raise bad_request(f"{path!r} cannot be sent: {why}", param=path) from None
+class client_values:  # noqa: N801 - used as `with client_values(x):`, a plain class for speed
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if typ is None:
+            return False
+        if issubclass(typ, RecursionError):
+            raise bad_request("the request is nested too deeply") from None
+        if issubclass(typ, jsonio.EncodeError):
+            found = jsonio.unencodable(self.value) if self.value is not None else None
+            if found is not None:
+                path, why = found
+                if len(path) > 100:
+                    path = path[:100] + "..."
+                raise bad_request(f"{path!r} cannot be sent: {why}", param=path) from None
+        return False
 
 
-@contextmanager
-def upstream_values(dep: Deployment, value: object) -> Iterator[None]:
-    try:
-        yield
-    except RecursionError:
-        raise ProxyError("upstream_protocol", f"backend {dep.backend.name!r} answered JSON nested too deeply") from None
-    except jsonio.EncodeError:
-        if value is None or jsonio.unencodable(value) is None:
-            raise
-        raise ProxyError("upstream_protocol",
-                         f"backend {dep.backend.name!r} answered a value that cannot be sent on") from None
+class upstream_values:  # noqa: N801 - as above, for the backend's values
+    __slots__ = ("dep", "value")
+
+    def __init__(self, dep: Deployment, value: object) -> None:
+        self.dep, self.value = dep, value
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if typ is None:
+            return False
+        name = self.dep.backend.name
+        if issubclass(typ, RecursionError):
+            raise ProxyError("upstream_protocol", f"backend {name!r} answered JSON nested too deeply") from None
+        if issubclass(typ, jsonio.EncodeError) and self.value is not None and jsonio.unencodable(self.value):
+            raise ProxyError("upstream_protocol", f"backend {name!r} answered a value that cannot be sent on") from None
+        return False
 
 
 async def _open(dep: Deployment, http, call: Call) -> Exchange:
@@ -388,6 +401,9 @@ def _finish_exchange(ex: Exchange, ctx: RequestContext) -> None:
     ctx.upstream_time += ex.finish()
 
 
+_UNBLOCKED_WRITE = 16384  # bytes a write may add to an empty transport buffer without ever pausing it
+
+
 class _ClientTooSlow(Exception):
     """The client did not take a write within the exchange's deadlines; its connection is dropped."""
 
@@ -406,14 +422,18 @@ async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, d
         await resp.prepare(call.request)
         ctx.first_write = perf_counter()
         ctx.status = 200
+    transport = call.request.transport
+    # Only a write that may block pays for a timer: one that finds the transport's buffer empty and
+    # is well under its high-water mark (64 KiB) goes out without waiting for the client.
+    if transport is None or (not transport.get_write_buffer_size() and len(data) < _UNBLOCKED_WRITE):
+        await resp.write(data)
+        return resp
     try:
         async with asyncio.timeout_at(min(asyncio.get_running_loop().time() + ex.idle, ex.deadline)):
             await resp.write(data)
     except TimeoutError:
         ctx.error_kind = "client_timeout"
-        transport = call.request.transport
-        if transport is not None:
-            transport.abort()
+        transport.abort()
         raise _ClientTooSlow from None
     return resp
 
