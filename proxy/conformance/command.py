@@ -6,13 +6,6 @@ import argparse
 import asyncio
 import sys
 
-from adapters import jsonio
-
-from .http import Target
-from .probe import PROBE_SET_VERSION
-from .report import table
-from .runner import run, select
-
 FORMATS = ("openai", "anthropic")
 
 
@@ -43,6 +36,14 @@ def _headers(items: list[str]) -> tuple[tuple[str, str], ...]:
 
 def main(args: argparse.Namespace) -> int:
     """Exit 0 when every core probe passed (or was not supported), 1 when one failed, 2 on bad usage."""
+    # Imported here: building the `llm-proxy` parser (every command) must not load aiohttp and the probes.
+    from adapters import jsonio
+
+    from .http import Target
+    from .probe import PROBE_SET_VERSION
+    from .report import table
+    from .runner import run, select
+
     only = frozenset(filter(None, (s.strip() for s in args.only.split(","))))
     try:
         chosen = select(args.format, only)
