@@ -71,6 +71,10 @@ class SigV4Step:
                 headers[name] = value
         req.headers = headers
 
+    def rejected(self, req: HttpRequest) -> None:
+        """Nothing cached to drop: every request is signed afresh and temporary credentials are
+        refreshed by their expiry."""
+
     async def _refresh(self) -> ReadOnlyCredentials:
         if self._pending is None or self._pending.done():
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._load))

@@ -10,6 +10,7 @@ google-auth's refresh is synchronous HTTP, so it runs in a worker thread, at mos
 backend, bounded by CREDENTIALS_TIMEOUT.  The token is cached; once it is stale (google-auth's
 refresh threshold, a few minutes before expiry) requests keep using it while one background
 refresh runs, and only a missing or expired token makes requests wait -- all for the same refresh.
+A token the upstream answers 401 to is dropped (`rejected`), so a revoked one costs one request.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ class GoogleOAuthStep:
         else:
             token = await self._wait_refresh()
         req.headers["authorization"] = f"Bearer {token}"
+
+    def rejected(self, req: HttpRequest) -> None:
+        """Vertex refused the token this step added (revoked, or issued for a deleted key): forget it,
+        so the next request waits for a new one instead of failing until it would have expired."""
+        creds = self._credentials
+        if creds is not None and creds.token and req.headers.get("authorization") == f"Bearer {creds.token}":
+            creds.token = None
 
     def _start_refresh(self) -> asyncio.Future[str]:
         if self._pending is None or self._pending.done():

@@ -134,6 +134,8 @@ async def send(backend: BackendRuntime, http: HttpRequest, extra_headers: dict[s
     except aiohttp.ClientError as exc:
         log.debug("backend %s: request failed: %s", backend.name, _describe(backend, exc))
         raise ProxyError("upstream_unavailable", f"backend {backend.name!r} closed the connection") from None
+    if response.status == 401 and backend.auth is not None:
+        backend.auth.rejected(http)  # e.g. a revoked OAuth token: the next attempt fetches a new one
     if 300 <= response.status < 400:
         response.close()
         raise ProxyError("upstream_protocol", f"backend {backend.name!r} answered a redirect, which is not followed")

@@ -27,6 +27,11 @@ class AuthStep(Protocol):
         """Add the auth headers to `req.headers`; raise ProxyError when no credential can be had."""
         ...
 
+    def rejected(self, req: HttpRequest) -> None:
+        """The upstream answered 401 to `req` (as `apply` left it): drop a cached credential that may
+        have been revoked, so the next request fetches a fresh one."""
+        ...
+
 
 # scheme -> (import path of the step class, the optional extra its library comes from)
 SCHEMES: dict[str, tuple[str, str]] = {

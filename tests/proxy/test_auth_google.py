@@ -107,3 +107,15 @@ def test_a_missing_extra_is_a_start_up_error_naming_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.auth", None)  # as if google-auth were not installed
     with pytest.raises(ConfigError, match=r"^backends\.vx: provider vertex needs: pip install -e '\.\[vertex\]'"):
         upstream_auth.build("vx", adapter(None))
+
+
+async def test_a_rejected_token_is_dropped_and_the_next_request_fetches_one(emulator):
+    app, path, _ = emulator
+    step = GoogleOAuthStep("vx", adapter(str(path)))
+    req = HttpRequest(url="http://x")
+    await step.apply(req)
+    old = req.headers["authorization"]
+    step.rejected(HttpRequest(url="http://x", headers={"authorization": "Bearer someone-else"}))
+    assert await token_of(step) == old.split()[1] and grants(app) == 1  # not ours: kept
+    step.rejected(req)
+    assert await token_of(step) != old.split()[1] and grants(app) == 2

@@ -186,3 +186,22 @@ async def test_gemini_client_on_vertex_gemini_is_relayed(gateway):
     assert "".join(c.text or "" for c in chunks) == "echo: hi"
     assert (await bounded(client.aio.models.count_tokens(model="vertex-gemini", contents="some words"))).total_tokens > 0
     await client.aio.aclose()
+
+
+async def test_a_revoked_vertex_token_costs_one_request(start_proxy, aiohttp_server, tmp_path):
+    from loadtest.emulators import vertex
+
+    url, app, credentials = await start_vertex(aiohttp_server, tmp_path)
+    server = await start_proxy({"backends": {"vx": {**VERTEX, "base_url": url, "credentials": str(credentials)}},
+                                "models": [{"name": "g", "backend": "vx", "model": "gemini-2.0-flash"}]})
+    oai = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="k", max_retries=0)
+    try:
+        assert (await bounded(oai.chat.completions.create(model="g", messages=HELLO))).choices[0].message.content
+        app[vertex.TOKENS].clear()  # revoked at Google's side
+        with pytest.raises(openai.APIStatusError) as e:
+            await bounded(oai.chat.completions.create(model="g", messages=HELLO))
+        assert e.value.status_code == 401  # Vertex's UNAUTHENTICATED, passed on
+        r = await bounded(oai.chat.completions.create(model="g", messages=HELLO))
+        assert r.choices[0].message.content == "echo: hello world" and app[vertex.SETTINGS]["grants"] == 2
+    finally:
+        await oai.close()
