@@ -187,10 +187,13 @@ def emulate(fmt: str, host: str, port: int, profile_name: str | None) -> None:
     module = importlib.import_module(f"loadtest.emulators.{fmt}")
     app = module.create_app(profile)
     if hasattr(module, "demo_credentials"):  # an emulator that only trusts credentials it issued (Vertex)
+        import shutil
         import tempfile
         from pathlib import Path
 
-        keys = module.demo_credentials(app, f"http://{host}:{port}", Path(tempfile.mkdtemp(prefix=f"llm-proxy-{fmt}-")))
+        workdir = Path(tempfile.mkdtemp(prefix=f"llm-proxy-{fmt}-"))
+        app.on_cleanup.append(lambda _app: asyncio.to_thread(shutil.rmtree, workdir, True))
+        keys = module.demo_credentials(app, f"http://{host}:{port}", workdir)
         print(f"backend keys for this emulator: {keys}", flush=True)
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 
