@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from deploy_support import free_port, load_deploy_module
+from deploy_support import DEPLOY, free_port, load_deploy_module
 
 hc = load_deploy_module("healthcheck")
 
@@ -110,3 +110,32 @@ async def test_one_shot_commands_are_healthy_while_they_run(tmp_path, args):
 async def test_no_llm_proxy_process_is_unhealthy(tmp_path, capsys):
     assert await run_main(fake_proc(tmp_path, {1: ["python", "/opt/llm-proxy/traffic.py"]})) == 1
     assert "no llm-proxy process" in capsys.readouterr().out
+
+
+ENVS = [{}, {"LLM_PROXY_HOST": "0.0.0.0", "LLM_PROXY_PORT": "4100"}, {"LLM_PROXY_PORT": "4200"}]
+ARGVS = [
+    ["demo"], ["demo", "--port", "5000"], ["demo", "--host=::1", "--port=5001"],
+    ["emulate", "openai"], ["emulate", "anthropic", "--port", "8001", "--host", "0.0.0.0"],
+    ["serve", "--config", "c.yaml"], ["serve", "--config", "c.yaml", "--workers", "auto", "--port", "4300"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("environ", ENVS)
+@pytest.mark.parametrize("argv", ARGVS, ids=" ".join)
+def test_restated_defaults_agree_with_the_cli(argv, environ):
+    # The check restates the CLI's listening defaults so that it imports nothing heavy; they must agree.
+    from proxy.cli import build_parser
+
+    args = build_parser(environ).parse_args(argv)
+    assert hc.address(argv, environ) == (args.host, args.port)
+
+
+def test_the_check_imports_nothing_of_the_proxy():
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys; runpy.run_path(sys.argv[1], run_name='hc'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('proxy', 'aiohttp', 'msgspec', 'yaml')))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(DEPLOY / "healthcheck.py")], capture_output=True, text=True,
+                         timeout=30, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"

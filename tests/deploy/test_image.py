@@ -269,7 +269,8 @@ def test_healthcheck_turns_healthy_for_the_proxy_and_for_emulators(stack):
     status = {}
     while time.monotonic() < deadline:
         status = {r: stack.inspect(r, "{{.State.Health.Status}}") for r in roles}
-        assert "unhealthy" not in status.values(), (status, stack.inspect("emulator-openai", "{{json .State.Health}}"))
+        sick = {r: json.loads(stack.inspect(r, "{{json .State.Health.Log}}")) for r, st in status.items() if st == "unhealthy"}
+        assert not sick, (status, sick, {r: stack.logs(r)[-1500:] for r in sick})
         if set(status.values()) == {"healthy"}:
             break
         time.sleep(1)
