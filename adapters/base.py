@@ -109,6 +109,9 @@ class ChatOp:
     # Where the client's cap on completion tokens is (top-level field paths, first found wins): the
     # gateway reserves that many tokens against a key's limits before the answer counts them.
     max_tokens_fields: tuple[tuple[str, ...], ...] = ()
+    # A format whose answer depends on the request (the Responses API names calls as the client
+    # declared its tools, and repeats the request's settings) renders with it instead of `render`.
+    render_with_request: Callable[[ir.ChatResponse, str, ir.ChatRequest], bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)

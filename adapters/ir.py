@@ -142,6 +142,9 @@ class ChatRequest(Struct, omit_defaults=True):
     # `source_format` merges them into its body; others ignore them.
     extra: dict[str, Any] = field(default_factory=dict)
     source_format: str = "openai"
+    # What the client asked for that no backend reached through the IR can do (the Responses API's
+    # built-in tools, `tools:web_search`): the model's unsupported-params policy drops or refuses it.
+    unhonoured: list[str] = field(default_factory=list)
 
     def sampling_params_set(self) -> list[str]:
         """Names (IR spelling) of the optional parameters the client actually set."""

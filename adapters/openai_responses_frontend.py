@@ -10,21 +10,23 @@ Decisions (what the IR cannot hold, and what we do):
   stay system messages in place.  `output_text` / `refusal` parts of assistant history -> text.
 - `input_image` with `image_url` (URL or base64 data URL) -> ir.Image; by `file_id` and
   `input_file` parts: 400 unsupported (the IR has no file references).
-- `function_call` items join the assistant message before them (call_id -> the IR tool-call id);
-  each `function_call_output` is one IR tool message (its function name recovered from the history).
+- `function_call` / `custom_tool_call` items join the assistant message before them (call_id -> the
+  IR tool-call id; a namespaced call -> its flat name, a custom call's `input` -> `{"input": ...}`);
+  each `function_call_output` / `custom_tool_call_output` is one IR tool message.  Other item types
+  (the built-in tools' calls: `web_search_call`, `local_shell_call`, ...) follow the model's
+  `unsupported_params` policy, like the built-in tools themselves.
 - `reasoning` items in the history are dropped: their `encrypted_content` is OpenAI's ciphertext and
   their summaries are not the model's reasoning, so no other provider can use them.
-- Function tools are flat (`{"type":"function","name",...}`); built-in tools (web_search,
-  file_search, code_interpreter, mcp, ...) and tool_choice forms naming them: 400 unsupported.
-  `tool_choice: {"type":"allowed_tools"}` narrows the tool list and keeps the mode.
+- Tools: function, namespace and custom tools are flattened to IR function tools and mapped back
+  on the answer; built-in tools (web_search, file_search, code_interpreter, mcp, ...) and
+  tool_choice forms naming them follow the model's `unsupported_params` policy (see
+  `openai_responses_tools`).  `tool_choice: {"type":"allowed_tools"}` narrows the tool list.
 - `previous_response_id`, `conversation`, `prompt` (stored templates), `background: true` and
   `item_reference` items need server-side state: 400 (the gateway stores nothing).
 - `store`, `include`, `truncation`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`,
   `max_tool_calls`, `stream_options`, `text.verbosity`, `reasoning.summary` are ignored.
 - `reasoning.effort` -> ReasoningConfig(effort=...) ("none" also sets enabled=False);
   `top_logprobs` -> logprobs=True + top_logprobs; `safety_identifier` -> `user` when `user` is unset.
-- The non-streaming Response repeats the request's tools / tool_choice / sampling fields only in
-  streams (`render_chat` is not given the request: it shows the API defaults there).
 """
 
 from __future__ import annotations
@@ -44,11 +46,20 @@ from .openai_responses_stream import (
     STATUS_FROM_IR,
     ResponsesStreamEncoder,
     failed_error,
-    function_call_item,
     message_item,
     reasoning_item,
     request_echo,
     response_object,
+)
+from .openai_responses_tools import (
+    TOOLS_KEY,
+    ToolSet,
+    builtin_name,
+    call_item,
+    client_tools,
+    custom_arguments,
+    flat_name,
+    is_custom,
 )
 from .openai_response import error_object
 
@@ -99,18 +110,19 @@ class FunctionCallItem(Struct):
     call_id: str
     name: str
     arguments: str = ""
+    namespace: str | None = None
+
+
+class CustomToolCallItem(Struct):
+    call_id: str
+    name: str
+    input: str
+    namespace: str | None = None
 
 
 class FunctionCallOutputItem(Struct):
     call_id: str
     output: str | list[Part]
-
-
-class FunctionToolIn(Struct):
-    name: str
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
 
 
 class _Format(Struct, tag_field="type"):
@@ -204,6 +216,16 @@ class _History:
         self.system: list[ir.Text] = [ir.Text(text=instructions)] if instructions else []
         self.messages: list[ir.Message] = []
         self.names: dict[str, str] = {}  # call_id -> function name
+        self.unhonoured: list[str] = []
+
+    def _call(self, call_id: str, name: str, arguments: str) -> None:
+        self.names[call_id] = name
+        call = ir.ToolCall(id=call_id, name=name, arguments=arguments)
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last.role == "assistant":
+            last.parts.append(call)
+        else:
+            self.messages.append(ir.Message(role="assistant", parts=[call]))
 
     def item(self, raw: dict[str, Any], i: int) -> None:
         path = f"input[{i}]"
@@ -220,14 +242,11 @@ class _History:
                 self.messages.append(ir.Message(role=m.role, parts=parts))
         elif kind == "function_call":
             fc: FunctionCallItem = _convert(raw, FunctionCallItem, path)
-            self.names[fc.call_id] = fc.name
-            call = ir.ToolCall(id=fc.call_id, name=fc.name, arguments=fc.arguments)
-            last = self.messages[-1] if self.messages else None
-            if last is not None and last.role == "assistant":
-                last.parts.append(call)
-            else:
-                self.messages.append(ir.Message(role="assistant", parts=[call]))
-        elif kind == "function_call_output":
+            self._call(fc.call_id, flat_name(fc.name, fc.namespace), fc.arguments)
+        elif kind == "custom_tool_call":
+            cc: CustomToolCallItem = _convert(raw, CustomToolCallItem, path)
+            self._call(cc.call_id, flat_name(cc.name, cc.namespace), custom_arguments(cc.input))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             fo: FunctionCallOutputItem = _convert(raw, FunctionCallOutputItem, path)
             content = [p for p in _parts(fo.output, f"{path}.output") if isinstance(p, (ir.Text, ir.Image))]
             result = ir.ToolResult(tool_call_id=fo.call_id, content=content, name=self.names.get(fo.call_id))
@@ -236,38 +255,29 @@ class _History:
             raise bad_request("item_reference needs stored items; this gateway is stateless: send the items "
                               "themselves", param=path)
         elif kind != "reasoning":  # reasoning items are dropped (see the module docstring)
-            raise unsupported(f"input items of type {kind!r} are not supported", param=f"{path}.type")
+            name = builtin_name(kind, "input", f"{path}.type")
+            if name not in self.unhonoured:
+                self.unhonoured.append(name)
 
 
 # --------------------------------------------------------------------------------------------------
 # tools, tool_choice, text format, the whole request
 
 
-def _tools(raw: list[dict[str, Any]]) -> list[ir.ToolDef]:
-    out = []
-    for i, t in enumerate(raw):
-        kind = t.get("type")
-        if kind != "function":
-            raise unsupported(f"built-in tool {kind!r} is not supported; only function tools are",
-                              param=f"tools[{i}].type")
-        f: FunctionToolIn = _convert({k: v for k, v in t.items() if k != "type"}, FunctionToolIn, f"tools[{i}]")
-        kw = {"parameters": f.parameters} if f.parameters is not None else {}
-        out.append(ir.ToolDef(name=f.name, description=f.description, strict=f.strict, **kw))
-    return out
-
-
-def _tool_choice(tc: Any, tools: list[ir.ToolDef]) -> tuple[ir.ToolChoice | None, list[ir.ToolDef]]:
+def _tool_choice(tc: Any, tools: ToolSet) -> tuple[ir.ToolChoice | None, list[ir.ToolDef]]:
     if tc is None or isinstance(tc, str):
-        return (ir.ToolChoice(mode=tc) if tc else None), tools
+        return (ir.ToolChoice(mode=tc) if tc else None), tools.defs
     kind = tc.get("type")
-    if kind == "function" and isinstance(tc.get("name"), str):
-        return ir.ToolChoice("tool", tc["name"]), tools
+    if kind in ("function", "custom") and isinstance(tc.get("name"), str):
+        return ir.ToolChoice("tool", tc["name"]), tools.defs
     if kind == "allowed_tools" and tc.get("mode") in ("auto", "required") and isinstance(tc.get("tools"), list):
-        allowed = {t.get("name") for t in tc["tools"] if isinstance(t, dict) and t.get("type") == "function"}
-        return ir.ToolChoice(mode=tc["mode"]), [t for t in tools if t.name in allowed]
-    if kind in ("function", "allowed_tools"):
+        allowed = {flat_name(t.get("name"), t.get("namespace")) for t in tc["tools"]
+                   if isinstance(t, dict) and t.get("type") in ("function", "custom")}
+        return ir.ToolChoice(mode=tc["mode"]), [t for t in tools.defs if t.name in allowed]
+    if kind in ("function", "custom", "allowed_tools"):
         raise bad_request(f"invalid tool_choice of type {kind!r}", param="tool_choice")
-    raise unsupported(f"tool_choice of type {kind!r} is not supported; only function tools are", param="tool_choice")
+    tools.builtins.append(builtin_name(kind, "tool_choice", "tool_choice.type"))
+    return None, tools.defs
 
 
 def _response_format(text: TextConfig | None) -> ir.ResponseFormat | None:
@@ -303,7 +313,9 @@ def parse_request(body: bytes) -> ir.ChatRequest:
             history.item(raw, i)
     if not history.messages:
         raise bad_request("input must contain at least one message or item", param="input")
-    tool_choice, tools = _tool_choice(r.tool_choice, _tools(r.tools))
+    toolset = ToolSet()
+    toolset.add_all(r.tools)
+    tool_choice, tools = _tool_choice(r.tool_choice, toolset)
     reasoning = None
     if r.reasoning is not None and r.reasoning.effort is not None:
         off = r.reasoning.effort == "none"
@@ -326,7 +338,9 @@ def parse_request(body: bytes) -> ir.ChatRequest:
         user=r.user if r.user is not None else r.safety_identifier,
         stream=bool(r.stream),
         include_usage=bool(r.stream),  # response.completed always carries usage
+        extra={TOOLS_KEY: toolset.client} if toolset.client else {},
         source_format="openai-responses",
+        unhonoured=toolset.builtins + history.unhonoured,
     )
 
 
@@ -334,10 +348,11 @@ def parse_request(body: bytes) -> ir.ChatRequest:
 # IR response -> Response object
 
 
-def _output(choice: ir.Choice) -> list[dict[str, Any]]:
+def _output(choice: ir.Choice, req: ir.ChatRequest | None) -> list[dict[str, Any]]:
     """IR parts in order; adjacent text parts share one message item."""
     items: list[dict[str, Any]] = []
     texts: list[str] = []
+    tools = client_tools(req)
 
     def flush() -> None:
         if texts:
@@ -350,7 +365,8 @@ def _output(choice: ir.Choice) -> list[dict[str, Any]]:
             continue
         flush()
         if isinstance(p, ir.ToolCall):
-            items.append(function_call_item(synth_id("fc_"), p.id, p.name, p.arguments))
+            items.append(call_item(tools, synth_id("ctc_" if is_custom(tools, p.name) else "fc_"), p.id, p.name,
+                                   p.arguments))
         elif p.text:  # reasoning with text; signed-only / redacted reasoning has no slot
             items.append(reasoning_item(synth_id("rs_"), [p.text]))
     flush()
@@ -364,13 +380,14 @@ class ResponsesFrontend:
     stream_content_type: ClassVar[str] = "text/event-stream"
 
     def routes(self) -> list[Route]:
-        op = ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder, (("max_output_tokens",),))
+        op = ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder, (("max_output_tokens",),),
+                    render_with_request=self.render_chat)
         return [ApiRoute("/v1/responses", InBody(op))]
 
     def parse_chat(self, body: bytes) -> ir.ChatRequest:
         return parse_request(body)
 
-    def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes:
+    def render_chat(self, resp: ir.ChatResponse, model: str, req: ir.ChatRequest | None = None) -> bytes:
         choice = resp.choices[0] if resp.choices else ir.Choice()
         saw_tool = any(isinstance(p, ir.ToolCall) for p in choice.parts)
         status, reason = STATUS_FROM_IR[ir.consistent_finish(choice.finish_reason, saw_tool)]
@@ -378,8 +395,8 @@ class ResponsesFrontend:
         if status == "failed":
             error = failed_error(ProxyError("server", f"the upstream stopped generating "
                                                       f"({choice.raw_finish_reason or 'error'})"))
-        obj = response_object(synth_id("resp_"), model, resp.created or int(time.time()), request_echo(None),
-                              output=_output(choice), status=status, usage=resp.usage, incomplete_reason=reason,
+        obj = response_object(synth_id("resp_"), model, resp.created or int(time.time()), request_echo(req),
+                              output=_output(choice, req), status=status, usage=resp.usage, incomplete_reason=reason,
                               error=error)
         return jsonio.dumps(obj)
 

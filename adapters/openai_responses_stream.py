@@ -9,6 +9,10 @@ files) and the accumulator in `lib/streaming/responses/_responses.py`, which req
 Choices (IR -> Responses):
 - Ids are synthesised: `resp_...` for the response, `msg_...` / `fc_...` / `rs_...` for items; the
   IR tool-call id becomes `call_id` (what a client's `function_call_output` references).
+- A call to a namespaced or custom tool is named as the client declared it (`openai_responses_tools`);
+  a custom call's input is the `input` string inside the backend's JSON arguments, so it cannot be
+  cut out of a partial JSON text: its `response.custom_tool_call_input.delta` comes whole, when the
+  call ends.
 - Reasoning text becomes a `reasoning` item with one `summary_text`; signatures and redacted
   reasoning have no portable slot (`encrypted_content` is OpenAI's own ciphertext) and are dropped.
 - Finish `length` -> status `incomplete` + `incomplete_details.reason: max_output_tokens`,
@@ -34,6 +38,7 @@ from . import ir, jsonio
 from .common import synth_id
 from .errors import ProxyError
 from .openai_response import error_object
+from .openai_responses_tools import call_item, client_tools, custom_input, is_custom
 from .sse import encode_event
 
 # --------------------------------------------------------------------------------------------------
@@ -78,15 +83,18 @@ def message_item(item_id: str, texts: list[str], status: str = "completed") -> d
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
 
 
-def function_call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
-) -> dict[str, Any]:
-    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
-            "status": status}
-
-
 def reasoning_item(item_id: str, texts: list[str]) -> dict[str, Any]:
     return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": t} for t in texts]}
+
+
+def _tool_echo(t: ir.ToolDef, renamed: dict[str, Any]) -> dict[str, Any]:
+    kind, name, ns = renamed.get(t.name, ("function", t.name, None))
+    if kind == "custom":
+        tool = {"type": "custom", "name": name, "description": t.description}
+    else:
+        tool = {"type": "function", "name": name, "description": t.description, "parameters": t.parameters,
+                "strict": t.strict}
+    return {**tool, "namespace": ns} if ns else tool
 
 
 def request_echo(req: ir.ChatRequest | None) -> dict[str, Any]:
@@ -95,8 +103,7 @@ def request_echo(req: ir.ChatRequest | None) -> dict[str, Any]:
     if req is None:
         return {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "temperature": None, "top_p": None,
                 "max_output_tokens": None, "text": {"format": {"type": "text"}}, "reasoning": None, "metadata": {}}
-    tools = [{"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters,
-              "strict": t.strict} for t in req.tools]
+    tools = [_tool_echo(t, client_tools(req)) for t in req.tools]
     tc = req.tool_choice
     if tc is None:
         choice: Any = "auto"
@@ -150,6 +157,7 @@ def failed_error(err: ProxyError) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # The stream encoder
 
+_CALLS = ("function_call", "custom_tool_call")
 _BLOCK_EVENTS = (ir.BlockStart, ir.TextDelta, ir.ReasoningDelta, ir.ReasoningSignature, ir.RedactedReasoning,
                  ir.ToolArgsDelta, ir.BlockEnd)
 
@@ -161,7 +169,7 @@ class _Item:
 
     def __init__(self, block: int, kind: str, item_id: str, output_index: int) -> None:
         self.block = block  # the IR block index feeding it
-        self.kind = kind  # "message" | "function_call" | "reasoning"
+        self.kind = kind  # "message" | "function_call" | "custom_tool_call" | "reasoning"
         self.id = item_id
         self.output_index = output_index
         self.parts: list[str] = []  # text, arguments or summary text so far
@@ -195,6 +203,7 @@ class ResponsesStreamEncoder:
         "_open",
         "_seq",
         "_started",
+        "_tools",
         "_usage",
     )
 
@@ -203,6 +212,7 @@ class ResponsesStreamEncoder:
         self._id = synth_id("resp_")
         self._created = int(time.time())
         self._echo = request_echo(req)
+        self._tools = client_tools(req)
         self._seq = 0
         self._started = False
         self._open: _Item | None = None
@@ -244,7 +254,7 @@ class ResponsesStreamEncoder:
     def _route(self, ev: ir.Event, out: list[bytes]) -> None:
         """A block event: deferred while another block's function_call item is open."""
         item = self._open
-        if item is not None and item.kind == "function_call" and ev.index != item.block:  # type: ignore[union-attr]
+        if item is not None and item.kind in _CALLS and ev.index != item.block:  # type: ignore[union-attr]
             self._deferred.append(ev)
         else:
             self._block_event(ev, out)
@@ -265,15 +275,17 @@ class ResponsesStreamEncoder:
                                           **({"logprobs": []} if kind == "message" else {})}))
         elif isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
             self._close(out)
-            item = self._open_item(i, "function_call", out, call_id=ev.tool_call_id or synth_id("call_"),
-                                   name=ev.tool_name or "")
+            name = ev.tool_name or ""
+            item = self._open_item(i, "custom_tool_call" if is_custom(self._tools, name) else "function_call", out,
+                                   call_id=ev.tool_call_id or synth_id("call_"), name=name)
         elif isinstance(ev, ir.ToolArgsDelta):
             # Fragments of a block that is not open cannot be placed (closed for good or never
             # started): only a decoder breaking the event contract produces them.
-            if item is not None and item.kind == "function_call" and ev.fragment:
+            if item is not None and item.kind in _CALLS and ev.fragment:
                 item.parts.append(ev.fragment)
-                out.append(self._event("response.function_call_arguments.delta", {**self._where(item),
-                                                                                   "delta": ev.fragment}))
+                if item.kind == "function_call":
+                        out.append(self._event("response.function_call_arguments.delta",
+                                           {**self._where(item), "delta": ev.fragment}))
         elif isinstance(ev, ir.BlockEnd) and item is not None:
             self._close(out)
             self._drain(out)
@@ -298,7 +310,7 @@ class ResponsesStreamEncoder:
 
     # -- items ------------------------------------------------------------------------------------
     def _open_item(self, block: int, kind: str, out: list[bytes], call_id: str = "", name: str = "") -> _Item:
-        prefix = {"message": "msg_", "function_call": "fc_", "reasoning": "rs_"}[kind]
+        prefix = {"message": "msg_", "function_call": "fc_", "custom_tool_call": "ctc_", "reasoning": "rs_"}[kind]
         item = _Item(block, kind, synth_id(prefix), len(self._done_items))
         item.call_id, item.name = call_id, name
         self._open = item
@@ -325,16 +337,20 @@ class ResponsesStreamEncoder:
             out.append(self._event("response.reasoning_summary_text.done", {**where, "text": text}))
             out.append(self._event("response.reasoning_summary_part.done",
                                    {**where, "part": {"type": "summary_text", "text": text}}))
-        else:
+        elif item.kind == "function_call":
             out.append(self._event("response.function_call_arguments.done", {**where, "arguments": text}))
+        else:
+            given = custom_input(text)
+            out.append(self._event("response.custom_tool_call_input.delta", {**where, "delta": given}))
+            out.append(self._event("response.custom_tool_call_input.done", {**where, "input": given}))
         done = self._item(item, "completed")
         self._done_items.append(done)
         out.append(self._event("response.output_item.done", {"output_index": item.output_index, "item": done}))
 
     def _item(self, item: _Item, status: str) -> dict[str, Any]:
         text = "".join(item.parts)
-        if item.kind == "function_call":
-            return function_call_item(item.id, item.call_id, item.name, text, status)
+        if item.kind in _CALLS:
+            return call_item(self._tools, item.id, item.call_id, item.name, text, status)
         texts = [] if status == "in_progress" else [text]  # parts are announced by their own events
         if item.kind == "message":
             return message_item(item.id, texts, status)

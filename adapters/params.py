@@ -21,13 +21,16 @@ def apply_policy(req: ir.ChatRequest, supported: Iterable[str], policy: str, pro
     """Remove (or reject) the parameters `req` sets that the backend cannot honour; return their names."""
     supported = supported if isinstance(supported, (set, frozenset)) else frozenset(supported)
     offending = [name for name in req.sampling_params_set() if name not in supported]
-    if not offending:
+    if not offending and not req.unhonoured:
         return offending
     if policy == "error":
+        if req.unhonoured:
+            names = ", ".join(req.unhonoured)
+            raise unsupported(f"{names} cannot be run by the {provider} backend", param=req.unhonoured[0])
         name = offending[0]
         raise unsupported(f"parameter {name!r} is not supported by the {provider} backend", param=name)
     for name in offending:
         setattr(req, name, _RESET.get(name))
         if name == "tools":
             req.tool_choice = None
-    return offending
+    return offending + req.unhonoured

@@ -200,7 +200,10 @@ async def _translated(call: Call, dep: Deployment, op: ChatOp) -> web.StreamResp
         http = result.request
     ctx.usage = result.usage
     with upstream_values(dep, result):
-        body = op.render(result, ctx.client_model)
+        if op.render_with_request is not None:
+            body = op.render_with_request(result, ctx.client_model, req)
+        else:
+            body = op.render(result, ctx.client_model)
     return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
 
 

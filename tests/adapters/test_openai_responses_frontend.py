@@ -96,7 +96,7 @@ def test_function_call_without_assistant_text_opens_an_assistant_message():
     ({"role": "robot", "content": "x"}, "input[0].role", "invalid_request"),
     ({"type": "function_call", "name": "f"}, "input[0]", "invalid_request"),
     ({"type": "function_call_output", "call_id": "c"}, "input[0]", "invalid_request"),
-    ({"type": "web_search_call", "id": "ws"}, "input[0].type", "unsupported"),
+    ({"type": "Web Search!", "id": "ws"}, "input[0].type", "invalid_request"),
     ({"type": "item_reference", "id": "msg_1"}, "input[0]", "invalid_request"),
 ])
 def test_bad_items_name_the_field_path(item, param, kind):
@@ -145,14 +145,78 @@ def test_flat_function_tools():
     assert req.tools == [ir.ToolDef("f", "d", {"type": "object"}, True), ir.ToolDef("g")]
 
 
-@pytest.mark.parametrize("tool", ["web_search", "file_search", "code_interpreter", "mcp", "computer_use_preview"])
-def test_builtin_tools_are_unsupported_by_name(tool):
-    err = refused(tools=[{"type": "function", "name": "f"}, {"type": tool}])
-    assert err.kind == "unsupported" and err.param == "tools[1].type" and tool in err.message
+@pytest.mark.parametrize("tool", ["web_search", "file_search", "code_interpreter", "mcp", "computer_use_preview",
+                                  "image_generation", "local_shell", "tool_search", "some_future_tool"])
+def test_builtin_tools_are_left_to_the_policy_by_name(tool):
+    req = parse(tools=[{"type": "function", "name": "f"}, {"type": tool}])
+    assert [t.name for t in req.tools] == ["f"] and req.unhonoured == [f"tools:{tool}"]
 
 
-def test_tool_missing_name():
-    assert refused(tools=[{"type": "function"}]).param == "tools[0]"
+@pytest.mark.parametrize("tool,param", [
+    ({"type": "function"}, "tools[0].name"),
+    ({"type": "Web Search"}, "tools[0].type"),
+    ({"type": 3}, "tools[0].type"),
+    ({"type": "function", "name": "f", "parameters": "x"}, "tools[0].parameters"),
+    ({"type": "namespace", "name": "ns"}, "tools[0]"),
+    ({"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}, "tools[0].tools[0]"),
+])
+def test_bad_tools_name_the_field(tool, param):
+    err = refused(tools=[tool])
+    assert (err.kind, err.param) == ("invalid_request", param)
+
+
+def test_a_tool_name_declared_twice_is_refused():
+    err = refused(tools=[{"type": "function", "name": "ns__f"},
+                         {"type": "namespace", "name": "ns", "description": "", "tools": [{"type": "function", "name": "f"}]}])
+    assert err.param == "tools[1].tools[0].name" and "twice" in err.message
+
+
+# Codex CLI's default request declares its sub-agent tools this way.
+NAMESPACE = {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
+             "tools": [{"type": "function", "name": "spawn_agent", "description": "Start one",
+                        "parameters": {"type": "object", "properties": {"task": {"type": "string"}}}},
+                       {"type": "custom", "name": "note"}]}
+CUSTOM = {"type": "custom", "name": "apply_patch", "description": "Edit files",
+          "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+
+
+def test_namespace_tools_are_flattened():
+    req = parse(tools=[NAMESPACE])
+    spawn, note = req.tools
+    assert spawn.name == "multi_agent_v1__spawn_agent" and spawn.description == "Sub-agents\n\nStart one"
+    assert spawn.parameters == NAMESPACE["tools"][0]["parameters"]
+    assert note.name == "multi_agent_v1__note" and note.parameters["required"] == ["input"]
+    assert req.extra["responses_tools"] == {"multi_agent_v1__spawn_agent": ("function", "spawn_agent", "multi_agent_v1"),
+                                            "multi_agent_v1__note": ("custom", "note", "multi_agent_v1")}
+
+
+def test_custom_tool_is_a_function_of_one_string_with_its_grammar_in_the_description():
+    (tool,) = parse(tools=[CUSTOM]).tools
+    assert tool.name == "apply_patch" and tool.description.startswith("Edit files")
+    assert "lark grammar" in tool.description and "start: /.+/" in tool.description
+    assert tool.parameters == {"type": "object", "properties": {"input": {"type": "string", "description": "The tool's free-form input"}},
+                               "required": ["input"], "additionalProperties": False}
+
+
+def test_namespaced_and_custom_calls_in_history_use_the_flat_names():
+    req = parse(tools=[NAMESPACE, CUSTOM], input=[
+        {"role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "c1", "name": "spawn_agent", "namespace": "multi_agent_v1",
+         "arguments": "{}"},
+        {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+        {"type": "function_call_output", "call_id": "c1", "output": "spawned"},
+        {"type": "custom_tool_call_output", "call_id": "c2", "output": "applied"},
+    ])
+    assert req.messages[1].parts == [ir.ToolCall("c1", "multi_agent_v1__spawn_agent", "{}"),
+                                     ir.ToolCall("c2", "apply_patch", '{"input":"*** Begin Patch"}')]
+    assert req.messages[3].parts == [ir.ToolResult("c2", [ir.Text("applied")], name="apply_patch")]
+
+
+def test_items_of_builtin_tools_are_left_to_the_policy_once_per_type():
+    req = parse(input=[{"role": "user", "content": "a"}, {"type": "web_search_call", "id": "ws1"},
+                       {"type": "web_search_call", "id": "ws2"}, {"type": "local_shell_call", "id": "ls"}])
+    assert req.unhonoured == ["input:web_search_call", "input:local_shell_call"]
+    assert [m.role for m in req.messages] == ["user"]
 
 
 @pytest.mark.parametrize("choice,expected", [
@@ -172,9 +236,18 @@ def test_allowed_tools_narrow_the_list():
     assert req.tool_choice == ir.ToolChoice("required") and [t.name for t in req.tools] == ["g"]
 
 
+@pytest.mark.parametrize("choice", [{"type": "file_search"}, {"type": "mcp", "server_label": "x"}])
+def test_tool_choice_naming_a_builtin_is_left_to_the_policy(choice):
+    req = parse(tool_choice=choice)
+    assert req.tool_choice is None and req.unhonoured == [f"tool_choice:{choice['type']}"]
+
+
+def test_tool_choice_naming_a_custom_tool():
+    assert parse(tools=[CUSTOM], tool_choice={"type": "custom", "name": "apply_patch"}).tool_choice == \
+        ir.ToolChoice("tool", "apply_patch")
+
+
 @pytest.mark.parametrize("choice,kind", [
-    ({"type": "file_search"}, "unsupported"),
-    ({"type": "mcp", "server_label": "x"}, "unsupported"),
     ({"type": "function"}, "invalid_request"),
     ("sometimes", "invalid_request"),
 ])
@@ -233,10 +306,30 @@ def test_stream_always_wants_usage():
 # -- Response object ---------------------------------------------------------------------------------
 
 
-def render(parts, finish="stop", usage=None, raw=None):
+def render(parts, finish="stop", usage=None, raw=None, req=None):
     resp = ir.ChatResponse(id="x", model="up", created=123, choices=[
         ir.Choice(parts=parts, finish_reason=finish, raw_finish_reason=raw)], usage=usage)
-    return orjson.loads(F.render_chat(resp, "client-model"))
+    return orjson.loads(F.render_chat(resp, "client-model", req))
+
+
+def test_calls_to_namespaced_and_custom_tools_are_named_as_the_client_declared_them():
+    req = parse(tools=[NAMESPACE, CUSTOM, {"type": "function", "name": "plain"}])
+    body = render([ir.ToolCall("c1", "multi_agent_v1__spawn_agent", '{"task":"t"}'),
+                   ir.ToolCall("c2", "apply_patch", '{"input":"*** Begin Patch\\n"}'),
+                   ir.ToolCall("c3", "multi_agent_v1__note", "bare text"),
+                   ir.ToolCall("c4", "plain", "{}")], finish="tool_calls", req=req)
+    r = Response.model_validate(body)
+    spawn, patch, note, plain = r.output
+    assert (spawn.type, spawn.name, spawn.namespace, spawn.arguments) == ("function_call", "spawn_agent",
+                                                                         "multi_agent_v1", '{"task":"t"}')
+    assert (patch.type, patch.name, patch.input, patch.call_id) == ("custom_tool_call", "apply_patch",
+                                                                    "*** Begin Patch\n", "c2")
+    assert patch.id.startswith("ctc_") and "namespace" not in body["output"][1]
+    assert (note.type, note.name, note.namespace, note.input) == ("custom_tool_call", "note", "multi_agent_v1",
+                                                                  "bare text")
+    assert (plain.type, plain.name) == ("function_call", "plain") and "namespace" not in body["output"][3]
+    assert [(t.type, t.name) for t in r.tools] == [("function", "spawn_agent"), ("custom", "note"),
+                                                   ("custom", "apply_patch"), ("function", "plain")]
 
 
 def test_response_object_validates_against_the_sdk_model():

@@ -235,3 +235,27 @@ def test_output_parses_the_same_whole_bytewise_and_split(events):
         p = SSEParser()
         split = [(f.event, f.data) for f in p.feed(data[:cut]) + p.feed(data[cut:])]
         assert split == whole
+
+
+def test_namespaced_and_custom_calls_stream_as_the_client_declared_them():
+    renamed = {"ns__spawn": ("function", "spawn", "ns"), "apply_patch": ("custom", "apply_patch", None)}
+    req = ir.ChatRequest(model="m", stream=True, tools=[ir.ToolDef("ns__spawn"), ir.ToolDef("apply_patch")],
+                         extra={"responses_tools": renamed})
+    evs = [ir.Start(), ir.BlockStart(0, "tool_call", tool_call_id="c1", tool_name="ns__spawn"),
+           ir.ToolArgsDelta(0, "{\"t\":"), ir.ToolArgsDelta(0, "1}"), ir.BlockEnd(0),
+           ir.BlockStart(1, "tool_call", tool_call_id="c2", tool_name="apply_patch"),
+           ir.ToolArgsDelta(1, "{\"input\":\"*** Be"), ir.ToolArgsDelta(1, "gin\\n\"}"), ir.BlockEnd(1),
+           ir.Finish("tool_calls"), ir.End()]
+    events = check(encode(evs, req=req))
+    custom = [e for e in events if e["type"].startswith("response.custom_tool_call_input")]
+    assert [e["type"] for e in custom] == ["response.custom_tool_call_input.delta",
+                                           "response.custom_tool_call_input.done"]
+    assert custom[0]["delta"] == "*** Begin\n" and custom[1]["input"] == "*** Begin\n"
+    assert "".join(e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta") == "{\"t\":1}"
+    spawn, patch = events[-1]["response"]["output"]
+    assert (spawn["type"], spawn["name"], spawn["namespace"], spawn["arguments"]) == ("function_call", "spawn", "ns",
+                                                                                      "{\"t\":1}")
+    assert (patch["type"], patch["name"], patch["input"], patch["call_id"]) == ("custom_tool_call", "apply_patch",
+                                                                                "*** Begin\n", "c2")
+    assert [(t["type"], t["name"]) for t in events[0]["response"]["tools"]] == [("function", "spawn"),
+                                                                                ("custom", "apply_patch")]

@@ -26,6 +26,7 @@ async def client(emulated_gateway):
         "m-openai-length": ("openai", "llama-3.1-8b::max_tokens"),
         "m-openai-error": ("openai", "llama-3.1-8b::chunks=8,error_after=4,chunk_delay=0.05"),
         "m-openai-429": ("openai", "llama-3.1-8b::status=429"),
+        "m-openai-strict": ("openai", "llama-3.1-8b", {"unsupported_params": "error"}),
         "m-claude": ("anthropic", "claude-sonnet-4-5"),
         "m-claude-tools": ("anthropic", "claude-sonnet-4-5::tools"),
     })
@@ -144,6 +145,61 @@ async def test_stateful_request_is_a_400_naming_the_field(client):
     with pytest.raises(openai.BadRequestError) as info:
         await bounded(client.responses.create(model="m-openai", input="x", previous_response_id="resp_1"))
     assert info.value.param == "previous_response_id" and "stateless" in info.value.message
+
+
+# What the Codex CLI declares by default: a namespace of sub-agent tools, a free-form (custom)
+# apply_patch tool and the built-in web_search.
+CODEX_TOOLS = [
+    {"type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents",
+     "tools": [{"type": "function", "name": "spawn_agent", "description": "Start a sub-agent", "strict": False,
+                "parameters": {"type": "object", "properties": {"task": {"type": "string"}}, "required": ["task"]}}]},
+    {"type": "custom", "name": "apply_patch", "description": "Edit files",
+     "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}},
+    {"type": "web_search"},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["m-openai-tools", "m-claude-tools"])
+async def test_namespaced_call_reaches_the_client_named_as_declared_and_builtins_are_dropped(client, model, stream):
+    raw = await bounded(client.responses.with_raw_response.create(
+        model=model, input="spawn one", tools=CODEX_TOOLS, stream=stream))
+    assert "tools:web_search" in raw.headers["x-llm-proxy-dropped-params"].split(",")
+    if stream:
+        events = [ev async for ev in raw.parse()]
+        response = events[-1].response
+    else:
+        response = raw.parse()
+    (call,) = [o for o in response.output if o.type != "reasoning"]
+    assert (call.type, call.name, call.namespace) == ("function_call", "spawn_agent", "multi_agent_v1")
+    assert isinstance(json.loads(call.arguments)["task"], str)
+    # the client answers with the same names; the loop goes on
+    follow = await bounded(client.responses.create(model=model, tools=CODEX_TOOLS, input=[
+        {"role": "user", "content": "spawn one"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "namespace": call.namespace,
+         "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "spawned"},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "q"}},
+    ]))
+    assert follow.status == "completed"
+
+
+@pytest.mark.parametrize("model", ["m-openai-tools", "m-claude-tools"])
+async def test_custom_tool_call_round_trip(client, model):
+    r = await bounded(client.responses.create(model=model, input="patch it", tools=[CODEX_TOOLS[1]]))
+    (call,) = [o for o in r.output if o.type != "reasoning"]
+    assert (call.type, call.name) == ("custom_tool_call", "apply_patch") and isinstance(call.input, str)
+    follow = await bounded(client.responses.create(model=model, tools=[CODEX_TOOLS[1]], input=[
+        {"role": "user", "content": "patch it"},
+        {"type": "custom_tool_call", "call_id": call.call_id, "name": "apply_patch", "input": call.input},
+        {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "done"},
+    ]))
+    assert follow.status == "completed"
+
+
+async def test_builtin_tools_under_the_error_policy_are_a_400_naming_them(client):
     with pytest.raises(openai.BadRequestError) as info:
-        await bounded(client.responses.create(model="m-openai", input="x", tools=[{"type": "web_search"}]))
-    assert info.value.param == "tools[0].type"
+        await bounded(client.responses.create(model="m-openai-strict", input="x", tools=CODEX_TOOLS,
+                                              tool_choice={"type": "web_search"}))
+    assert info.value.param == "tools:web_search"
+    assert "tools:web_search, tool_choice:web_search" in info.value.message
