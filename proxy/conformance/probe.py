@@ -80,12 +80,20 @@ def probe(fmt: str, probe_id: str, level: str) -> Callable[[Callable[[Any], Awai
     return register
 
 
+# The modules holding each format's probes, in report order (importing a module registers its probes).
+PROBE_MODULES = {
+    "openai": ("openai_probes", "openai_tool_probes", "openai_extra_probes"),
+    "anthropic": ("anthropic_probes",),
+}
+
+
 def probes(fmt: str) -> list[Probe]:
-    """The probe set of one format (importing the format's module registers it)."""
+    """The probe set of one format."""
     if fmt not in REGISTRY:
         import importlib
 
-        importlib.import_module(f"proxy.conformance.{fmt}_probes")
+        for module in PROBE_MODULES[fmt]:
+            importlib.import_module(f"proxy.conformance.{module}")
     return REGISTRY[fmt]
 
 
