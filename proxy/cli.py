@@ -58,6 +58,9 @@ def run_worker(config_path: str, host: str | None, port: int | None, reuse_port:
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=cfg.server.drain_timeout,
+        # aiohttp closes a connection that has not sent a whole request line and headers (or sits
+        # idle between requests) this long: the header half of the slowloris bound.
+        keepalive_timeout=cfg.server.request_read_timeout,
         print=None,
     )
 

@@ -198,3 +198,36 @@ def test_demo_creates_the_metrics_dir_it_is_given(tmp_path):
     finally:
         stop(proc, signal.SIGINT)
     assert b"Traceback" not in proc.stderr.read()
+
+
+async def test_serve_cuts_connections_that_trickle_their_headers(tmp_path):
+    """The header half of slowloris: `llm-proxy serve` closes a connection that has not sent a whole
+    request within `server.request_read_timeout`."""
+    port = free_port()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"server: {{port: {port}, request_read_timeout: 1}}\n"
+                   "backends: {b: {provider: openai, base_url: 'http://127.0.0.1:9/v1'}}\nmodels: [{name: m, backend: b}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{port}", time.monotonic() + 30)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        t0 = time.monotonic()
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        closed = False
+        for i in range(40):  # one header line every 0.25 s, never the blank line that ends them
+            try:
+                writer.write(f"x-h{i}: y\r\n".encode())
+                await writer.drain()
+                if await asyncio.wait_for(reader.read(1 << 16), 0.25) == b"":
+                    closed = True
+                    break
+            except asyncio.TimeoutError:
+                continue
+            except ConnectionError:
+                closed = True
+                break
+        assert closed and time.monotonic() - t0 < 5
+        writer.close()
+    finally:
+        stop(proc, signal.SIGTERM)
