@@ -39,7 +39,7 @@ async def raw_request(server, head: bytes, body: bytes = b"") -> tuple[int, dict
     reader, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(head + body)
     await writer.drain()
-    raw = await asyncio.wait_for(reader.read(), 10)
+    raw = await asyncio.wait_for(read_response(reader), 30)  # by Content-Length, as a client does
     writer.close()
     return parse_response(raw)
 
