@@ -99,6 +99,7 @@ class LoadConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     interval: float = 1.0  # seconds between scrapes
     timeout: float = 1.0  # deadline of one scrape
     metrics: LoadMetricsConfig | None = None
+    capacity: int | None = None  # requests the server runs at once (vLLM --max-num-seqs); else learned
 
 
 class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -368,6 +369,8 @@ def _check_load(load: LoadConfig, path: str) -> None:
         raise ConfigError(f"{path}.interval: must be >= 0.05 (seconds)")
     if load.timeout <= 0:
         raise ConfigError(f"{path}.timeout: must be > 0")
+    if load.capacity is not None and load.capacity < 1:
+        raise ConfigError(f"{path}.capacity: must be >= 1 (requests the server runs at once)")
 
 
 def deployments_of(m: ModelConfig) -> list[DeploymentConfig]:

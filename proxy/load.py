@@ -13,10 +13,10 @@ A request never waits for a scrape.  `estimate()` reads the last reading and cor
 this gateway did since: each reading remembers how many of our requests were in flight on the
 server when it arrived, and the difference to now is added (requests sent since) or taken off
 (requests finished since); it never counts fewer requests than we have in flight there.  They fill
-the batch up to the server's capacity (the largest running count read, once a queue was seen in
-two readings in a row; unknown until then), the rest wait.  A reading older than STALE_INTERVALS intervals (plus the timeout), or none at
-all, falls back to our own in-flight count (all of it `running`), which is exactly what least-busy
-balances on.  A failing scrape is logged once, shown in /health/ready and
+the batch up to the server's capacity (`load.capacity` when configured; else the largest running
+count read, once a queue was seen in two readings in a row, unknown until then), the rest wait.
+A reading older than STALE_INTERVALS intervals (plus the timeout), or none at all, falls back to
+our own in-flight count (all of it `running`), which is exactly what least-busy balances on.  A failing scrape is logged once, shown in /health/ready and
 `llm_proxy_backend_load{signal="stale"}`, and never fails readiness.  A scrape that works again after
 failing (a restarted server) lets the balancer probe a deployment its circuit breaker ejected without
 waiting for the whole cooldown.
@@ -102,7 +102,8 @@ class ServerLoad:
         self.names = names
         self.stale_after = STALE_INTERVALS * cfg.interval + cfg.timeout
         self.inflight = 0  # maintained by the balancer (slot taken / closed)
-        self.capacity: float | None = None  # requests it runs at once: its running count while it queues
+        # Requests it runs at once: `load.capacity` when configured, else learned from its gauges.
+        self.capacity: float | None = None if cfg.capacity is None else float(cfg.capacity)
         self._queued = False  # the last reading showed a queue
         self._largest = 0.0  # the largest running count read so far
         self.reading: Reading | None = None
@@ -171,13 +172,11 @@ class ServerLoad:
             self._failed(_describe(exc))
             return False
         self.reading = Reading(waiting or 0.0, running or 0.0, kv, monotonic(), self.inflight)
-        # A server never runs more than its batch capacity, so the largest batch seen is a floor of
-        # it; it becomes the capacity once the server was seen queueing (in two readings in a row: a
-        # request that arrived since its last step waits even with a slot free).
+        # Unless configured: a server never runs more than its batch capacity, so the largest batch
+        # seen is a floor of it; it becomes the capacity once the server was seen queueing (in two
+        # readings in a row: a request that arrived since its last step waits even with a slot free).
         self._largest = max(self._largest, running or 0.0)
-        if waiting and self._queued:
-            self.capacity = self._largest
-        elif self.capacity is not None:
+        if self.cfg.capacity is None and (self.capacity is not None or (waiting and self._queued)):
             self.capacity = self._largest
         self._queued = bool(waiting)
         if self.failures:

@@ -125,10 +125,13 @@ def requests_for(w: Workload, seed: int) -> list[tuple[float, bytes]]:
         out.append((t, json.dumps(body).encode()))
 
 
-def gateway_config(w: Workload, strategy: str, ports: list[int]) -> dict:
+def gateway_config(w: Workload, strategy: str, ports: list[int], capacity: bool = True) -> dict:
+    """`capacity`: each backend's `load.capacity` is its server's batch slots (as an operator sets it
+    to vLLM's --max-num-seqs); else the gateway learns it from the gauges."""
     backends = {
         f"s{i}": {"provider": "openai", "preset": "vllm", "base_url": f"http://127.0.0.1:{p}/v1", "timeouts": TIMEOUTS,
-                  "load": {"metrics_url": f"http://127.0.0.1:{p}/metrics", **SCRAPE}}
+                  "load": {"metrics_url": f"http://127.0.0.1:{p}/metrics", **SCRAPE,
+                           **({"capacity": w.servers[i].slots} if capacity else {})}}
         for i, p in enumerate(ports)
     }
     model = {"name": "m", "deployments": [{"backend": b, "model": MODEL} for b in backends], "retries": 2,
@@ -137,9 +140,10 @@ def gateway_config(w: Workload, strategy: str, ports: list[int]) -> dict:
 
 
 class Bench:
-    def __init__(self, out_dir: str, seed: int) -> None:
+    def __init__(self, out_dir: str, seed: int, capacity: bool = True) -> None:
         self.out_dir = out_dir
         self.seed = seed
+        self.capacity = capacity
         os.makedirs(out_dir, exist_ok=True)
 
     def _log(self, name: str) -> str:
@@ -160,7 +164,7 @@ class Bench:
                 await s.wait_ready("/health")
             path = os.path.join(self.out_dir, f"gateway-{w.name}-{strategy}.json")
             with open(path, "w") as f:
-                json.dump(gateway_config(w, strategy, ports), f, indent=1)  # JSON is YAML
+                json.dump(gateway_config(w, strategy, ports, self.capacity), f, indent=1)  # JSON is YAML
             port = free_port()
             gw = Service("gateway", python_module("proxy.cli", "serve", "--config", path, "--port", str(port)), port,
                          self._log(f"gateway-{w.name}-{strategy}"))
@@ -271,6 +275,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated subset")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every run's duration (1.0 = 12 s)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--learn-capacity", action="store_true",
+                   help="leave load.capacity unset: the gateway learns each server's batch size from its gauges")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
     out = args.out or os.path.join("bench-results", time.strftime("routing-%Y%m%d-%H%M%S"))
@@ -280,7 +286,7 @@ def main(argv: list[str]) -> int:
     unknown = [n for n in names if n not in chosen] + [s for s in strategies if s not in STRATEGIES]
     if unknown:
         p.error(f"unknown workload or strategy: {', '.join(unknown)}")
-    bench = Bench(out, args.seed)
+    bench = Bench(out, args.seed, capacity=not args.learn_capacity)
 
     async def all_runs() -> list[Run]:
         runs = []

@@ -32,6 +32,9 @@ def test_generated_gateway_configs_are_valid(strategy):
     assert model.strategy == routing.STRATEGIES[strategy]["strategy"]
     assert (model.prefix_affinity is not None) == strategy.endswith("+prefix")
     assert cfg.backends["s1"].load.metrics_url == "http://127.0.0.1:8002/metrics"
+    assert cfg.backends["s1"].load.capacity == w.servers[1].slots  # as vLLM's --max-num-seqs is configured
+    learned = load_config_dict(routing.gateway_config(w, strategy, [8001, 8002], capacity=False), env={})
+    assert learned.backends["s1"].load.capacity is None
 
 
 def test_summary_figures():

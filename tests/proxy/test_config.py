@@ -199,6 +199,8 @@ def test_load_aware_config_shape():
     ('interval: 0.5', 'interval: 0.01', "backends.vllm-a.load.interval: must be >= 0.05"),
     ('"http://10.0.0.5:8000/metrics"', '"file:///etc/passwd"', "backends.vllm-a.load.metrics_url: must be an http"),
     ('interval: 0.5}', 'interval: 0.5, timeout: 0}', "backends.vllm-a.load.timeout: must be > 0"),
+    ('interval: 0.5}', 'interval: 0.5, capacity: 0}', "backends.vllm-a.load.capacity: must be >= 1"),
+    ('interval: 0.5}', 'interval: 0.5, capacity: 2.5}', "backends.vllm-a.load.capacity: Expected `int | null`, got `float`"),
     ('interval: 0.5}', 'interval: 0.5, every: 1}', "backends.vllm-a.load: Object contains unknown field `every`"),
     ('{waiting: q,', '{queue: q,', "backends.other.load.metrics: Object contains unknown field `queue`"),
     ("chars: 2048", "chars: 0", "models[0].prefix_affinity.chars: must be >= 1"),

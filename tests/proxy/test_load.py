@@ -188,11 +188,12 @@ async def metrics_server(aiohttp_server):
     """`await metrics_server(handler)` -> ServerLoad scraping it, and an open session."""
     made = []
 
-    async def make(handler, timeout: float = 0.5):
+    async def make(handler, timeout: float = 0.5, capacity: int | None = None):
         app = web.Application()
         app.router.add_get("/metrics", handler)
         srv = await aiohttp_server(app, host="127.0.0.1")
-        s = ServerLoad("b", LoadConfig(metrics_url=str(srv.make_url("/metrics")), interval=0.05, timeout=timeout),
+        s = ServerLoad("b", LoadConfig(metrics_url=str(srv.make_url("/metrics")), interval=0.05, timeout=timeout,
+                                       capacity=capacity),
                        LoadMetricNames(waiting=("w",), running=("r",), kv_cache=("kv",)))
         session = aiohttp.ClientSession()
         made.append(session)
@@ -285,6 +286,25 @@ async def test_capacity_is_the_largest_batch_once_a_queue_lasted_two_readings(me
         seen.append(s.capacity)
     # A queue in one reading only (a request between two steps) says nothing; two in a row do.
     assert seen == [None, None, None, 4.0, 4.0, 5.0]
+
+
+async def test_a_configured_capacity_holds_from_the_start_and_is_never_relearned(metrics_server):
+    pages = iter(["w 0\nr 1\n", "w 1\nr 2\n", "w 2\nr 2\n", "w 0\nr 6\n"])
+
+    async def page(request):
+        return web.Response(text=next(pages))
+
+    s, session = await metrics_server(page, capacity=4)
+    assert s.capacity == 4.0
+    s.reading = Reading(waiting=0, running=1, kv_cache=None, at=100.0, inflight_at=0)
+    s.inflight = 5  # a burst before it ever queued: the batch is known to be full at 4
+    assert s.estimate(100.1) == (2.0, 4.0, 0.0, True)
+    seen = []
+    for _ in range(4):
+        assert await s.scrape_once(session)
+        seen.append(s.capacity)
+    assert seen == [4.0, 4.0, 4.0, 4.0]  # a queue at 2 running (two readings) and a batch of 6 change nothing
+    assert s.report()["capacity"] == 4.0
 
 
 async def test_the_background_task_scrapes_until_closed(metrics_server):
