@@ -24,7 +24,9 @@ Quirks handled:
 - Same format (`family_for`): Anthropic clients on Claude and Gemini clients on Gemini are relayed
   byte for byte (Claude: `model` moved from the body into the URL, `anthropic_version` added,
   `anthropic-beta` forwarded; count_tokens at Vertex's `count-tokens:rawPredict`); other clients are
-  translated.  Not offered: embeddings (Vertex's `:predict`), Gemini clients' embed operations.
+  translated.  Not offered: Gemini clients' embed operations (Vertex has no embedContent).
+- Embeddings (OpenAI clients): `:predict` with `{"instances": [{"content"}], "parameters":
+  {"outputDimensionality"}}` for Google's embedding models; usage from `statistics.token_count`.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .anthropic_response import parse_error_body as anthropic_error
 from .anthropic_stream import AnthropicStreamDecoder
 from .base import Backend, HttpRequest, Target
 from .common import path_segment
-from .errors import ProxyError
+from .errors import ProxyError, unsupported
 from .gemini_backend import GeminiBackend, GeminiOptions
 from .gemini_response import parse_error_body as google_error
 from .gemini_stream import GeminiStreamDecoder
@@ -86,6 +88,26 @@ def publisher_of(target: Target) -> Publisher:
     if opts is not None and opts.publisher is not None:
         return opts.publisher
     return "anthropic" if target.model.startswith("claude") else "google"
+
+
+class _Statistics(msgspec.Struct):
+    token_count: float = 0
+
+
+class _Embedding(msgspec.Struct):
+    values: list[float]
+    statistics: _Statistics | None = None
+
+
+class _Prediction(msgspec.Struct):
+    embeddings: _Embedding
+
+
+class _Predictions(msgspec.Struct):
+    predictions: list[_Prediction]
+
+
+_predictions = jsonio.decoder(_Predictions)
 
 
 class _ErrorType(msgspec.Struct):
@@ -164,6 +186,26 @@ class VertexBackend(Backend):
     def stream_decoder(self, req: ir.ChatRequest, target: Target) -> AnthropicStreamDecoder | GeminiStreamDecoder:
         delegate = self.claude if publisher_of(target) == "anthropic" else self.gemini
         return delegate.stream_decoder(req, target)
+
+    # -- embeddings (publisher google: text-embedding-*, gemini-embedding-*) -------------------------
+    def embeddings_request(self, req: ir.EmbeddingRequest, target: Target) -> HttpRequest:
+        if publisher_of(target) != "google":
+            raise unsupported("Claude on Vertex AI offers no embeddings", param="model")
+        if any(not isinstance(item, str) for item in req.input):
+            raise unsupported("the vertex backend embeds text only, not token arrays", param="input")
+        body: dict[str, Any] = {"instances": [{"content": text} for text in req.input]}
+        if req.dimensions is not None:
+            body["parameters"] = {"outputDimensionality": req.dimensions}
+        return HttpRequest(url=self._url(target, "google", "predict"), body=jsonio.dumps(body), headers=dict(self._headers))
+
+    def embeddings_response(self, body: bytes, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
+        try:
+            predictions = _predictions.decode(body).predictions
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise ProxyError("upstream_protocol", "Vertex AI sent an embeddings answer that cannot be parsed") from None
+        tokens = sum(int(p.embeddings.statistics.token_count) for p in predictions if p.embeddings.statistics)
+        return ir.EmbeddingResponse(model=req.model, data=[p.embeddings.values for p in predictions],
+                                    usage=ir.Usage(input_tokens=tokens))
 
     def passthrough_request(
         self, op: str, body: bytes, stream: bool, target: Target, client_headers: Mapping[str, str]

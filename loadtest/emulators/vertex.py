@@ -12,6 +12,7 @@ Routes:
                          scope and be unexpired; else 400 invalid_grant as Google answers.
     POST /{v1,v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent
                                                    (and :streamGenerateContent?alt=sse)
+    POST /{v1,v1beta1}/projects/{p}/locations/{l}/publishers/google/models/{m}:predict   (embeddings)
     POST /{v1,v1beta1}/projects/{p}/locations/{l}/publishers/anthropic/models/{m}:rawPredict
                                                    (and :streamRawPredict)
 
@@ -43,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from . import anthropic, gemini
-from .behaviour import LatencyProfile, behaviour_for
+from .behaviour import LatencyProfile, behaviour_for, count_tokens, unit_vector
 
 ACCOUNTS = web.AppKey("vertex_accounts", dict)  # client_email -> RSA public key
 TOKENS = web.AppKey("vertex_tokens", dict)  # access token -> expiry (epoch seconds)
@@ -53,6 +54,7 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 AUDIENCE = "https://oauth2.googleapis.com/token"  # the `aud` Google requires, whatever the token_uri
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 MAX_TOKENS_KEPT = 10_000
+DEFAULT_DIMENSIONS = 16
 DEMO_EMAIL = "gateway@demo-project.iam.gserviceaccount.com"
 DEMO_PROJECT = "demo-project"
 GOOGLE_STATUSES = (401, 403, 429)  # answered by Vertex itself, in Google's format, for every publisher
@@ -168,6 +170,19 @@ async def _claude(request: web.Request, model: str, action: str, body: dict[str,
     return await anthropic.answer(request, {**body, "model": model})
 
 
+def _predict_embeddings(body: dict[str, Any]) -> web.Response:
+    """`:predict` for text embedding models: one prediction per instance `{"content": text}`."""
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances or not all(
+            isinstance(i, dict) and isinstance(i.get("content"), str) for i in instances):
+        return gemini.error_response(400, "Invalid instances: each instance needs a `content` string.")
+    dims = int((body.get("parameters") or {}).get("outputDimensionality") or DEFAULT_DIMENSIONS)
+    return web.json_response({"predictions": [
+        {"embeddings": {"values": unit_vector(i["content"], dims),
+                        "statistics": {"token_count": count_tokens(i["content"]), "truncated": False}}}
+        for i in instances]})
+
+
 async def predict(request: web.Request) -> web.StreamResponse:
     if not _authorised(request):
         return gemini.error_response(401, NO_TOKEN)
@@ -182,6 +197,8 @@ async def predict(request: web.Request) -> web.StreamResponse:
         return gemini.error_response(b.status, f"emulated error {b.status}", b.retry_after)
     if publisher == "google" and action in ("generateContent", "streamGenerateContent", "countTokens"):
         return await gemini.answer(request, model, action, body)
+    if publisher == "google" and action == "predict":
+        return _predict_embeddings(body)
     if publisher == "anthropic" and action in ("rawPredict", "streamRawPredict"):
         return await _claude(request, model, action, body)
     return gemini.error_response(404, f"Publisher model `publishers/{publisher}/models/{model}` does not support :{action}.")

@@ -160,3 +160,21 @@ def test_passthrough_operations_vertex_does_not_offer(op, model):
     with pytest.raises(ProxyError) as e:
         backend().passthrough_request(op, b"{}", False, target(model), {})
     assert e.value.kind == "not_found"
+
+
+def test_embeddings_through_predict():
+    b = backend()
+    http = b.embeddings_request(ir.EmbeddingRequest(model="e", input=["a", "b"], dimensions=8), target("text-embedding-005"))
+    assert http.url.endswith("/publishers/google/models/text-embedding-005:predict")
+    assert jsonio.loads(http.body) == {"instances": [{"content": "a"}, {"content": "b"}], "parameters": {"outputDimensionality": 8}}
+    answer = {"predictions": [{"embeddings": {"values": [0.1], "statistics": {"token_count": 2, "truncated": False}}},
+                              {"embeddings": {"values": [0.2], "statistics": {"token_count": 3.0}}}]}
+    resp = b.embeddings_response(jsonio.dumps(answer), ir.EmbeddingRequest(model="e", input=["a", "b"]))
+    assert resp.data == [[0.1], [0.2]] and resp.usage == ir.Usage(input_tokens=5)
+    for bad_target, bad_input in ((target("claude-x"), ["a"]), (target("text-embedding-005"), [[1, 2]])):
+        with pytest.raises(ProxyError) as e:
+            b.embeddings_request(ir.EmbeddingRequest(model="e", input=bad_input), bad_target)
+        assert e.value.kind == "unsupported"
+    with pytest.raises(ProxyError) as e:
+        b.embeddings_response(b'{"predictions": [{}]}', ir.EmbeddingRequest(model="e", input=["a"]))
+    assert e.value.kind == "upstream_protocol"

@@ -79,6 +79,13 @@ async def test_gemini_generate_and_stream(gem):
     assert e.value.code == 429 and e.value.status == "RESOURCE_EXHAUSTED"
 
 
+async def test_text_embeddings_through_predict(gem):
+    r = await asyncio.wait_for(gem.models.embed_content(
+        model="text-embedding-005", contents=["a", "bb"], config=types.EmbedContentConfig(output_dimensionality=8)), 10)
+    assert [len(e.values) for e in r.embeddings] == [8, 8]
+    assert r.embeddings[0].statistics.token_count == 1
+
+
 async def test_model_routes_refuse_tokens_it_did_not_issue_or_that_expired(emulator):
     url, app, creds = emulator
     path = "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-x:rawPredict"

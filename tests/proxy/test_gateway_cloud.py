@@ -154,6 +154,18 @@ async def test_anthropic_errors(gateway, row):
     assert e.value.status_code == 500
 
 
+async def test_openai_embeddings_on_vertex(start_proxy, aiohttp_server, tmp_path):
+    url, _, credentials = await start_vertex(aiohttp_server, tmp_path)
+    server = await start_proxy({"backends": {"vx": {**VERTEX, "base_url": url, "credentials": str(credentials)}},
+                                "models": [{"name": "e", "backend": "vx", "model": "text-embedding-005"}]})
+    oai = openai.AsyncOpenAI(base_url=proxy_url(server, "/v1"), api_key="k", max_retries=0)
+    try:
+        r = await bounded(oai.embeddings.create(model="e", input=["a", "bb"], dimensions=8))
+        assert [len(d.embedding) for d in r.data] == [8, 8] and r.usage.prompt_tokens == 2
+    finally:
+        await oai.close()
+
+
 async def test_openai_embeddings_on_cohere(gateway):
     oai, _ = gateway
     r = await bounded(oai.embeddings.create(model="cohere", input=["a", "bb"], dimensions=8))
