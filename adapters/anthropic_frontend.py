@@ -18,6 +18,7 @@ Quirks handled (what is dropped, renamed or synthesised):
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any, ClassVar
 
@@ -27,7 +28,7 @@ from . import ir, jsonio
 from .anthropic_request import KNOWN_FIELDS, WireRequest, decode_request, messages_to_ir, request_to_ir, system_to_ir
 from .anthropic_response import WireUsage, error_body, render_message, usage_to_ir
 from .anthropic_stream import AnthropicStreamEncoder
-from .base import ApiRoute, ChatOp, CountTokensOp, InBody, ModelList, Route
+from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, CountTokensOp, InBody, KeyIn, ModelList, RateLimitHeaders, Route
 from .errors import ProxyError, bad_request
 from .sse import SSEEvent
 
@@ -62,11 +63,26 @@ def _usage_from(w: WireUsage | None) -> ir.Usage | None:
     return usage_to_ir(w) if w is not None else None
 
 
+def _rfc3339_at(seconds: float, now: float) -> str:
+    return datetime.datetime.fromtimestamp(now + seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Anthropic's rate-limit headers; the reset is an RFC 3339 time, not a duration.
+ANTHROPIC_RATELIMIT = RateLimitHeaders("anthropic-ratelimit-{kind}-limit", "anthropic-ratelimit-{kind}-remaining",
+                                       "anthropic-ratelimit-{kind}-reset", _rfc3339_at)  # fmt: skip
+
+
 class AnthropicFrontend:
     """The `/v1/messages` client format."""
 
     name: ClassVar[str] = "anthropic"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    # The SDK sends `api_key` as x-api-key and `auth_token` as a bearer token (Claude Code with
+    # ANTHROPIC_AUTH_TOKEN); x-api-key wins when both are sent.
+    client_key = (KeyIn(header="x-api-key"), BEARER)
+    # OpenAI's too: clients written for both (and the gateway's dashboards) read x-ratelimit-*.
+    rate_limit_headers = (X_RATELIMIT, ANTHROPIC_RATELIMIT)
+    error_prefixes = ("/v1/messages",)
     stream_framing: ClassVar[str] = "sse"
     # Pass-through: only events containing one of these carry token counts worth decoding
     # (OpenAI chunks carry "usage":null once usage is requested).

@@ -155,8 +155,8 @@ class InUrl:
 
 @dataclass(frozen=True, slots=True)
 class ApiRoute:
-    """`POST path`: one API call in this format.  The client's key is read by the gateway from any of
-    the places the supported formats send one (bearer, x-api-key, x-goog-api-key, ?key=)."""
+    """`POST path`: one API call in this format.  The client's key is read from the places its
+    frontend declares (`Frontend.client_key`), as for every other route of that frontend."""
 
     path: str  # an aiohttp path pattern; `InUrl` routes name a `{target}` variable
     target: InBody | InUrl
@@ -192,11 +192,59 @@ class StaticInfo:
 Route = ApiRoute | ModelList | ModelInfo | StaticInfo
 
 
+@dataclass(frozen=True, slots=True)
+class KeyIn:
+    """One place a format's clients send their API key: a header (whose value starts with `scheme`,
+    e.g. "Bearer", when it names one) or a query parameter."""
+
+    header: str | None = None
+    scheme: str | None = None
+    query: str | None = None
+
+
+BEARER = KeyIn(header="Authorization", scheme="Bearer")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitHeaders:
+    """One dialect of rate-limit response headers; `{kind}` in a name is "requests" or "tokens".
+    `reset_value(seconds, now)`: how the dialect writes the time until the window is back to its
+    initial state (`seconds` from `now`, epoch seconds)."""
+
+    limit: str
+    remaining: str
+    reset: str
+    reset_value: Callable[[float, float], str]
+
+
+def _duration(seconds: float, now: float) -> str:
+    """OpenAI's reset format: 20ms, 1s, 6m0s."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s}s"
+
+
+# OpenAI's headers, which most OpenAI-compatible servers copy: every frontend sends them unless it
+# declares otherwise.
+X_RATELIMIT = RateLimitHeaders("x-ratelimit-limit-{kind}", "x-ratelimit-remaining-{kind}",
+                               "x-ratelimit-reset-{kind}", _duration)  # fmt: skip
+
+
 class Frontend(Protocol):
     """A client-facing API format: what it serves (`routes`) and how it reports errors."""
 
     name: ClassVar[str]
     stream_content_type: ClassVar[str]
+    # Where its clients send their key, first found wins (every route of the format reads these).
+    client_key: ClassVar[tuple[KeyIn, ...]]
+    # The rate-limit headers a limited key's answers carry, in every dialect its clients read.
+    rate_limit_headers: ClassVar[tuple[RateLimitHeaders, ...]]
+    # Paths outside its routes whose errors (404, 405, 401 on the gateway's own endpoints) are
+    # rendered in this format; a path no frontend claims gets the registry's default frontend's.
+    error_prefixes: ClassVar[tuple[str, ...]]
 
     def routes(self) -> Sequence[Route]: ...
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
-from .base import ApiRoute, ChatOp, CountTokensOp, EmbeddingsOp, InUrl, Operation, Route
+from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, CountTokensOp, EmbeddingsOp, InUrl, KeyIn, Operation, Route
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
 from .gemini_request import Content, parse_request, strip_models
@@ -95,6 +95,10 @@ class GeminiFrontend:
 
     name: ClassVar[str] = "gemini"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    # google-genai sends x-goog-api-key; the REST docs use ?key=; Google's APIs also take a bearer token.
+    client_key = (KeyIn(header="x-goog-api-key"), KeyIn(query="key"), BEARER)
+    rate_limit_headers = (X_RATELIMIT,)
+    error_prefixes = ("/v1beta/",)
     stream_framing: ClassVar[str] = "sse"
     # Pass-through: only events containing one of these carry token counts worth decoding.
     usage_markers: ClassVar[tuple[bytes, ...]] = (b'"usageMetadata":{', b'"usageMetadata": {')

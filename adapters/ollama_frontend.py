@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
-from .base import ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelList, Route, StaticInfo
+from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelList, Route, StaticInfo
 from .common import arguments_object
 from .errors import ProxyError
 from .ollama_request import parse_chat, parse_embed, parse_generate
@@ -215,6 +215,10 @@ class OllamaFrontend:
 
     name: ClassVar[str] = "ollama"
     stream_content_type: ClassVar[str] = "application/x-ndjson"
+    # ollama-python sends OLLAMA_API_KEY (or a configured header) as a bearer token.
+    client_key = (BEARER,)
+    rate_limit_headers = (X_RATELIMIT,)
+    error_prefixes = ("/api/",)
     stream_framing: ClassVar[str] = "ndjson"
     # Pass-through: only the final line (and non-streamed answers) carry token counts.
     usage_markers: ClassVar[tuple[bytes, ...]] = (b'"eval_count"', b'"prompt_eval_count"')

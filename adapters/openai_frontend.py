@@ -22,7 +22,7 @@ import time
 from typing import Any, ClassVar
 
 from . import ir, jsonio
-from .base import ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelInfo, ModelList, Route
+from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelInfo, ModelList, Route
 from .errors import ProxyError
 from .sse import SSEEvent
 from .openai_request import parse_chat, parse_completion, parse_embeddings
@@ -60,6 +60,9 @@ class OpenAIFrontend:
 
     name: ClassVar[str] = "openai"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    client_key = (BEARER,)
+    rate_limit_headers = (X_RATELIMIT,)
+    error_prefixes: ClassVar[tuple[str, ...]] = ()  # the registry's default frontend
     stream_framing: ClassVar[str] = "sse"
     # Pass-through: only events containing one of these carry token counts worth decoding
     # (OpenAI chunks carry "usage":null once usage is requested).

@@ -38,7 +38,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
-from .base import ApiRoute, ChatOp, InBody, Route
+from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, InBody, Route
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
 from .openai_request import image_from_url
@@ -378,6 +378,9 @@ class ResponsesFrontend:
 
     name: ClassVar[str] = "openai-responses"
     stream_content_type: ClassVar[str] = "text/event-stream"
+    client_key = (BEARER,)
+    rate_limit_headers = (X_RATELIMIT,)
+    error_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def routes(self) -> list[Route]:
         op = ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder, (("max_output_tokens",),),

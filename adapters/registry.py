@@ -13,6 +13,9 @@ FRONTENDS = {
     "gemini": "adapters.gemini_frontend:GeminiFrontend",
     "openai-responses": "adapters.openai_responses_frontend:ResponsesFrontend",
 }
+# Speaks for the gateway where no format does: its own endpoints (metrics, health, admin API) take
+# this frontend's key places and answer errors in its shape, as does any path no frontend claims.
+DEFAULT_FRONTEND = "openai"
 
 PROVIDERS = {
     "openai": "adapters.openai_backend:OpenAIBackend",

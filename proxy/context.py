@@ -53,7 +53,6 @@ class RequestContext:
         "span",
         "debug_body",
         "key_name",
-        "frontend_name",
         "extra_headers",
         "stream_chunks",
         "charged",
@@ -81,7 +80,6 @@ class RequestContext:
         self.span = None  # the request's tracing span, when tracing is on
         self.debug_body: str | None = None  # only with server.log_prompts (a debugging aid)
         self.key_name = ""  # the client key's name (never the secret)
-        self.frontend_name = ""  # the client's format
         self.extra_headers: dict[str, str] = {}  # sent with the response, e.g. rate-limit state
         self.stream_chunks = 0  # upstream stream reads relayed (a cut stream's token estimate)
         self.charged: tuple[int, int] | None = None  # (prompt, completion) charged to a limited key

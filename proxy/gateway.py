@@ -39,6 +39,9 @@ class Gateway:
         self.dispatcher = Dispatcher(self.router, cfg.routing, list(self.backends))
         self.recorder = Recorder()
         self.frontends: dict[str, Frontend] = {name: registry.frontend(name) for name in registry.FRONTENDS}
+        # Speaks for the paths no frontend claims (and the gateway's own endpoints).
+        self.default_frontend = self.frontends[registry.DEFAULT_FRONTEND]
+        self.error_formats = [(prefix, f) for f in self.frontends.values() for prefix in f.error_prefixes]
         self.keys = KeyRing(cfg.auth)
         self.store, self.limiter, self.admin = self._limits(cfg)
         self.ready = False
@@ -61,7 +64,7 @@ class Gateway:
         admin = None
         if admin_on:
             self.keys.store = store  # run-time keys
-            admin = AdminAPI(auth.admin_key, self.keys, store, self.frontends["openai"].render_error)
+            admin = AdminAPI(auth.admin_key, self.keys, store, self.default_frontend.render_error)
         return store, Limiter(cfg.state, store, lease_ttl), admin
 
     def _build_handlers(self) -> dict[tuple[str, str], Handler]:
@@ -87,9 +90,9 @@ class Gateway:
         return handlers
 
     # -- what the frontends declare beyond their API calls ---------------------------------------------
-    async def _model_names(self, request: web.Request) -> list[str]:
+    async def _model_names(self, request: web.Request, frontend: Frontend) -> list[str]:
         """The configured models the caller's key may use."""
-        key = await self.keys.authenticate(request)
+        key = await self.keys.authenticate(request, frontend.client_key)
         names = self.router.names()
         return names if key is None or key.allows is None else [n for n in names if key.allows(n)]
 
@@ -105,7 +108,7 @@ class Gateway:
                 return await self.unrouted(request)
             route, frontend = chosen
             try:
-                names = await self._model_names(request)
+                names = await self._model_names(request, frontend)
             except ProxyError as err:
                 return error_response(frontend, err, RequestContext(new_request_id(), path))
             return web.Response(body=route.render(names), content_type="application/json")
@@ -117,7 +120,7 @@ class Gateway:
             name = request.match_info["model"]
             ctx = RequestContext(new_request_id(), route.path)
             try:
-                key = await self.keys.authenticate(request)
+                key = await self.keys.authenticate(request, frontend.client_key)
                 check_model_name(name)
             except ProxyError as err:
                 return error_response(frontend, err, ctx)
@@ -131,7 +134,7 @@ class Gateway:
     def _static(self, route: StaticInfo, frontend: Frontend) -> Handler:
         async def handler(request: web.Request) -> web.StreamResponse:
             try:
-                await self.keys.authenticate(request)
+                await self.keys.authenticate(request, frontend.client_key)
             except ProxyError as err:
                 return error_response(frontend, err, RequestContext(new_request_id(), route.path))
             return web.Response(body=route.render(), content_type="application/json")
@@ -144,18 +147,19 @@ class Gateway:
     async def endpoint(self, method: str, request: web.Request) -> web.StreamResponse:
         if method not in ALWAYS_PUBLIC:
             try:
-                await self.keys.authenticate(request)
+                await self.keys.authenticate(request, self._format_of(request.path).client_key)
             except ProxyError as err:
                 return self.error(request, err)
         return await getattr(self, method)(request)
 
+    def _format_of(self, path: str) -> Frontend:
+        """The frontend that claims `path` (`Frontend.error_prefixes`), else the default one."""
+        return next((f for prefix, f in self.error_formats if path.startswith(prefix)), self.default_frontend)
+
     def error(self, request: web.Request, err: ProxyError) -> web.Response:
-        """`err` for a request outside the API routes: Ollama's format under /api/, Anthropic's under
-        /v1/messages, Gemini's under /v1beta/, else OpenAI's."""
+        """`err` for a request outside the API routes, in the format of the frontend claiming its path."""
         path = request.path
-        fname = next((f for prefix, f in _ERROR_FORMATS if path.startswith(prefix)), "openai")
-        frontend = self.frontends.get(fname) or self.frontends["openai"]
-        return error_response(frontend, err, RequestContext(new_request_id(), path))
+        return error_response(self._format_of(path), err, RequestContext(new_request_id(), path))
 
     async def root(self, request: web.Request) -> web.Response:
         # Clients probe the base URL for connectivity (Claude Code sends HEAD /).
@@ -212,7 +216,6 @@ class Gateway:
         return {"store": kind, "status": "ok"}
 
 
-_ERROR_FORMATS = (("/api/", "ollama"), ("/v1/messages", "anthropic"), ("/v1beta/", "gemini"))
 UNROUTED = "unrouted"  # name of the catch-all route, registered last (every path and method left)
 # Answered without a key: a connectivity probe, and the 404/405 of routes that do not exist (the
 # route table is no secret; a 401 there would only hide a typo).

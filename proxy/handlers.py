@@ -102,9 +102,8 @@ class ApiHandler:
         return resp
 
     async def _serve(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
-        ctx.frontend_name = self.frontend.name
         gw = self.gw
-        key = await gw.keys.authenticate(request)
+        key = await gw.keys.authenticate(request, self.frontend.client_key)
         if key is not None:
             ctx.key_name = key.name
         body = await self._read_body(request)
@@ -132,7 +131,8 @@ class ApiHandler:
         if key is None or not key.limited:
             return await self._call(call, route)
         cap = op.max_tokens_fields if isinstance(op, ChatOp) else None
-        ticket = await gw.limiter.admit(key, ctx, cap, body, raw, route.config.max_tokens, ctx.price, gw.keys.refresh)
+        ticket = await gw.limiter.admit(key, ctx, cap, body, raw, route.config.max_tokens, ctx.price,
+                                        self.frontend.rate_limit_headers, gw.keys.refresh)
         if ticket is None:  # state store down and on_error: open
             return await self._call(call, route)
         outcome = "error"

@@ -17,12 +17,13 @@ import fnmatch
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
 from aiohttp import web
 
+from adapters.base import KeyIn
 from adapters.errors import ProxyError
 
 from .config import AuthConfig, KeyLimits, key_configs, period_seconds
@@ -80,16 +81,27 @@ def sha256_hex(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def supplied_key(request: web.Request) -> str:
-    """The key in each client format's own place: OpenAI bearer, Anthropic x-api-key, Gemini
-    x-goog-api-key or ?key=."""
-    headers = request.headers
-    supplied = headers.get("x-api-key") or headers.get("x-goog-api-key") or request.query.get("key") or ""
-    if not supplied:
-        auth = headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            supplied = auth[7:].strip()
-    return supplied
+def supplied_key(request: web.Request, places: Sequence[KeyIn]) -> str:
+    """The key from the first of the places the route's format declares (`Frontend.client_key`)."""
+    for place in places:
+        if place.query is not None:
+            supplied = request.query.get(place.query, "")
+        else:
+            supplied = request.headers.get(place.header, "")
+            if place.scheme is not None:
+                scheme, _, supplied = supplied.partition(" ")
+                if scheme.lower() != place.scheme.lower():
+                    continue
+        supplied = supplied.strip()
+        if supplied:
+            return supplied
+    return ""
+
+
+def describe(places: Sequence[KeyIn]) -> str:
+    """Where the key goes, for the 401 of a request without one: "x-api-key or Authorization: Bearer"."""
+    return " or ".join(f"?{p.query}=" if p.query else f"{p.header}: {p.scheme}" if p.scheme else p.header
+                       for p in places)  # fmt: skip
 
 
 class KeyRing:
@@ -115,16 +127,15 @@ class KeyRing:
     def is_public(self, path: str) -> bool:
         return path in self.public or (bool(self.public_prefixes) and path.startswith(self.public_prefixes))
 
-    async def authenticate(self, request: web.Request) -> Identity | None:
-        """The caller's identity; None when auth is off or the path is public (`auth.public`: any key
-        sent there is ignored).  Raises ProxyError 401 for a missing or wrong key.  Every route but
-        the admin API's goes through here."""
+    async def authenticate(self, request: web.Request, places: Sequence[KeyIn]) -> Identity | None:
+        """The caller's identity, from the key in `places` (the route's format's); None when auth is
+        off or the path is public (`auth.public`: any key sent there is ignored).  Raises ProxyError
+        401 for a missing or wrong key.  Every route but the admin API's goes through here."""
         if not self.enabled or self.is_public(request.path):
             return None
-        supplied = supplied_key(request)
+        supplied = supplied_key(request, places)
         if not supplied:
-            raise ProxyError("authentication", "missing API key (Authorization: Bearer or x-api-key)",
-                             code="invalid_api_key")  # fmt: skip
+            raise ProxyError("authentication", f"missing API key ({describe(places)})", code="invalid_api_key")
         digest = sha256_hex(supplied)
         found = self.config.get(digest) or self._cache.get(digest)
         if found is None and self.store is not None:

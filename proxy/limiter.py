@@ -20,11 +20,12 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from adapters import jsonio
+from adapters.base import RateLimitHeaders
 from adapters.errors import ProxyError
 
 from .config import PriceConfig, StateConfig
@@ -65,13 +66,14 @@ class Limiter:
 
     # -- admission --------------------------------------------------------------------------------------
     async def admit(self, key: Identity, ctx: RequestContext, max_tokens_fields: tuple[tuple[str, ...], ...] | None,
-                    body: bytes, raw: dict[str, Any],
-                    default_max_tokens: int | None, price: PriceConfig | None, refresh=None) -> Ticket | None:  # fmt: skip
+                    body: bytes, raw: dict[str, Any], default_max_tokens: int | None, price: PriceConfig | None,
+                    dialects: Sequence[RateLimitHeaders], refresh=None) -> Ticket | None:  # fmt: skip
         """Reserve the request's share, or raise the refusal.  `refresh(key)` re-reads a run-time key
         whose stored version changed (returns None once it is gone).  `max_tokens_fields`: where the
         operation's format puts the client's completion cap (`ChatOp.max_tokens_fields`); None for an
         operation that generates nothing (embeddings, token counts).  Read from the top-level raw
-        fields, so a pass-through body is never decoded whole."""
+        fields, so a pass-through body is never decoded whole.  `dialects`: the rate-limit headers
+        the caller's format declares (`Frontend.rate_limit_headers`)."""
         prompt = len(body) // BYTES_PER_TOKEN + 1
         completion = 0
         if max_tokens_fields is not None:
@@ -89,7 +91,7 @@ class Limiter:
                 break
         if d.reason in ("revoked", "stale"):
             raise ProxyError("authentication", "invalid API key (revoked)", code="invalid_api_key")
-        ctx.extra_headers.update(rate_headers(key, d, ctx.frontend_name == "anthropic", self.clock()))
+        ctx.extra_headers.update(rate_headers(key, d, dialects, self.clock()))
         if not d.admitted:
             raise _refusal(key, d, ask.tokens, self.clock())
         return Ticket(key, d.lease, prompt, ask.tokens, ask.cost, price)
@@ -188,8 +190,8 @@ def _refusal(key: Identity, d: Decision, tokens: int, now: float) -> ProxyError:
     return ProxyError("rate_limit", msg, retry_after=max(1.0, d.retry_after or 1.0), code="rate_limit_exceeded")
 
 
-def rate_headers(key: Identity, d: Decision, anthropic: bool, now: float) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers (and Anthropic's anthropic-ratelimit-* on its route)."""
+def rate_headers(key: Identity, d: Decision, dialects: Sequence[RateLimitHeaders], now: float) -> dict[str, str]:
+    """The key's request and token limits, in each header dialect the caller's format reads."""
     lim = key.limits
     out: dict[str, str] = {}
     for kind, limit, used in (("requests", lim.rpm, d.requests), ("tokens", lim.tpm, d.tokens)):
@@ -198,26 +200,13 @@ def rate_headers(key: Identity, d: Decision, anthropic: bool, now: float) -> dic
         # Reset: the window is back to its initial state once the newest entry leaves it.
         reset = d.retry_after if not d.admitted and d.retry_after is not None else WINDOW
         remaining = str(max(0, limit - used))
-        out[f"x-ratelimit-limit-{kind}"] = str(limit)
-        out[f"x-ratelimit-remaining-{kind}"] = remaining
-        out[f"x-ratelimit-reset-{kind}"] = _duration(reset)
-        if anthropic:
-            out[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
-            out[f"anthropic-ratelimit-{kind}-remaining"] = remaining
-            out[f"anthropic-ratelimit-{kind}-reset"] = rfc3339(now + reset)
+        for h in dialects:
+            out[h.limit.format(kind=kind)] = str(limit)
+            out[h.remaining.format(kind=kind)] = remaining
+            out[h.reset.format(kind=kind)] = h.reset_value(reset, now)
     if d.reason == "budget":
         out["x-should-retry"] = "false"  # the official SDKs then do not retry a spent budget
     return out
-
-
-def _duration(seconds: float) -> str:
-    """OpenAI's reset format: 20ms, 1s, 6m0s."""
-    if seconds < 1:
-        return f"{max(0, round(seconds * 1000))}ms"
-    if seconds < 60:
-        return f"{round(seconds, 3):g}s"
-    m, s = divmod(round(seconds), 60)
-    return f"{m}m{s}s"
 
 
 def rfc3339(ts: float) -> str:

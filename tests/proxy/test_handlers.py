@@ -50,7 +50,7 @@ def post(path: str, extra: bytes, body: bytes = BODY) -> bytes:
 
 
 @pytest.mark.parametrize("path, header", [
-    ("/v1/chat/completions", b"x-api-key: \xff\xfe\r\n"),
+    ("/v1/chat/completions", b"Authorization: Bearer \xff\xfe\r\n"),
     ("/v1/messages", b"x-api-key: caf\xe9\r\n"),
     ("/v1/chat/completions", b"Authorization: Bearer \xff\r\n"),
     ("/api/chat", b"Authorization: Bearer \xc3\r\n"),
@@ -126,10 +126,13 @@ async def read_response(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/api/chat", "/v1beta/models/oa-x:generateContent"])
-async def test_slow_body_gets_408_in_the_callers_format(start_proxy, path):
+@pytest.mark.parametrize("path, key_header", [
+    ("/v1/chat/completions", "Authorization: Bearer"), ("/v1/messages", "x-api-key:"), ("/api/chat", "Authorization: Bearer"),
+    ("/v1beta/models/oa-x:generateContent", "x-goog-api-key:"),
+])
+async def test_slow_body_gets_408_in_the_callers_format(start_proxy, path, key_header):
     server = await start_proxy(config(request_read_timeout=0.5))
-    status, body, took = await trickle(server, path, f"x-api-key: {KEY}\r\n".encode(), gap=0.2, limit=5)
+    status, body, took = await trickle(server, path, f"{key_header} {KEY}\r\n".encode(), gap=0.2, limit=5)
     assert status == 408 and 0.4 < took < 3
     assert_caller_error(path, 408, body)
 
@@ -139,7 +142,7 @@ async def test_slowloris_connections_are_cut_and_counted_out(start_proxy):
     server = await start_proxy(config(request_read_timeout=1.0))
     route = "/v1/chat/completions"
     base = await in_flight(server, route)
-    tasks = [asyncio.ensure_future(trickle(server, route, f"x-api-key: {KEY}\r\n".encode(), gap=0.25, limit=8))
+    tasks = [asyncio.ensure_future(trickle(server, route, f"Authorization: Bearer {KEY}\r\n".encode(), gap=0.25, limit=8))
              for _ in range(60)]
     peak = 0.0
     while not all(t.done() for t in tasks):

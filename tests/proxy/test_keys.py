@@ -31,7 +31,7 @@ def config(emu: str) -> dict:
             {"name": "qwen-72b", "backend": "emu"},
             {"name": "gpt-4o", "backend": "emu"},
         ],
-        "auth": {"keys": [
+        "auth": {"public": ["/health/live"], "keys": [
             "plain-unlimited",
             {"key": SEARCH_KEY, "name": "team-search", "models": ["llama-3.1-*", "qwen-*"]},
             {"key_sha256": hashlib.sha256(HASHED_SECRET.encode()).hexdigest(), "name": "hashed", "models": ["gpt-4o"]},
@@ -145,3 +145,55 @@ async def test_keys_without_limits_never_open_the_state_store(start_emulator, st
     await client.chat.completions.create(model="qwen-72b", messages=[{"role": "user", "content": "x"}])
     await client.close()
     assert not (tmp_path / "never.db").exists()
+
+
+GEMINI_COUNT = "/v1beta/models/gpt-4o:countTokens"
+ANTHROPIC_LIST = {"anthropic-version": "2023-06-01"}
+
+
+@pytest.mark.parametrize("method, path, headers, query, status", [
+    # each format's own places (`Frontend.client_key`) ...
+    ("GET", "/v1/models", {"Authorization": "Bearer plain-unlimited"}, {}, 200),
+    ("GET", "/v1/models", {"authorization": "bearer  plain-unlimited "}, {}, 200),
+    ("GET", "/v1/models", {**ANTHROPIC_LIST, "x-api-key": "plain-unlimited"}, {}, 200),
+    ("GET", "/v1/models", {**ANTHROPIC_LIST, "Authorization": "Bearer plain-unlimited"}, {}, 200),
+    ("GET", "/api/tags", {"Authorization": "Bearer plain-unlimited"}, {}, 200),
+    ("POST", GEMINI_COUNT, {"x-goog-api-key": "plain-unlimited"}, {}, 200),
+    ("POST", GEMINI_COUNT, {}, {"key": "plain-unlimited"}, 200),
+    ("POST", GEMINI_COUNT, {"Authorization": "Bearer plain-unlimited"}, {}, 200),
+    # ... and only those: another format's place is no key here
+    ("GET", "/v1/models", {"x-api-key": "plain-unlimited"}, {}, 401),
+    ("GET", "/v1/models", {}, {"key": "plain-unlimited"}, 401),
+    ("GET", "/v1/models", {"Authorization": "Basic plain-unlimited"}, {}, 401),
+    ("GET", "/api/tags", {"x-goog-api-key": "plain-unlimited"}, {}, 401),
+    ("POST", GEMINI_COUNT, {"x-api-key": "plain-unlimited"}, {}, 401),
+    # the gateway's own endpoints (when not public): the default frontend's places
+    ("GET", "/metrics", {"Authorization": "Bearer plain-unlimited"}, {}, 200),
+    ("GET", "/metrics", {"x-api-key": "plain-unlimited"}, {}, 401),
+])  # fmt: skip
+async def test_key_is_read_from_the_places_its_format_declares(gw, method, path, headers, query, status):
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]} if method == "POST" else None
+    async with aiohttp.ClientSession() as s:
+        async with s.request(method, proxy_url(gw, path), headers=headers, params=query, json=body) as r:
+            assert r.status == status, await r.text()
+
+
+async def test_anthropic_auth_token_is_a_bearer_key(gw):
+    """Claude Code with ANTHROPIC_AUTH_TOKEN: the SDK's `auth_token` goes out as Authorization: Bearer."""
+    client = anthropic.AsyncAnthropic(base_url=proxy_url(gw), auth_token=HASHED_SECRET, max_retries=0)
+    assert [m.id for m in (await client.models.list()).data] == ["gpt-4o"]
+    msg = await client.messages.create(model="gpt-4o", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text == "echo: hi"
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        await anthropic.AsyncAnthropic(base_url=proxy_url(gw), auth_token="wrong", max_retries=0).models.list()
+    assert info.value.body["error"]["type"] == "authentication_error"
+    await client.close()
+
+
+async def test_missing_key_names_the_formats_places(gw):
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(gw, "/v1/messages"), json={"model": "gpt-4o"}) as r:
+            assert r.status == 401
+            assert (await r.json())["error"]["message"] == "missing API key (x-api-key or Authorization: Bearer)"
+        async with s.post(proxy_url(gw, GEMINI_COUNT), json={}) as r:
+            assert "x-goog-api-key or ?key= or Authorization: Bearer" in (await r.json())["error"]["message"]

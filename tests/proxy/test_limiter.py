@@ -338,9 +338,9 @@ def test_charged_tokens(usage, outcome, first_write, chunks, expected):
 
 @pytest.mark.parametrize("seconds, text", [(0.02, "20ms"), (1, "1s"), (1.5, "1.5s"), (60, "1m0s"), (360, "6m0s")])
 def test_reset_durations_in_openai_format(seconds, text):
-    from proxy.limiter import _duration
+    from adapters.base import X_RATELIMIT
 
-    assert _duration(seconds) == text
+    assert X_RATELIMIT.reset_value(seconds, 0.0) == text
 
 
 async def test_one_redis_round_trip_per_phase(emu, start_proxy, redis_url):
