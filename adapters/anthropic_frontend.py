@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .anthropic_request import KNOWN_FIELDS, WireRequest, decode_request, messages_to_ir, request_to_ir, system_to_ir
 from .anthropic_response import WireUsage, error_body, render_message, usage_to_ir
 from .anthropic_stream import AnthropicStreamEncoder
@@ -98,11 +99,11 @@ class AnthropicFrontend:
             ModelList("/v1/models", self.render_models, when_header="anthropic-version"),
         ]
 
-    def parse_chat(self, body: bytes) -> ir.ChatRequest:
+    def parse_chat(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
         wire = decode_request(body)
         if wire.max_tokens is None:
             raise bad_request("max_tokens: Field required", param="max_tokens")
-        return request_to_ir(wire, jsonio.unknown_fields(body, KNOWN_FIELDS))
+        return request_to_ir(wire, jsonio.unknown_fields(body, KNOWN_FIELDS, raw))
 
     def render_chat(self, resp: ir.ChatResponse, model: str) -> bytes:
         return jsonio.dumps(render_message(resp, model))

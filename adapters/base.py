@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import msgspec
 
 from . import ir
+from .jsonio import TopLevel
 from .errors import ProxyError, unsupported
 from .sse import SSEEvent
 
@@ -103,7 +104,9 @@ class ChatOp:
     """A generation (chat, legacy completion, Responses): body -> ChatRequest, answer -> body/stream."""
 
     name: str  # the operation as `Backend.passthrough_request` receives it
-    parse: Callable[[bytes], ir.ChatRequest]
+    # (body, its top level as the gateway already split it) -> request; the split is reused for the
+    # unknown fields kept in `extra`, so the body is split once.
+    parse: Callable[[bytes, TopLevel], ir.ChatRequest]
     render: Callable[[ir.ChatResponse, str], bytes]  # (answer, client model) -> body
     stream_encoder: Callable[[ir.ChatRequest, str], StreamEncoder]
     # Where the client's cap on completion tokens is (top-level field paths, first found wins): the

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, CountTokensOp, EmbeddingsOp, InUrl, KeyIn, Operation, Route
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
@@ -131,8 +132,8 @@ class GeminiFrontend:
         return strip_models(model), op, stream
 
     # -- requests -----------------------------------------------------------------------------------
-    def parse_chat(self, body: bytes) -> ir.ChatRequest:
-        return parse_request(body)
+    def parse_chat(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
+        return parse_request(body, raw)
 
     def parse_embeddings(self, body: bytes) -> ir.EmbeddingRequest:
         """`:embedContent` body -> one input."""

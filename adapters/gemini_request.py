@@ -24,6 +24,7 @@ from typing import Any
 from msgspec import Struct
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .common import decode_client_body
 from .errors import bad_request, unsupported
 
@@ -398,6 +399,6 @@ def request_to_ir(w: GenerateContentRequest, extra: dict[str, Any]) -> ir.ChatRe
     )
 
 
-def parse_request(body: bytes) -> ir.ChatRequest:
+def parse_request(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
     wire: GenerateContentRequest = decode_client_body(_request_decoder, body, "generateContent request")
-    return request_to_ir(wire, jsonio.unknown_fields(body, KNOWN_FIELDS))
+    return request_to_ir(wire, jsonio.unknown_fields(body, KNOWN_FIELDS, raw))

@@ -6,6 +6,7 @@ both behind these few names lets the choice change in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -45,10 +46,17 @@ def decoder(typ: Any) -> msgspec.json.Decoder:
     return msgspec.json.Decoder(typ)
 
 
-def unknown_fields(data: bytes, known: frozenset[str]) -> dict[str, Any]:
+# A JSON object split at its top level: key -> the value's undecoded bytes.
+TopLevel = Mapping[str, msgspec.Raw]
+
+
+def unknown_fields(data: bytes, known: frozenset[str], raw: TopLevel | None = None) -> dict[str, Any]:
     """The top-level fields of a JSON object outside `known`, decoded (what a frontend keeps in
-    `ChatRequest.extra`).  `data` has already been decoded once, so it is a valid object."""
-    return {k: loads(v) for k, v in top_level_raw(data).items() if k not in known}
+    `ChatRequest.extra`).  `data` has already been decoded once, so it is a valid object; `raw` is
+    its top level when the caller has already split it (`top_level_raw`), so it is not split again."""
+    if raw is None:
+        raw = top_level_raw(data)
+    return {k: loads(v) for k, v in raw.items() if k not in known}
 
 
 def top_level_raw(data: bytes) -> dict[str, msgspec.Raw]:

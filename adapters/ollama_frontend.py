@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelList, Route, StaticInfo
 from .common import arguments_object
 from .errors import ProxyError
@@ -236,11 +237,11 @@ class OllamaFrontend:
         ]
 
     # -- requests ------------------------------------------------------------------------------------
-    def parse_chat(self, body: bytes) -> ir.ChatRequest:
-        return parse_chat(body)
+    def parse_chat(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
+        return parse_chat(body, raw)
 
-    def parse_completion(self, body: bytes) -> ir.ChatRequest:
-        return parse_generate(body)
+    def parse_completion(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
+        return parse_generate(body, raw)
 
     def parse_embeddings(self, body: bytes) -> ir.EmbeddingRequest:
         return parse_embed(body)

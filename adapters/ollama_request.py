@@ -43,6 +43,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .common import decode_client_body, validation_error
 from .errors import bad_request, unsupported
 
@@ -307,9 +308,9 @@ def _options(raw: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]
     return fields, {k: v for k, v in raw.items() if k not in _OPTION_FIELDS}
 
 
-def _common(r: _Common, body: bytes, known: frozenset[str]) -> dict[str, Any]:
+def _common(r: _Common, body: bytes, known: frozenset[str], raw: TopLevel | None) -> dict[str, Any]:
     fields, other_options = _options(r.options)
-    extra = jsonio.unknown_fields(body, known)
+    extra = jsonio.unknown_fields(body, known, raw)
     if other_options:
         extra["options"] = other_options
     return dict(
@@ -328,7 +329,7 @@ def _common(r: _Common, body: bytes, known: frozenset[str]) -> dict[str, Any]:
 # Requests
 
 
-def parse_chat(body: bytes) -> ir.ChatRequest:
+def parse_chat(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
     r: ChatIn = decode_client_body(_chat_decoder, body, "chat request")
     if not r.messages:
         raise bad_request(
@@ -336,16 +337,16 @@ def parse_chat(body: bytes) -> ir.ChatRequest:
         )
     system, messages = messages_to_ir(r.messages)
     return ir.ChatRequest(messages=messages, system=system, tools=tools_to_ir(r.tools),
-                          **_common(r, body, _CHAT_FIELDS))
+                          **_common(r, body, _CHAT_FIELDS, raw))
 
 
-def parse_generate(body: bytes) -> ir.ChatRequest:
+def parse_generate(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
     r: GenerateIn = decode_client_body(_generate_decoder, body, "generate request")
     if not r.prompt and not r.images:
         raise bad_request(
             "prompt must not be empty (loading a model is not available through this gateway)", param="prompt"
         )
-    common = _common(r, body, _GENERATE_FIELDS)
+    common = _common(r, body, _GENERATE_FIELDS, raw)
     if r.raw:
         if r.images:
             raise unsupported("images cannot be sent with a raw prompt through this gateway", param="images")

@@ -22,6 +22,7 @@ import time
 from typing import Any, ClassVar
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, EmbeddingsOp, InBody, ModelInfo, ModelList, Route
 from .errors import ProxyError
 from .sse import SSEEvent
@@ -81,11 +82,11 @@ class OpenAIFrontend:
             ModelInfo("/v1/models/{model:.+}", self.render_model),
         ]
 
-    def parse_chat(self, body: bytes) -> ir.ChatRequest:
-        return parse_chat(body)
+    def parse_chat(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
+        return parse_chat(body, raw)
 
-    def parse_completion(self, body: bytes) -> ir.ChatRequest:
-        return parse_completion(body)
+    def parse_completion(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
+        return parse_completion(body, raw)
 
     def parse_embeddings(self, body: bytes) -> ir.EmbeddingRequest:
         return parse_embeddings(body)

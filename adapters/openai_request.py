@@ -26,6 +26,7 @@ from typing import Any, Literal, Union
 from msgspec import Struct
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
 from .openai_tools import (CustomTool, FunctionDef, FunctionName, FunctionTool, JsonObjectFormat, JsonSchemaFormat,
@@ -308,7 +309,7 @@ def _common(r: _Sampling) -> dict[str, Any]:
     )
 
 
-def parse_chat(body: bytes) -> ir.ChatRequest:
+def parse_chat(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
     r: ChatRequestIn = decode_client_body(_chat_decoder, body, "chat completion request")
     if not r.messages:
         raise bad_request("messages must contain at least one message", param="messages")
@@ -331,7 +332,7 @@ def parse_chat(body: bytes) -> ir.ChatRequest:
         logprobs=r.logprobs,
         top_logprobs=r.top_logprobs,
         metadata=r.metadata,
-        extra=jsonio.unknown_fields(body, _CHAT_FIELDS),
+        extra=jsonio.unknown_fields(body, _CHAT_FIELDS, raw),
     )
 
 
@@ -346,7 +347,7 @@ def _prompt(prompt: Any) -> str:
     )
 
 
-def parse_completion(body: bytes) -> ir.ChatRequest:
+def parse_completion(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
     r: CompletionRequestIn = decode_client_body(_completion_decoder, body, "completion request")
     if r.prompt is None:
         raise bad_request("prompt is required", param="prompt")
@@ -356,7 +357,7 @@ def parse_completion(body: bytes) -> ir.ChatRequest:
         max_tokens=16 if r.max_tokens is None else r.max_tokens,
         logprobs=True if r.logprobs is not None else None,
         top_logprobs=r.logprobs or None,
-        extra=jsonio.unknown_fields(body, _COMPLETION_FIELDS),
+        extra=jsonio.unknown_fields(body, _COMPLETION_FIELDS, raw),
     )
 
 

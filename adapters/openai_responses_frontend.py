@@ -38,6 +38,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
+from .jsonio import TopLevel
 from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, InBody, Route
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
@@ -387,8 +388,8 @@ class ResponsesFrontend:
                     render_with_request=self.render_chat)
         return [ApiRoute("/v1/responses", InBody(op))]
 
-    def parse_chat(self, body: bytes) -> ir.ChatRequest:
-        return parse_request(body)
+    def parse_chat(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
+        return parse_request(body)  # unknown fields are ignored, so the split is not needed
 
     def render_chat(self, resp: ir.ChatResponse, model: str, req: ir.ChatRequest | None = None) -> bytes:
         choice = resp.choices[0] if resp.choices else ir.Choice()

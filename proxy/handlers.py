@@ -57,7 +57,7 @@ class Call:
         them (a URL-addressed format has neither in its body)."""
         if self.req is None:
             with relay.client_values(self.body):
-                self.req = op.parse(self.body)
+                self.req = op.parse(self.body, self.raw)
             self.req.model = self.ctx.client_model
             self.req.stream = self.ctx.stream
         return self.req
