@@ -3,8 +3,8 @@
 Served only when `auth.admin_key` is set, and only to `Authorization: Bearer <admin_key>` (a client
 key is never accepted: config loading refuses an admin key equal to a client key).  Keys made here
 live in the state store, stored as the sha256 of their secret; the secret is in the creation answer
-and nowhere else.  Keys from the config file are listed but read-only.  Answers are JSON; errors use
-the OpenAI error shape.
+and nowhere else.  Keys from the config file are listed but read-only.  Answers are JSON; errors are
+rendered by the registry's default frontend (`registry.DEFAULT_FRONTEND`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class AdminAPI:
         self._admin = hashlib.sha256(admin_key.encode()).digest()
         self.keys = keys
         self.store = store
-        self.render_error = render_error  # ProxyError -> (status, body) in the OpenAI shape
+        self.render_error = render_error  # ProxyError -> (status, body), the default frontend's shape
         self.clock = clock
 
     def routes(self) -> list[tuple[str, str, Any]]:
