@@ -19,10 +19,11 @@ import msgspec
 from aiohttp import web
 
 from adapters import jsonio
+from adapters.base import BEARER
 from adapters.errors import ProxyError
 
 from .config import KEY_NAME, BudgetConfig, ConfigError, KeyLimits, check_limits
-from .keys import Identity, KeyRing, from_record, sha256_hex
+from .keys import Identity, KeyRing, from_record, sha256_hex, supplied_key
 from .limiter import rfc3339
 from .state.base import WINDOW, KeyRecord, StateStore, StoreUnavailable
 
@@ -63,9 +64,8 @@ class AdminAPI:
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _check(self, request: web.Request) -> None:
-        auth = request.headers.get("Authorization", "")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._admin):
+        token = supplied_key(request, (BEARER,))
+        if not hmac.compare_digest(hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest(), self._admin):
             raise ProxyError("authentication", "invalid or missing admin key", code="invalid_api_key")
 
     async def _answer(self, request: web.Request, work) -> web.Response:

@@ -4,6 +4,7 @@ gateway sharing the store (another replica); config keys read-only; the admin ke
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import aiohttp
@@ -126,3 +127,14 @@ async def test_admin_api_off_without_admin_key(start_emulator, start_proxy, tmp_
     async with aiohttp.ClientSession() as s:
         async with s.get(proxy_url(server, "/admin/keys"), headers={"Authorization": f"Bearer {ADMIN}"}) as r:
             assert r.status in (404, 405)
+
+
+async def test_non_utf8_admin_key_is_a_401(start_proxy, start_emulator, tmp_path):
+    """The admin key is read like a client key (`keys.supplied_key`): undecodable bytes are a wrong
+    key (before: a 500, the secret hashed with a strict UTF-8 encode)."""
+    server = await start_proxy(config(await start_emulator("openai"), f"sqlite:///{tmp_path}/state.db"))
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"GET /admin/keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
+    head = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401")
