@@ -117,8 +117,9 @@ def _tool_mode(body: dict[str, Any]) -> str:
 
 
 def _last_user_turn(body: dict[str, Any]) -> str | None:
-    """The last message's text when it is a user turn that is not tool results (what a model reacts to)."""
-    msgs = body.get("messages") or []
+    """The last message's text when it is a user turn that is not tool results (what a model reacts to).
+    System messages after it (the beta `role: "system"` turn Claude Code appends) are context, not a turn."""
+    msgs = [m for m in body.get("messages") or [] if not (isinstance(m, dict) and m.get("role") == "system")]
     last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
     blocks = last.get("content") if isinstance(last.get("content"), list) else []
     if last.get("role") != "user" or any(isinstance(x, dict) and x.get("type") == "tool_result" for x in blocks):

@@ -73,7 +73,8 @@ def _tool_calls(body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
     declared property, get_weather(city) under the `tools` key when nothing is offered."""
     fns = {str(f.get("name")): f for t in body.get("tools") or [] if isinstance(t, dict)
            for f in [t.get("function") or {}] if isinstance(f, dict) and f.get("name")}
-    msgs = body.get("messages") or []
+    # System messages after the user's turn (an agent's reminders) are context, not a turn.
+    msgs = [m for m in body.get("messages") or [] if not (isinstance(m, dict) and m.get("role") == "system")]
     last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
     last_user = _content(last.get("content")) if last.get("role") == "user" else None
     calls = []

@@ -284,8 +284,10 @@ async def chat(request: web.Request, model_from_path: str | None = None) -> web.
         return bad
     msgs = body["messages"]
     last_user = next((_text_of(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
+    # System messages after the user's turn (an agent's reminders) are context, not a turn.
+    turns = [m for m in msgs if m.get("role") != "system"] or msgs
     reply = Reply(body, b, "".join(_text_of(m.get("content")) for m in msgs), last_user,
-                  last_is_user=msgs[-1].get("role") == "user")
+                  last_is_user=turns[-1].get("role") == "user")
     envelope = {"id": reply.id, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
                 "system_fingerprint": "fp_emulated"}
     if body.get("stream"):

@@ -65,6 +65,19 @@ async def test_forced_tool_choice_calls_the_named_tool(client):
     assert msg.stop_reason == "tool_use"
 
 
+async def test_a_trailing_system_message_does_not_hide_the_user_turn(client):
+    # Claude Code appends a beta `role: "system"` message after the user's turn (BetaSystemMessageParam).
+    messages = [{"role": "user", "content": "use lookup please"}, {"role": "system", "content": "context"}]
+    msg = await client.beta.messages.create(model="m", max_tokens=50, messages=messages, tools=TOOLS)
+    assert [(b.type, b.name) for b in msg.content] == [("tool_use", "lookup")]
+    done = messages + [{"role": "assistant", "content": [{"type": "tool_use", "id": msg.content[0].id, "name": "lookup",
+                                                          "input": msg.content[0].input}]},
+                       {"role": "user", "content": [{"type": "tool_result", "tool_use_id": msg.content[0].id,
+                                                     "content": "sunny"}]}]
+    msg = await client.beta.messages.create(model="m", max_tokens=50, messages=done, tools=TOOLS)
+    assert [b.type for b in msg.content] == ["text"]
+
+
 async def test_usage_and_max_tokens_scenario(client):
     msg = await client.messages.create(model="m::max_tokens,usage_in=11,usage_out=22,text=a_b", max_tokens=5,
                                        messages=USER)

@@ -243,3 +243,9 @@ async def test_format_makes_the_reply_json(client):
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
     r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, messages=USER, format=schema), 10)
     assert json.loads(r.message.content) == {"city": "city-value"}
+
+
+async def test_a_trailing_system_message_does_not_hide_the_user_turn(client):
+    messages = [{"role": "user", "content": "please use lookup"}, {"role": "system", "content": "context"}]
+    r = await asyncio.wait_for(client.chat(model="llama3.1:8b", stream=False, tools=TOOLS, messages=messages), 10)
+    assert [c.function.name for c in r.message.tool_calls] == ["lookup"]

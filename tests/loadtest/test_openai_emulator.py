@@ -373,3 +373,10 @@ async def test_structured_output_logprobs_reasoning_and_unknown_model(client):
     with pytest.raises(openai.NotFoundError) as e:
         await client.chat.completions.create(model="no-such-model-x", messages=user("x"))
     assert e.value.code == "model_not_found"
+
+
+async def test_a_trailing_system_message_does_not_hide_the_user_turn(client):
+    # An agent (Claude Code, translated) appends a system reminder after the user's turn.
+    messages = user("use lookup") + [{"role": "system", "content": "context"}]
+    r = await client.chat.completions.create(model="emulated-gpt", messages=messages, tools=[WEATHER_TOOL])
+    assert [c.function.name for c in r.choices[0].message.tool_calls] == ["lookup"]
