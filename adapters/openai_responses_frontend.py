@@ -22,7 +22,10 @@ Decisions (what the IR cannot hold, and what we do):
   tool_choice forms naming them follow the model's `unsupported_params` policy (see
   `openai_responses_tools`).  `tool_choice: {"type":"allowed_tools"}` narrows the tool list.
 - `previous_response_id`, `conversation`, `prompt` (stored templates), `background: true` and
-  `item_reference` items need server-side state: 400 (the gateway stores nothing).
+  `item_reference` items need server-side state: 400 (the gateway stores nothing) -- except an
+  `item_reference` to a reasoning item (`rs_...`, the prefix of OpenAI's and the gateway's reasoning
+  items), dropped like the reasoning item itself would be: the Vercel AI SDK's multi-step tool loop
+  refers to the previous step's reasoning this way when `store` is on.
 - `store`, `include`, `truncation`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`,
   `max_tool_calls`, `stream_options`, `text.verbosity`, `reasoning.summary` are ignored.
 - `reasoning.effort` -> ReasoningConfig(effort=...) ("none" also sets enabled=False);
@@ -67,6 +70,7 @@ from .openai_response import error_object
 __all__ = ["ResponsesFrontend", "parse_request"]
 
 _WHAT = "responses request"
+_REASONING_PREFIX = "rs_"
 
 # --------------------------------------------------------------------------------------------------
 # Wire types (client request)
@@ -252,6 +256,8 @@ class _History:
             content = [p for p in _parts(fo.output, f"{path}.output") if isinstance(p, (ir.Text, ir.Image))]
             result = ir.ToolResult(tool_call_id=fo.call_id, content=content, name=self.names.get(fo.call_id))
             self.messages.append(ir.Message(role="tool", parts=[result]))
+        elif kind == "item_reference" and str(raw.get("id", "")).startswith(_REASONING_PREFIX):
+            pass  # a reasoning item by id: dropped, as it would be if it were sent inline
         elif kind == "item_reference":
             raise bad_request("item_reference needs stored items; this gateway is stateless: send the items "
                               "themselves", param=path)

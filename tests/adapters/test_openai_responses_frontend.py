@@ -212,6 +212,12 @@ def test_namespaced_and_custom_calls_in_history_use_the_flat_names():
     assert req.messages[3].parts == [ir.ToolResult("c2", [ir.Text("applied")], name="apply_patch")]
 
 
+def test_item_reference_to_a_reasoning_item_is_dropped_like_the_item():
+    req = parse(input=[{"role": "user", "content": "a"}, {"type": "item_reference", "id": "rs_123"},
+                       {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}])
+    assert [m.role for m in req.messages] == ["user", "assistant"] and req.unhonoured == []
+
+
 def test_items_of_builtin_tools_are_left_to_the_policy_once_per_type():
     req = parse(input=[{"role": "user", "content": "a"}, {"type": "web_search_call", "id": "ws1"},
                        {"type": "web_search_call", "id": "ws2"}, {"type": "local_shell_call", "id": "ls"}])
