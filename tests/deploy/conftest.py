@@ -140,7 +140,9 @@ def live_stack() -> Iterator[LiveStack]:
         )
         stack = LiveStack(prom_url, proxy_url, dict(counts))
         # Two scrapes after the load, so rate() over the load window sees it whole.
-        per_route = "count by (route) (llm_proxy_added_latency_seconds_count)"
+        # Only the routes this load drives: the metrics registry is per process, so gateway tests that
+        # ran earlier in the same pytest process left series of their own routes.
+        per_route = f'count by (route) (llm_proxy_added_latency_seconds_count{{route=~"{"|".join(LIVE_ROUTES)}"}})'
         _wait_for(lambda: len(stack.query(per_route)) == len(LIVE_ROUTES), deadline, "the proxy's series in Prometheus")
         time.sleep(2.5)
         yield stack

@@ -47,7 +47,8 @@ def test_traffic_went_through(live_stack):
 
 def test_added_latency_quantile_is_a_number_per_route(live_stack):
     result = live_stack.query(
-        "histogram_quantile(0.99, sum by (le, route) (rate(llm_proxy_added_latency_seconds_bucket[30s])))"
+        "histogram_quantile(0.99, sum by (le, route) (rate(llm_proxy_added_latency_seconds_bucket"
+        f'{{route=~"{"|".join(LIVE_ROUTES)}"}}[30s])))'
     )
     by_route = {r["metric"]["route"]: float(r["value"][1]) for r in result}
     assert set(by_route) == set(LIVE_ROUTES)
