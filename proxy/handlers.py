@@ -24,6 +24,7 @@ from .context import RequestContext, request_id
 from .limiter import cost_usd
 from .routing import Route, check_model_name
 from .tracing import Tracing
+from .value_guards import client_values
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -56,7 +57,7 @@ class Call:
         """The parsed request, with the model and the stream flag from wherever the route declares
         them (a URL-addressed format has neither in its body)."""
         if self.req is None:
-            with relay.client_values(self.body):
+            with client_values(self.body):
                 self.req = op.parse(self.body, self.raw)
             self.req.model = self.ctx.client_model
             self.req.stream = self.ctx.stream

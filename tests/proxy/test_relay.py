@@ -1,6 +1,6 @@
 """Values a JSON decoder accepts but the encoder cannot write, or that exhaust the stack: integers
 beyond 64 bits and deep nesting are the client's 400 in its own format, naming the field -- never a
-500 with a traceback (proxy/relay.py `client_values`, adapters/jsonio.py `unencodable`)."""
+500 with a traceback (proxy/value_guards.py `client_values`, adapters/jsonio.py `unencodable`)."""
 
 from __future__ import annotations
 
