@@ -15,9 +15,6 @@ URL, i.e. the one actually called (a `base_url` override included).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -28,15 +25,13 @@ from adapters.base import Backend, HttpRequest
 from adapters.errors import ProxyError
 
 from .config import ConfigError
+from .upstream_auth import BlockingRefresh
 
-log = logging.getLogger("llm_proxy.auth")
-
-CREDENTIALS_TIMEOUT = 15.0  # seconds a request waits for the credential chain to answer
 AUTH_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Security-Token")
 
 
 class SigV4Step:
-    __slots__ = ("name", "region", "service", "secrets", "_credentials", "_session", "_pending")
+    __slots__ = ("name", "region", "service", "secrets", "_credentials", "_session", "_refresh")
 
     def __init__(self, name: str, adapter: Backend) -> None:
         opts = adapter.options
@@ -54,12 +49,12 @@ class SigV4Step:
         self.secrets = tuple(x for x in (key, secret, token) if x)  # never in an error text
         self._credentials: Credentials | None = Credentials(key, secret, token) if key else None
         self._session = None if key else botocore.session.Session()  # reads nothing until asked
-        self._pending: asyncio.Future[ReadOnlyCredentials] | None = None
+        self._refresh = BlockingRefresh(name, "AWS credentials", self._load, (BotoCoreError,))
 
     async def apply(self, req: HttpRequest) -> None:
         creds = self._credentials
         if creds is None or (isinstance(creds, RefreshableCredentials) and creds.refresh_needed()):
-            frozen = await self._refresh()
+            frozen = await self._refresh.wait()
         else:
             frozen = creds.get_frozen_credentials()  # nothing to refresh: no I/O
         headers = {k: v for k, v in req.headers.items() if k not in AUTH_HEADERS}  # a previous attempt's
@@ -74,20 +69,6 @@ class SigV4Step:
     def rejected(self, req: HttpRequest) -> None:
         """Nothing cached to drop: every request is signed afresh and temporary credentials are
         refreshed by their expiry."""
-
-    async def _refresh(self) -> ReadOnlyCredentials:
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._load))
-        try:
-            async with asyncio.timeout(CREDENTIALS_TIMEOUT):
-                return await asyncio.shield(self._pending)
-        except TimeoutError:
-            raise ProxyError(
-                "upstream_unavailable", f"backend {self.name!r}: timed out getting AWS credentials"
-            ) from None
-        except BotoCoreError as exc:
-            log.warning("backend %s: AWS credentials failed: %s", self.name, exc)
-            raise ProxyError("upstream_unavailable", f"backend {self.name!r}: could not get AWS credentials") from None
 
     def _load(self) -> ReadOnlyCredentials:
         """In a worker thread: resolve the chain once, and refresh temporary credentials."""

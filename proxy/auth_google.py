@@ -15,9 +15,7 @@ A token the upstream answers 401 to is dropped (`rejected`), so a revoked one co
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 
 import google.auth
 import google.auth.transport.requests
@@ -26,18 +24,15 @@ from google.auth.exceptions import GoogleAuthError
 from google.oauth2 import service_account
 
 from adapters.base import Backend, HttpRequest
-from adapters.errors import ProxyError
 
 from .config import ConfigError
-
-log = logging.getLogger("llm_proxy.auth")
+from .upstream_auth import CREDENTIALS_TIMEOUT, BlockingRefresh
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-CREDENTIALS_TIMEOUT = 15.0  # seconds a request waits for a token (and the token endpoint's HTTP timeout)
 
 
 class GoogleOAuthStep:
-    __slots__ = ("name", "_credentials", "_pending", "_http")
+    __slots__ = ("name", "_credentials", "_token", "_http")
 
     def __init__(self, name: str, adapter: Backend) -> None:
         self.name = name
@@ -48,7 +43,7 @@ class GoogleOAuthStep:
                 self._credentials = service_account.Credentials.from_service_account_file(path, scopes=SCOPES)
             except (OSError, ValueError, KeyError) as exc:
                 raise ConfigError(f"backends.{name}.credentials: not a readable service-account JSON file ({exc})") from None
-        self._pending: asyncio.Future[str] | None = None
+        self._token = BlockingRefresh(name, "a Google access token", self._refresh, (GoogleAuthError,))
         self._http = None  # google-auth's requests transport, made in the worker thread on first refresh
 
     async def apply(self, req: HttpRequest) -> None:
@@ -58,9 +53,9 @@ class GoogleOAuthStep:
             token = creds.token  # type: ignore[union-attr]
         elif state == TokenState.STALE:
             token = creds.token  # type: ignore[union-attr]  # still valid: refresh ahead, do not wait
-            self._start_refresh()
+            self._token.start()
         else:
-            token = await self._wait_refresh()
+            token = await self._token.wait()
         req.headers["authorization"] = f"Bearer {token}"
 
     def rejected(self, req: HttpRequest) -> None:
@@ -69,24 +64,6 @@ class GoogleOAuthStep:
         creds = self._credentials
         if creds is not None and creds.token and req.headers.get("authorization") == f"Bearer {creds.token}":
             creds.token = None
-
-    def _start_refresh(self) -> asyncio.Future[str]:
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._refresh))
-            # A background refresh nobody awaits must not log "exception never retrieved".
-            self._pending.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return self._pending
-
-    async def _wait_refresh(self) -> str:
-        pending = self._start_refresh()
-        try:
-            async with asyncio.timeout(CREDENTIALS_TIMEOUT):
-                return await asyncio.shield(pending)
-        except TimeoutError:
-            raise ProxyError("upstream_unavailable", f"backend {self.name!r}: timed out getting a Google access token") from None
-        except GoogleAuthError as exc:
-            log.warning("backend %s: Google credentials failed: %s", self.name, exc)
-            raise ProxyError("upstream_unavailable", f"backend {self.name!r}: could not get a Google access token") from None
 
     def _refresh(self) -> str:
         """In a worker thread: resolve ADC once, then fetch a new access token."""

@@ -60,7 +60,7 @@ async def test_a_stale_token_is_used_while_one_background_refresh_runs(emulator)
     old = await token_of(step)
     step._credentials.expiry = _helpers.utcnow() + datetime.timedelta(seconds=60)  # inside the refresh window
     assert [await token_of(step) for _ in range(5)] == [old] * 5
-    await asyncio.wait_for(step._pending, 10)
+    await asyncio.wait_for(step._token.running(), 10)
     new = await token_of(step)
     assert new != old and grants(app) == 2
 
