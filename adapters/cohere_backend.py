@@ -1,6 +1,6 @@
 """Backend "cohere": Cohere's v2 API (`POST /v2/chat`, `POST /v2/embed`), bearer-key auth.
 
-Split by concern: `cohere_request` (IR -> body), `cohere_response` (answers, finish reasons, usage,
+Split by concern: `cohere_build` (IR -> body), `cohere_response` (answers, finish reasons, usage,
 errors, embeddings), `cohere_stream` (SSE -> IR).  This module holds the adapter class.
 
 Quirks handled (what is dropped, renamed or synthesised):
@@ -30,7 +30,7 @@ import msgspec
 
 from . import ir, jsonio
 from .base import Backend, HttpRequest, Target
-from .cohere_request import build_body
+from .cohere_build import build_body
 from .cohere_response import embeddings_to_ir, parse_error_body, response_to_ir
 from .cohere_stream import CohereStreamDecoder
 from .common import json_headers

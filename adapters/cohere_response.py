@@ -15,7 +15,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
-from .cohere_request import PROVIDER
+from .cohere_build import PROVIDER
 from .errors import ProxyError, from_upstream
 
 # Cohere finish_reason -> IR.  ERROR is not a finish: it raises (see `finish_or_error`).

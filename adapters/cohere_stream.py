@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
-from .cohere_request import PROVIDER
+from .cohere_build import PROVIDER
 from .cohere_response import WireContent, WireToolCall, WireUsage, finish_or_error, named_stop, usage_to_ir
 from .common import FramedStreamDecoder
 from .errors import ProxyError
