@@ -37,6 +37,10 @@ PROFILES: dict[str, BenchProfile] = {
             description="Qwen 2.5 32B Instruct on Together AI",
         ),
         BenchProfile(
+            "relay", tokens_per_s=1000.0, chunks=128,
+            description="no first-byte delay, 128 chunks 1 ms apart: CPU per relayed chunk, one chunk per read",
+        ),
+        BenchProfile(
             "fixed-50ms", p50=0.050, p95=0.050, tokens_per_s=10.0, chunks=30,
             description="a fixed 50 ms first byte and 10 tokens/s: long-lived streams for the memory test",
         ),

@@ -32,12 +32,14 @@ async def forward(request: web.Request) -> web.StreamResponse:
         return resp
 
 
-def create_app(routes: dict[str, str]) -> web.Application:
-    async def session_ctx(app: web.Application):
-        app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048))
-        yield
-        await app[SESSION].close()
+async def session_ctx(app: web.Application):
+    """One shared client session per hop process, closed at shutdown."""
+    app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2048))
+    yield
+    await app[SESSION].close()
 
+
+def create_app(routes: dict[str, str]) -> web.Application:
     app = web.Application()
     app[ROUTES] = routes
     app.cleanup_ctx.append(session_ctx)
@@ -46,8 +48,9 @@ def create_app(routes: dict[str, str]) -> web.Application:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="bare_hop")
+def main(argv: list[str] | None = None, create=create_app, prog: str = "bare_hop") -> None:
+    """Serve `create(routes)` on 127.0.0.1 (the minimal hop reuses this with its own app)."""
+    p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--route", action="append", default=[], help="NAME=URL")
     args = p.parse_args(argv)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     uvloop.install()
     routes = dict(r.split("=", 1) for r in args.route)
-    web.run_app(create_app(routes), host="127.0.0.1", port=args.port, access_log=None, print=None,
+    web.run_app(create(routes), host="127.0.0.1", port=args.port, access_log=None, print=None,
                 handler_cancellation=True)  # fmt: skip
 
 

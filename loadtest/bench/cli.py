@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import replace
 
-from . import hotpath, plot, report, runner
+from . import hopratio, hotpath, plot, report, runner
 from .plan import PRESETS
 from .scenario import PATHS
 
@@ -28,7 +28,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profiles", help="comma-separated latency profiles to keep (default: all of the preset)")
     p.add_argument("--paths", help=f"comma-separated paths to keep, from: {', '.join(PATHS)}")
     p.add_argument("--open-streams", type=int, help="concurrent streams for the memory test (0 = skip)")
-    p.add_argument("--soak-seconds", type=float, help="constant-load duration for the RSS growth check (0 = skip)")
+    p.add_argument("--soak-seconds", "--soak", type=float, metavar="SECONDS", dest="soak_seconds",
+                   help="constant-load duration for the RSS growth check (0 = skip; 600 for the published figure)")
+    p.add_argument("--compare-hop", metavar="HOPS",
+                   help="reference hops in the same run, comma-separated: bare (default), minimal (issue 16's "
+                        "minimal aiohttp + uvloop hop: adds the gateway / hop ratios; without a preset it runs `hop`)")
     p.add_argument("--compare", metavar="URL", help="another OpenAI-compatible proxy to run through the same harness")
     p.add_argument("--compare-cmd", metavar="CMD",
                    help="start command for the other proxy; {port} and {openai_url} (the emulator) are filled in")
@@ -44,8 +48,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def hops(args: argparse.Namespace) -> tuple[str, ...]:
+    names = tuple(h for h in (args.compare_hop or "bare").split(",") if h)
+    unknown = set(names) - set(runner.HOPS)
+    if unknown:
+        raise SystemExit(f"llm-proxy bench: unknown --compare-hop {', '.join(sorted(unknown))} (bare, minimal)")
+    return names
+
+
 def build_plan(args: argparse.Namespace):
-    plan = PRESETS[args.preset or args.preset_name or "full"]()
+    default = "hop" if args.compare_hop and "minimal" in hops(args) else "full"
+    plan = PRESETS[args.preset or args.preset_name or default]()
     points = plan.points
     if args.profiles:
         keep = set(args.profiles.split(","))
@@ -67,6 +80,8 @@ def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str
     files = {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json")}
     with open(files["markdown"], "w") as f:
         f.write(report.markdown(results))
+        if results.get("hop_ratios"):
+            f.write("\n" + hopratio.markdown(results["hop_ratios"]))
         if results.get("hot_path"):
             f.write("\n" + hotpath.markdown(results["hot_path"]))
     with open(files["json"], "w") as f:
@@ -90,6 +105,7 @@ def main(argv: list[str]) -> int:
     opts = runner.Options(
         out_dir=out_dir, log_level=args.log_level, compare_url=args.compare, compare_cmd=args.compare_cmd,
         compare_model=args.compare_model, compare_profile=args.compare_profile, seed=args.seed, hot_path=args.hot_path,
+        hops=hops(args),
     )  # fmt: skip
     try:
         import uvloop
@@ -97,12 +113,18 @@ def main(argv: list[str]) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    started = time.monotonic()
+    started, load_start = time.monotonic(), os.getloadavg()
     results = asyncio.run(runner.run(plan, opts, progress=lambda m: print(m, flush=True)))
     results["seconds"] = round(time.monotonic() - started, 1)
-    results["machine"] = {"cpus": os.cpu_count(), "uname": " ".join(os.uname())}
+    # Other processes on the machine share its cores: every figure is read with the load next to it.
+    results["machine"] = {"cpus": os.cpu_count(), "uname": " ".join(os.uname()), "loadavg_start": load_start,
+                          "loadavg_end": os.getloadavg()}  # fmt: skip
+    if "minimal" in opts.hops:
+        results["hop_ratios"] = hopratio.compare(results)
     files = write_outputs(results, out_dir, not args.no_plot)
     print(report.markdown(results))
+    if results.get("hop_ratios"):
+        print(hopratio.markdown(results["hop_ratios"]))
     print("wrote " + ", ".join(files.values()))
     errors = sum(t["errors"] for p in results["points"] for t in p["targets"].values())
     return 1 if errors else 0

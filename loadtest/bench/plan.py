@@ -99,4 +99,15 @@ def keys() -> Plan:
     return Plan("keys", points, warmup=100, key_stores=("sqlite", "redis"))
 
 
-PRESETS = {"full": full, "smoke": smoke, "keys": keys}
+def hop() -> Plan:
+    """What `--compare-hop minimal` reports (issue 16): latency at concurrency 1, throughput at 32 (JSON
+    and streams), CPU per relayed chunk on paced 128-chunk streams, 1,000 open streams and a soak
+    (20 s by default; `--soak 600` for the published figure)."""
+    points = _latency_points(300, 4, 150)
+    points += [LoadPoint("zero", path, stream, concurrency=32, requests=500 if stream else 2000, rounds=2)
+               for path in PATHS for stream in (False, True)]  # fmt: skip
+    points += [LoadPoint("relay", path, True, concurrency=8, requests=64, rounds=2) for path in PATHS]
+    return Plan("hop", points, open_streams=1000, soak_seconds=20.0, warmup=50)
+
+
+PRESETS = {"full": full, "smoke": smoke, "keys": keys, "hop": hop}

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from .loadgen import Batch
-from .stats import QUANTILES, Summary, overhead, rate
+from .stats import QUANTILES, Summary, overhead, rate, slope
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:
@@ -106,6 +106,8 @@ def soak_result(seconds: float, batch: Batch, samples: list[tuple[float, float]]
         "throughput_rps": _r(rate(len(batch.latencies), batch.wall), 1),
         "rss_start_mib": _r(samples[0][1], 1) if samples else None,
         "rss_middle_mib": _r(mid[1], 1), "rss_end_mib": _r(samples[-1][1], 1) if samples else None,
+        # least squares over every sample: a leak shows as a steady positive slope
+        "rss_slope_mib_per_min": _r(slope(samples) * 60, 3),
         "rss_samples": [(_r(t, 1), _r(r, 1)) for t, r in samples],
         "latency": {k: _r(v) for k, v in Summary.of(batch.latencies).ms().items()},
     }  # fmt: skip
@@ -160,15 +162,18 @@ def markdown(results: dict[str, Any]) -> str:
     out = "\n".join(lines) + "\n"
     if results.get("open_streams"):
         s = results["open_streams"]
-        out += ("\n| Open streams | Completed | Errors | RSS before (MiB) | RSS peak sampled (MiB) | VmHWM (MiB) |\n"
-                "|---|---|---|---|---|---|\n"
-                f"| {s['streams']} | {s['completed']} | {s['errors']} | {_f(s['rss_before_mib'], 1)} "
-                f"| {_f(s['rss_peak_sampled_mib'], 1)} | {_f(s['vm_hwm_mib'], 1)} |\n")  # fmt: skip
+        out += ("\n| Target | Open streams | Completed | Errors | RSS before (MiB) | RSS peak sampled (MiB) | VmHWM (MiB) |\n"
+                "|---|---|---|---|---|---|---|\n")
+        for name, r in [("proxy", s), *s.get("references", {}).items()]:
+            out += (f"| {name} | {r['streams']} | {r['completed']} | {r['errors']} | {_f(r['rss_before_mib'], 1)} "
+                    f"| {_f(r['rss_peak_sampled_mib'], 1)} | {_f(r['vm_hwm_mib'], 1)} |\n")  # fmt: skip
     if results.get("soak"):
         s = results["soak"]
-        out += ("\n| Soak (s) | Requests | Errors | req/s | RSS start / middle / end (MiB) |\n|---|---|---|---|---|\n"
+        out += ("\n| Soak (s) | Requests | Errors | req/s | RSS start / middle / end (MiB) | RSS slope (MiB/min) |\n"
+                "|---|---|---|---|---|---|\n"
                 f"| {s['seconds']:g} | {s['requests']} | {s['errors']} | {_f(s['throughput_rps'], 0)} "
-                f"| {_f(s['rss_start_mib'], 1)} / {_f(s['rss_middle_mib'], 1)} / {_f(s['rss_end_mib'], 1)} |\n")  # fmt: skip
+                f"| {_f(s['rss_start_mib'], 1)} / {_f(s['rss_middle_mib'], 1)} / {_f(s['rss_end_mib'], 1)} "
+                f"| {_f(s['rss_slope_mib_per_min'], 3)} |\n")  # fmt: skip
     if results.get("state_cost"):
         out += ("\n| State store | Phase | Requests | p50 / p95 / p99 (ms) | Mean (ms) |\n|---|---|---|---|---|\n"
                 + "".join(f"| {store} | {phase} | {s['n']} | {_f(s['p50_ms'], 4)} / {_f(s['p95_ms'], 4)} / "

@@ -32,6 +32,10 @@ from .procs import Service, free_port, python_module
 from .scenario import PATHS
 
 FORMATS = ("openai", "anthropic", "ollama")
+# Reference hops: target name and module.  The bare hop serves the pass-through paths (client and
+# backend speak the same format); the minimal hop every path, sent the backend's native request, so
+# each translated point has the floor of one hop to the same backend next to it.
+HOPS = {"bare": ("bare-hop", "loadtest.bench.bare_hop"), "minimal": ("minimal-hop", "loadtest.bench.minimal_hop")}
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Options:
     compare_profile: str = "zero"
     seed: int = 1
     hot_path: int = 0  # requests per path for the pyinstrument profile (0 = skip)
+    hops: tuple[str, ...] = ("bare",)  # reference hops to run: "bare" and/or "minimal" (HOPS)
 
 
 @dataclass
@@ -77,7 +82,7 @@ class Harness:
         self.proxies: dict[int, Service] = {}  # worker count -> proxy
         self.key_proxies: dict[str, Service] = {}  # state store -> proxy serving a limited key
         self.state_urls: dict[str, str] = {}  # state store -> its URL
-        self.hop: Service | None = None
+        self.hops: dict[str, Service] = {}  # target name -> reference hop process
         self.compare_url = opts.compare_url
         self.max_rate: dict[tuple[str, str, bool], float] = {}
         self.rng = random.Random(opts.seed)
@@ -106,8 +111,10 @@ class Harness:
             self.proxies[n] = svc
         await self._start_key_proxies(base, env)
         routes = [f"--route={k.replace(':', '-')}={url}" for k, url in self.emulators.items()]
-        port = free_port()
-        self.hop = self._spawn("bare-hop", python_module("loadtest.bench.bare_hop", "--port", str(port), *routes), port)
+        for hop in self.opts.hops:
+            name, module = HOPS[hop]
+            port = free_port()
+            self.hops[name] = self._spawn(name, python_module(module, "--port", str(port), *routes), port)
         if self.opts.compare_cmd:
             port = free_port()
             openai_url = self.emulators[scenario.emulator_key("openai", self.opts.compare_profile)] + "/v1"
@@ -175,9 +182,10 @@ class Harness:
             for kind, svc in self.key_proxies.items():
                 ep = scenario.proxied(svc.url, path, lp.profile, lp.stream, scenario.LIMITED_KEY)
                 out.append(Target(f"proxy-key-{kind}", ep, svc))
-        if path.passthrough and not lp.workers and self.hop is not None:
-            route = f"{path.backend}-{lp.profile}"
-            out.append(Target("bare-hop", scenario.bare(self.hop.url, route, path, chunks, lp.stream), self.hop))
+        for name, hop in self.hops.items():
+            if not lp.workers and (path.passthrough or name != "bare-hop"):
+                route = f"{path.backend}-{lp.profile}"
+                out.append(Target(name, scenario.bare(hop.url, route, path, chunks, lp.stream), hop))
         if self.compare_url and path.name == "openai->openai" and lp.profile == self.opts.compare_profile:
             svc = next((s for s in self.services if s.name == "compare"), None)
             out.append(Target("compare", scenario.compare(self.compare_url, self.opts.compare_model, chunks, lp.stream), svc))
@@ -226,19 +234,37 @@ class Harness:
         return result
 
     # -- memory ---------------------------------------------------------------------------------------
-    async def open_streams(self, n: int) -> dict:
-        """Hold `n` streams open through the proxy at once (slow token rate) and watch its memory."""
-        proxy = self.proxies[1]
+    async def open_streams(self, n: int, deadline: float = 120.0) -> dict:
+        """Hold `n` streams open at once (slow token rate) through the proxy and watch its memory;
+        then the same through the minimal hop when it runs (the reference)."""
         path = PATHS["openai->openai"]
+        chunks = PROFILES["fixed-50ms"].chunks
+        out = {}
+        if "minimal-hop" in self.hops:
+            hop = self.hops["minimal-hop"]
+            ep = scenario.bare(hop.url, "openai-fixed-50ms", path, chunks, True)
+            out["minimal-hop"] = await self._hold_streams(hop, ep, n, deadline)
+        proxy = self.proxies[1]
         ep = scenario.proxied(proxy.url, path, "fixed-50ms", True)
+        return {**await self._hold_streams(proxy, ep, n, deadline), "references": out}
+
+    async def _hold_streams(self, svc: Service, ep: Endpoint, n: int, deadline: float) -> dict:
+        """`n` concurrent streams through `svc`, RSS sampled every 0.1 s; streams still open after
+        `deadline` seconds are cancelled and counted as errors."""
         await closed_loop(self.session, ep, 4, 8, 30)
-        base = proxy.usage()
+        base = svc.usage()
         batch, samples = Batch(), []
         tasks = [asyncio.create_task(request_once(self.session, ep, perf_counter(), batch)) for _ in range(n)]
-        while not all(t.done() for t in tasks):
-            samples.append(proxy.usage().rss_mib)
+        stop_at = perf_counter() + deadline
+        while not all(t.done() for t in tasks) and perf_counter() < stop_at:
+            samples.append(svc.usage().rss_mib)
             await asyncio.sleep(0.1)
-        end = proxy.usage()
+        pending = [t for t in tasks if not t.done()]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        batch.errors += len(pending)
+        end = svc.usage()
         return report.open_streams_result(n, batch, base.rss_mib, max(samples, default=end.rss_mib), end)
 
     async def soak(self, seconds: float) -> dict:

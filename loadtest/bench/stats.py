@@ -77,5 +77,18 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return prev_bound
 
 
+def slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x (e.g. RSS MiB over seconds); NaN for fewer than two distinct x."""
+    n = len(points)
+    if n < 2:
+        return math.nan
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if sxx == 0:
+        return math.nan
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
 def rate(requests: int, seconds: float) -> float:
     return requests / seconds if seconds > 0 else 0.0

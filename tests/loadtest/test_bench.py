@@ -15,7 +15,7 @@ from loadtest.bench import loadgen, promscrape, report, scenario
 from loadtest.bench.loadgen import Batch, Endpoint
 from loadtest.bench.plan import PRESETS, LoadPoint
 from loadtest.bench.runner import Measured, schedule
-from loadtest.bench.stats import Summary, histogram_quantile, overhead, percentile
+from loadtest.bench.stats import Summary, histogram_quantile, overhead, percentile, slope
 from loadtest.profiles import PROFILES
 
 
@@ -322,6 +322,47 @@ def test_soak_result_reports_start_middle_end():
     r = report.soak_result(3.0, Batch([0.001] * 30, wall=3.0), [(0.0, 40.0), (1.5, 41.0), (3.0, 41.5)])
     assert (r["rss_start_mib"], r["rss_middle_mib"], r["rss_end_mib"]) == (40.0, 41.0, 41.5)
     assert r["throughput_rps"] == pytest.approx(10.0)
+
+
+def test_soak_reports_the_rss_slope_per_minute():
+    r = report.soak_result(120.0, Batch([0.001], wall=120.0), [(0.0, 40.0), (60.0, 40.5), (120.0, 41.0)])
+    assert r["rss_slope_mib_per_min"] == pytest.approx(0.5)
+    assert "| 0.500 |" in report.markdown({"points": [], "soak": r})
+
+
+@pytest.mark.parametrize(("points", "expected"), [
+    ([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)], 2.0),
+    ([(0.0, 1.0), (1.0, 0.0), (2.0, 1.0), (3.0, 0.0)], -0.2),  # noise around a flat line
+    ([(5.0, 1.0), (5.0, 2.0)], math.nan),
+    ([(0.0, 1.0)], math.nan),
+])  # fmt: skip
+def test_slope_is_least_squares(points, expected):
+    got = slope(points)
+    assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+
+
+def test_compare_hop_minimal_selects_the_hop_preset_and_both_hops_parse():
+    from loadtest.bench import cli
+
+    args = cli.parse_args(["--compare-hop", "minimal", "--soak", "600"])
+    assert cli.hops(args) == ("minimal",)
+    plan = cli.build_plan(args)
+    assert plan.name == "hop" and plan.soak_seconds == 600.0 and plan.open_streams == 1000
+    assert cli.build_plan(cli.parse_args(["smoke", "--compare-hop", "minimal"])).name == "smoke"
+    assert cli.hops(cli.parse_args(["--compare-hop", "bare,minimal"])) == ("bare", "minimal")
+    assert cli.hops(cli.parse_args([])) == ("bare",)
+    with pytest.raises(SystemExit):
+        cli.hops(cli.parse_args(["--compare-hop", "wrk"]))
+
+
+def test_hop_preset_measures_every_ratio_of_the_goal():
+    plan = PRESETS["hop"]()
+    kinds = {(p.path, p.stream, p.concurrency, p.profile) for p in plan.points}
+    for path in scenario.PATHS:
+        for stream in (False, True):
+            assert (path, stream, 1, "zero") in kinds and (path, stream, 32, "zero") in kinds
+        assert (path, True, 8, "relay") in kinds
+    assert all(p.requests and p.deadline for p in plan.points)  # every loop bounded
 
 
 def test_open_streams_result_counts():

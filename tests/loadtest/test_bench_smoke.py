@@ -17,7 +17,8 @@ COMPARE = f"{sys.executable} -m loadtest.bench.bare_hop --port {{port}} --route 
 def test_smoke_run_writes_table_json_and_plot(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "proxy.cli", "bench", "smoke", "--out", str(out), "--compare-cmd", COMPARE],
+        [sys.executable, "-m", "proxy.cli", "bench", "smoke", "--out", str(out), "--compare-cmd", COMPARE,
+         "--compare-hop", "bare,minimal"],
         cwd=ROOT, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -38,6 +39,12 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path):
             assert p["targets"]["proxy"]["cpu_us_per_chunk"] > 0
     passthrough = next(p for p in results["points"] if p["path"] == "openai->openai" and not p["stream"])
     assert "bare-hop" in passthrough["targets"]
+    # the minimal hop runs on every path (translated ones too) and the ratios are reported
+    assert all("minimal-hop" in p["targets"] for p in results["points"] if not p["label"].endswith("workers 1/2"))
+    measures = {r["measure"] for r in results["hop_ratios"]["rows"]}
+    assert {"added p50 (ms)", "added TTFT p50 (ms)", "throughput (req/s)", "CPU / relayed chunk (µs)",
+            "peak RSS (MiB)", "RSS slope (MiB/min)"} <= measures
+    assert results["open_streams"]["references"]["minimal-hop"]["completed"] == results["open_streams"]["streams"]
     assert passthrough["self_reported"]["count"] == passthrough["targets"]["proxy"]["requests"]
     assert passthrough["targets"]["compare"]["latency"]["n"] > 0
     # the limited-key proxies (state stores) are targets of every single-worker point
@@ -55,5 +62,6 @@ def test_smoke_run_writes_table_json_and_plot(tmp_path):
     assert results["soak"]["rss_end_mib"] > 0
     table = (out / "report.md").read_text()
     assert table.startswith("| Backend profile | Path | Load | Target |")
+    assert "Gateway against the minimal-hop" in table
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "proxy-config.yaml" in os.listdir(out)
