@@ -17,8 +17,12 @@ time and tokens): at most `rpm` requests and `tpm` tokens are admitted in any 60
 boundary to burst across.  In-flight leases expire after `lease_ttl`, so a worker killed mid-request
 does not hold its slots for ever.  Every call has a short timeout; failures raise `StoreUnavailable`.
 
-The same stores keep generic records (`put_record` / `get_record` / `delete_record`): opaque bytes
-under (scope, id) with an optional time to live.
+The same stores keep generic records (`put_record` / `get_record` / `delete_record`, and the batch
+forms `put_records` / `get_records`, one transaction or round trip each): opaque bytes under
+(scope, id) with an optional time to live.  And append-only lists (`append_list` / `read_list` /
+`delete_list`): values under (scope, list id) in the order they were appended.  `append_list` is one
+atomic step (one `BEGIN IMMEDIATE` transaction, one Lua script): two processes appending to the same
+list at once both land, whole and in some order, and the length bound holds across them.
 """
 
 from __future__ import annotations
@@ -124,6 +128,19 @@ class StateStore(Protocol):
     async def get_record(self, scope: str, rid: str, now: float) -> bytes | None: ...
 
     async def delete_record(self, scope: str, rid: str) -> bool: ...
+
+    async def put_records(self, scope: str, items: list[tuple[str, bytes]], ttl: float | None, now: float) -> None: ...
+
+    async def get_records(self, scope: str, rids: list[str], now: float) -> list[bytes | None]: ...
+
+    # Appends `values` unless the list would then hold more than `limit` (returns None, nothing
+    # appended); else the new length.  The whole list's time to live restarts at `ttl`.
+    async def append_list(self, scope: str, lid: str, values: list[bytes], ttl: float | None, now: float,
+                          limit: int) -> int | None: ...
+
+    async def read_list(self, scope: str, lid: str, now: float) -> list[bytes]: ...
+
+    async def delete_list(self, scope: str, lid: str) -> bool: ...
 
     async def ping(self) -> None: ...  # raises StoreUnavailable (readiness: /health/ready)
 

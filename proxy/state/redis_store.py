@@ -142,12 +142,32 @@ return {redis.call('ZCARD', h), tok, redis.call('ZCARD', f), tostring(spend), to
 """
 
 
+# KEYS: the list.  ARGV: limit, ttl in ms (0: none), values...  -> the new length, or -1 (over the limit).
+APPEND = """
+local n = redis.call('LLEN', KEYS[1])
+local add = #ARGV - 2
+if n + add > tonumber(ARGV[1]) then return -1 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
+return n + add
+"""
+
+
 def _keys(name: str) -> list[str]:
     return [f"{PREFIX}{kind}:{name}" for kind in ("h", "t", "f", "c", "k")]
 
 
 def _record_key(scope: str, rid: str) -> str:
     return f"{PREFIX}r:{len(scope)}:{scope}:{rid}"  # the length keeps (a:b, c) apart from (a, b:c)
+
+
+def _list_key(scope: str, lid: str) -> str:
+    return f"{PREFIX}l:{len(scope)}:{scope}:{lid}"
+
+
+def _px(ttl: float | None) -> int | None:
+    return None if ttl is None else max(1, int(ttl * 1000))
 
 
 class RedisStore:
@@ -160,6 +180,7 @@ class RedisStore:
         self._admit = self.client.register_script(ADMIT)
         self._settle = self.client.register_script(SETTLE)
         self._usage = self.client.register_script(USAGE)
+        self._append = self.client.register_script(APPEND)
 
     async def _call(self, coro) -> Any:
         try:
@@ -251,11 +272,33 @@ class RedisStore:
 
     # -- records ----------------------------------------------------------------------------------------
     async def put_record(self, scope: str, rid: str, data: bytes, ttl: float | None, now: float) -> None:
-        px = None if ttl is None else max(1, int(ttl * 1000))
-        await self._call(self.client.set(_record_key(scope, rid), data, px=px))
+        await self._call(self.client.set(_record_key(scope, rid), data, px=_px(ttl)))
+
+    async def put_records(self, scope: str, items: list[tuple[str, bytes]], ttl: float | None, now: float) -> None:
+        pipe = self.client.pipeline(transaction=False)  # one round trip
+        for rid, data in items:
+            pipe.set(_record_key(scope, rid), data, px=_px(ttl))
+        await self._call(pipe.execute())
+
+    async def get_records(self, scope: str, rids: list[str], now: float) -> list[bytes | None]:
+        if not rids:
+            return []
+        return await self._call(self.client.mget([_record_key(scope, rid) for rid in rids]))
 
     async def get_record(self, scope: str, rid: str, now: float) -> bytes | None:
         return await self._call(self.client.get(_record_key(scope, rid)))
 
     async def delete_record(self, scope: str, rid: str) -> bool:
         return bool(await self._call(self.client.delete(_record_key(scope, rid))))
+
+    # -- lists ------------------------------------------------------------------------------------------
+    async def append_list(self, scope: str, lid: str, values: list[bytes], ttl: float | None, now: float,
+                          limit: int) -> int | None:
+        n = await self._call(self._append(keys=[_list_key(scope, lid)], args=[limit, _px(ttl) or 0, *values]))
+        return None if n < 0 else int(n)
+
+    async def read_list(self, scope: str, lid: str, now: float) -> list[bytes]:
+        return await self._call(self.client.lrange(_list_key(scope, lid), 0, -1))
+
+    async def delete_list(self, scope: str, lid: str) -> bool:
+        return bool(await self._call(self.client.delete(_list_key(scope, lid))))

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE TABLE IF NOT EXISTS records (scope TEXT NOT NULL, id TEXT NOT NULL, data BLOB NOT NULL, expires REAL,
     PRIMARY KEY (scope, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires);
+CREATE TABLE IF NOT EXISTS lists (seq INTEGER PRIMARY KEY, scope TEXT NOT NULL, lid TEXT NOT NULL, data BLOB NOT NULL,
+    expires REAL);
+CREATE INDEX IF NOT EXISTS lists_by_id ON lists (scope, lid, seq);
+CREATE INDEX IF NOT EXISTS lists_by_expiry ON lists (expires);
 """
 
 
@@ -192,12 +196,29 @@ class SQLiteStore:
 
     # -- records ----------------------------------------------------------------------------------------
     async def put_record(self, scope: str, rid: str, data: bytes, ttl: float | None, now: float) -> None:
+        await self.put_records(scope, [(rid, data)], ttl, now)
+
+    async def put_records(self, scope: str, items: list[tuple[str, bytes]], ttl: float | None, now: float) -> None:
+        expires = None if ttl is None else now + ttl
+
         def step(c: sqlite3.Connection) -> None:
-            c.execute("DELETE FROM records WHERE (scope, id) IN (SELECT scope, id FROM records WHERE expires <= ? LIMIT ?)",
-                      (now, RECORD_SWEEP))  # fmt: skip
-            c.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", (scope, rid, data, None if ttl is None else now + ttl))
+            _sweep(c, now)
+            c.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
+                          [(scope, rid, data, expires) for rid, data in items])  # fmt: skip
 
         await self._run(step)
+
+    async def get_records(self, scope: str, rids: list[str], now: float) -> list[bytes | None]:
+        def step(c: sqlite3.Connection) -> list[bytes | None]:
+            found: dict[str, bytes] = {}
+            for i in range(0, len(rids), 500):  # SQLite's bound on host parameters
+                chunk = rids[i : i + 500]
+                rows = c.execute(f"SELECT id, data FROM records WHERE scope = ? AND id IN ({','.join('?' * len(chunk))})"
+                                 " AND (expires IS NULL OR expires > ?)", (scope, *chunk, now))  # fmt: skip
+                found.update((rid, bytes(data)) for rid, data in rows)
+            return [found.get(rid) for rid in rids]
+
+        return await self._run(step)
 
     async def get_record(self, scope: str, rid: str, now: float) -> bytes | None:
         def step(c: sqlite3.Connection) -> bytes | None:
@@ -209,6 +230,35 @@ class SQLiteStore:
 
     async def delete_record(self, scope: str, rid: str) -> bool:
         return await self._run(lambda c: c.execute("DELETE FROM records WHERE scope = ? AND id = ?", (scope, rid)).rowcount > 0)
+
+    # -- lists ------------------------------------------------------------------------------------------
+    async def append_list(self, scope: str, lid: str, values: list[bytes], ttl: float | None, now: float,
+                          limit: int) -> int | None:
+        expires = None if ttl is None else now + ttl
+
+        def step(c: sqlite3.Connection) -> int | None:
+            _sweep(c, now)
+            (n,) = c.execute("SELECT COUNT(*) FROM lists WHERE scope = ? AND lid = ? AND (expires IS NULL OR expires > ?)",
+                             (scope, lid, now)).fetchone()  # fmt: skip
+            if n + len(values) > limit:
+                return None
+            c.execute("UPDATE lists SET expires = ? WHERE scope = ? AND lid = ?", (expires, scope, lid))
+            c.executemany("INSERT INTO lists (scope, lid, data, expires) VALUES (?, ?, ?, ?)",
+                          [(scope, lid, v, expires) for v in values])  # fmt: skip
+            return n + len(values)
+
+        return await self._run(step)
+
+    async def read_list(self, scope: str, lid: str, now: float) -> list[bytes]:
+        def step(c: sqlite3.Connection) -> list[bytes]:
+            rows = c.execute("SELECT data FROM lists WHERE scope = ? AND lid = ? AND (expires IS NULL OR expires > ?) "
+                             "ORDER BY seq", (scope, lid, now))  # fmt: skip
+            return [bytes(r[0]) for r in rows]
+
+        return await self._run(step)
+
+    async def delete_list(self, scope: str, lid: str) -> bool:
+        return await self._run(lambda c: c.execute("DELETE FROM lists WHERE scope = ? AND lid = ?", (scope, lid)).rowcount > 0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,6 +275,13 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _sweep(c: sqlite3.Connection, now: float) -> None:
+    """Each write removes a few expired records and list entries, so nothing needs a sweeper task."""
+    c.execute("DELETE FROM records WHERE (scope, id) IN (SELECT scope, id FROM records WHERE expires <= ? LIMIT ?)",
+              (now, RECORD_SWEEP))  # fmt: skip
+    c.execute("DELETE FROM lists WHERE seq IN (SELECT seq FROM lists WHERE expires <= ? LIMIT ?)", (now, RECORD_SWEEP))
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

@@ -148,6 +148,61 @@ async def test_records_with_scope_and_ttl(store):
     assert await store.get_record("team-a", "resp_1", time.time()) is None
 
 
+async def test_records_in_batches(store):
+    now = time.time()
+    await store.put_records("s", [("a", b"1"), ("b", b"2")], None, now)
+    await store.put_records("s", [("c", b"3")], 0.2, now)
+    await store.put_records("s", [], None, now)
+    assert await store.get_records("s", ["b", "zz", "a", "c"], now) == [b"2", None, b"1", b"3"]
+    assert await store.get_records("other", ["a"], now) == [None]
+    assert await store.get_records("s", [], now) == []
+    many = [f"id{i}" for i in range(1200)]  # past SQLite's bound on parameters of one statement
+    await store.put_records("s", [(i, i.encode()) for i in many], None, now)
+    assert await store.get_records("s", many, now) == [i.encode() for i in many]
+    await asyncio.sleep(0.3)
+    assert await store.get_records("s", ["c", "a"], time.time()) == [None, b"1"]
+
+
+async def test_lists_append_in_order_within_their_bound(store):
+    now = time.time()
+    assert await store.read_list("s", "l", now) == []
+    assert await store.append_list("s", "l", [b"1", b"2"], None, now, limit=3) == 2
+    assert await store.append_list("s", "l", [b"3", b"4"], None, now, limit=3) is None  # nothing appended
+    assert await store.append_list("s", "l", [b"3"], None, now, limit=3) == 3
+    assert await store.append_list("s", "l2", [b"x"], None, now, limit=3) == 1
+    assert await store.read_list("s", "l", now) == [b"1", b"2", b"3"]
+    assert await store.read_list("t", "l", now) == []
+    assert await store.delete_list("s", "l")
+    assert not await store.delete_list("s", "l")
+    assert await store.read_list("s", "l", now) == []
+    assert await store.read_list("s", "l2", now) == [b"x"]
+
+
+async def test_list_ttl_restarts_on_append(store):
+    now = time.time()
+    await store.append_list("s", "l", [b"1"], 0.3, now, limit=10)
+    await asyncio.sleep(0.2)
+    await store.append_list("s", "l", [b"2"], 0.3, time.time(), limit=10)
+    await asyncio.sleep(0.2)  # past the first entry's first expiry
+    assert await store.read_list("s", "l", time.time()) == [b"1", b"2"]
+    await asyncio.sleep(0.2)
+    assert await store.read_list("s", "l", time.time()) == []
+
+
+async def test_concurrent_appends_through_two_connections_all_land_within_the_bound(state_url):
+    stores = [open_store(state_url, 2.0), open_store(state_url, 2.0)]
+    try:
+        now = time.time()
+        results = await asyncio.gather(*(stores[i % 2].append_list("s", "l", [b"%d" % i, b"%d" % i], None, now, 30)
+                                         for i in range(20)))  # fmt: skip
+        assert sorted(r for r in results if r is not None) == list(range(2, 31, 2))
+        got = await stores[0].read_list("s", "l", now)
+        assert len(got) == 30 and all(got[i] == got[i + 1] for i in range(0, 30, 2))  # each append whole
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_concurrent_admissions_through_two_connections_are_exact(state_url):
     """50 at once against rpm 10 through two independent store objects (two workers' connections)."""
     stores = [open_store(state_url, 2.0), open_store(state_url, 2.0)]
