@@ -115,6 +115,37 @@ class ChatOp:
     # A format whose answer depends on the request (the Responses API names calls as the client
     # declared its tools, and repeats the request's settings) renders with it instead of `render`.
     render_with_request: Callable[[ir.ChatResponse, str, ir.ChatRequest], bytes] | None = None
+    # A format with server-side state (stored answers, continuations): the proxy plans, loads what
+    # the plan names, builds the request with it, and stores the finished `Turn`.
+    stored: StoredFormat | None = None
+
+
+@dataclass(slots=True)
+class Turn:
+    """One generation as the gateway stores it (formats with server-side state: the Responses API).
+
+    The frontend's `StoredFormat.build` makes it and puts it on the request; its renderer and stream
+    encoder answer with `response_id` and set `final` (the answer object, output items carrying their
+    ids) when the answer is complete; the proxy then stores it for the caller's key."""
+
+    response_id: str
+    store: bool
+    input_items: list[dict[str, Any]]  # this request's own input, each item with an "id"
+    history: list[str]  # ids of the stored items the request continued (before `input_items`)
+    previous_response_id: str | None = None
+    conversation_id: str | None = None
+    final: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class StatePlan:
+    """What a request needs from the store before it can be built (read by the proxy)."""
+
+    body: Any  # the decoded request, for `StoredFormat.build`
+    store: bool
+    previous_response_id: str | None = None
+    conversation_id: str | None = None
+    references: list[str] = field(default_factory=list)  # item ids the input refers to
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +223,53 @@ class StaticInfo:
     render: Callable[[], bytes]
 
 
-Route = ApiRoute | ModelList | ModelInfo | StaticInfo
+class StoredFormat(Protocol):
+    """The pure half of a format's server-side state; `proxy/stored.py` does the reads and writes.
+
+    Ids from a client (URL, body) are checked by `check_id` before any lookup.  Stored objects are
+    the answer object of a `Turn`, items (JSON objects with an "id"), and containers (objects with
+    an ordered list of item ids: the Responses API's conversations)."""
+
+    def plan(self, body: bytes) -> StatePlan: ...
+
+    def build(self, plan: StatePlan, context: list[dict[str, Any]], found: dict[str, dict[str, Any]]) -> ir.ChatRequest:
+        """The request: `context` (the stored items it continues, in order) before its own input, whose
+        references are resolved from `found` (id -> item; a missing one is the format's to judge)."""
+        ...
+
+    def turn(self, req: ir.ChatRequest) -> Turn | None: ...
+
+    def check_id(self, value: str, param: str) -> str: ...
+
+    def not_found(self, what: str, oid: str, param: str | None) -> ProxyError: ...
+
+    def new_items(self, body: bytes, limit: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """(items with ids, metadata) from a body adding items to a container (or creating one)."""
+        ...
+
+    def metadata(self, body: bytes) -> dict[str, Any]: ...
+
+    def container(self, cid: str, created_at: int, metadata: dict[str, Any]) -> dict[str, Any]: ...
+
+    def new_container_id(self) -> str: ...
+
+    def page(self, items: list[dict[str, Any]], query: Mapping[str, str]) -> bytes: ...  # a list's page
+
+    def deleted(self, what: str, oid: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRoute:
+    """`method path`: an operation on what the gateway stored for the caller's key.  `action` is one
+    of `proxy.stored.ACTIONS`; `{id}` / `{item_id}` path variables go through `stored.check_id`."""
+
+    method: str
+    path: str
+    action: str
+    stored: StoredFormat
+
+
+Route = ApiRoute | ModelList | ModelInfo | StaticInfo | StoreRoute
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from msgspec import Struct
 
 from . import ir, jsonio
 from .jsonio import TopLevel
-from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, InBody, Route
+from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, InBody, Route, StoreRoute
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
 from .openai_request import image_from_url
@@ -55,6 +55,7 @@ from .openai_responses_stream import (
     request_echo,
     response_object,
 )
+from .openai_responses_state import ResponsesState
 from .openai_responses_tools import (
     TOOLS_KEY,
     ToolSet,
@@ -222,6 +223,8 @@ class _History:
         self.messages: list[ir.Message] = []
         self.names: dict[str, str] = {}  # call_id -> function name
         self.unhonoured: list[str] = []
+        self.found: dict[str, dict[str, Any]] = {}  # item_reference id -> stored item
+        self.inputs: list[dict[str, Any]] = []  # the request's own items, as stored
 
     def _call(self, call_id: str, name: str, arguments: str) -> None:
         self.names[call_id] = name
@@ -232,8 +235,21 @@ class _History:
         else:
             self.messages.append(ir.Message(role="assistant", parts=[call]))
 
-    def item(self, raw: dict[str, Any], i: int) -> None:
-        path = f"input[{i}]"
+    def _reference(self, raw: dict[str, Any], i: int) -> None:
+        """An item of the caller's stored items by id (`found`: resolved by the proxy beforehand)."""
+        rid = raw.get("id")
+        item = self.found.get(rid) if isinstance(rid, str) else None
+        if item is not None and item.get("type") != "item_reference":
+            self.item(item, i, own=True)
+        elif not (isinstance(rid, str) and rid.startswith(_REASONING_PREFIX)):
+            raise ProxyError("not_found", f"Item with id '{rid}' not found.", param=f"input[{i}]", code="not_found")
+        # else: reasoning the caller did not store is dropped, as it would be if it were sent inline
+
+    def item(self, raw: dict[str, Any], i: int, own: bool = True, where: str = "input") -> None:
+        """One item; `own` items (the request's input, references resolved) are kept for storing."""
+        path = f"{where}[{i}]"
+        if own and raw.get("type") != "item_reference":
+            self.inputs.append(raw)
         kind = raw.get("type", "message")
         if kind == "message":
             m: MessageItem = _convert(raw, MessageItem, path)
@@ -256,11 +272,8 @@ class _History:
             content = [p for p in _parts(fo.output, f"{path}.output") if isinstance(p, (ir.Text, ir.Image))]
             result = ir.ToolResult(tool_call_id=fo.call_id, content=content, name=self.names.get(fo.call_id))
             self.messages.append(ir.Message(role="tool", parts=[result]))
-        elif kind == "item_reference" and str(raw.get("id", "")).startswith(_REASONING_PREFIX):
-            pass  # a reasoning item by id: dropped, as it would be if it were sent inline
         elif kind == "item_reference":
-            raise bad_request("item_reference needs stored items; this gateway is stateless: send the items "
-                              "themselves", param=path)
+            self._reference(raw, i)
         elif kind != "reasoning":  # reasoning items are dropped (see the module docstring)
             name = builtin_name(kind, "input", f"{path}.type")
             if name not in self.unhonoured:
@@ -299,22 +312,32 @@ def _response_format(text: TextConfig | None) -> ir.ResponseFormat | None:
 
 
 def _refuse_state(r: RequestIn) -> None:
-    for name, value in (("previous_response_id", r.previous_response_id), ("conversation", r.conversation),
-                        ("prompt", r.prompt)):
-        if value is not None:
-            raise bad_request(f"{name} is not supported: this gateway is stateless and stores no responses, "
-                              "conversations or prompts; send the whole conversation in input", param=name)
+    if r.prompt is not None:
+        raise bad_request("prompt is not supported: the gateway stores no prompt templates; send the prompt in "
+                          "instructions and input", param="prompt")
     if r.background:
-        raise bad_request("background is not supported: this gateway is stateless and cannot be polled later",
-                          param="background")
+        raise bad_request("background is not supported: the gateway answers while the request is open and cannot "
+                          "be polled later", param="background")
 
 
 def parse_request(body: bytes) -> ir.ChatRequest:
+    """A request that continues nothing stored (see `build_request`)."""
+    return build_request(body, [], {})[0]
+
+
+def build_request(body: bytes, context: list[dict[str, Any]],
+                  found: dict[str, dict[str, Any]]) -> tuple[ir.ChatRequest, list[dict[str, Any]]]:
+    """(the IR request, its own input items) from the body, after the stored items it continues
+    (`context`: a previous response's chain or a conversation), with `item_reference`s resolved
+    from `found`."""
     r: RequestIn = decode_client_body(_decoder, body, _WHAT)
     _refuse_state(r)
     history = _History(r.instructions)
+    history.found = found
+    for i, raw in enumerate(context):
+        history.item(raw, i, own=False, where="context")
     if isinstance(r.input, str):
-        history.messages.append(ir.Message(role="user", parts=[ir.Text(text=r.input)]))
+        history.item({"type": "message", "role": "user", "content": r.input}, 0)
     else:
         for i, raw in enumerate(r.input):
             history.item(raw, i)
@@ -348,7 +371,7 @@ def parse_request(body: bytes) -> ir.ChatRequest:
         extra={TOOLS_KEY: toolset.client} if toolset.client else {},
         source_format="openai-responses",
         unhonoured=toolset.builtins + history.unhonoured,
-    )
+    ), history.inputs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -380,6 +403,23 @@ def _output(choice: ir.Choice, req: ir.ChatRequest | None) -> list[dict[str, Any
     return items
 
 
+STATE = ResponsesState(build_request)
+# The stored-object routes (`proxy/stored.py` serves each action).
+STORE_ROUTES = (
+    ("GET", "/v1/responses/{id}", "get_response"),
+    ("DELETE", "/v1/responses/{id}", "delete_response"),
+    ("GET", "/v1/responses/{id}/input_items", "list_input_items"),
+    ("POST", "/v1/conversations", "create_conversation"),
+    ("GET", "/v1/conversations/{id}", "get_conversation"),
+    ("POST", "/v1/conversations/{id}", "update_conversation"),
+    ("DELETE", "/v1/conversations/{id}", "delete_conversation"),
+    ("GET", "/v1/conversations/{id}/items", "list_items"),
+    ("POST", "/v1/conversations/{id}/items", "add_items"),
+    ("GET", "/v1/conversations/{id}/items/{item_id}", "get_item"),
+    ("DELETE", "/v1/conversations/{id}/items/{item_id}", "delete_item"),
+)
+
+
 class ResponsesFrontend:
     """OpenAI Responses API for clients (`client.responses.create`, the Agents SDK).  Stateless."""
 
@@ -391,8 +431,9 @@ class ResponsesFrontend:
 
     def routes(self) -> list[Route]:
         op = ChatOp("responses", self.parse_chat, self.render_chat, self.stream_encoder, (("max_output_tokens",),),
-                    render_with_request=self.render_chat)
-        return [ApiRoute("/v1/responses", InBody(op))]
+                    render_with_request=self.render_chat, stored=STATE)
+        stored = [StoreRoute(method, path, action, STATE) for method, path, action in STORE_ROUTES]
+        return [ApiRoute("/v1/responses", InBody(op)), *stored]
 
     def parse_chat(self, body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
         return parse_request(body)  # unknown fields are ignored, so the split is not needed
@@ -405,9 +446,12 @@ class ResponsesFrontend:
         if status == "failed":
             error = failed_error(ProxyError("server", f"the upstream stopped generating "
                                                       f"({choice.raw_finish_reason or 'error'})"))
-        obj = response_object(synth_id("resp_"), model, resp.created or int(time.time()), request_echo(req),
-                              output=_output(choice, req), status=status, usage=resp.usage, incomplete_reason=reason,
-                              error=error)
+        turn = STATE.turn(req)
+        obj = response_object(turn.response_id if turn is not None else synth_id("resp_"), model,
+                              resp.created or int(time.time()), request_echo(req), output=_output(choice, req),
+                              status=status, usage=resp.usage, incomplete_reason=reason, error=error)
+        if turn is not None and error is None:
+            turn.final = obj
         return jsonio.dumps(obj)
 
     def stream_encoder(self, req: ir.ChatRequest, model: str) -> ResponsesStreamEncoder:

@@ -38,6 +38,7 @@ from . import ir, jsonio
 from .common import synth_id
 from .errors import ProxyError
 from .openai_response import error_object
+from .openai_responses_state import STATE_KEY
 from .openai_responses_tools import call_item, client_tools, custom_input, is_custom
 from .sse import encode_event
 
@@ -116,7 +117,11 @@ def request_echo(req: ir.ChatRequest | None) -> dict[str, Any]:
     if rf is not None and rf.type == "json_schema":
         fmt.update(name=rf.name, schema=rf.schema, strict=rf.strict, description=rf.description)
     reasoning = {"effort": req.reasoning.effort} if req.reasoning is not None else None
-    return {"tools": tools, "tool_choice": choice,
+    turn = req.extra.get(STATE_KEY)
+    stored = {} if turn is None else {
+        "store": turn.store, "previous_response_id": turn.previous_response_id,
+        "conversation": {"id": turn.conversation_id} if turn.conversation_id else None}  # fmt: skip
+    return {**stored, "tools": tools, "tool_choice": choice,
             "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
             "temperature": req.temperature, "top_p": req.top_p, "max_output_tokens": req.max_tokens,
             "text": {"format": fmt}, "reasoning": reasoning, "metadata": req.metadata or {}}
@@ -204,12 +209,14 @@ class ResponsesStreamEncoder:
         "_seq",
         "_started",
         "_tools",
+        "_turn",
         "_usage",
     )
 
     def __init__(self, req: ir.ChatRequest, model: str) -> None:
         self._model = model
-        self._id = synth_id("resp_")
+        self._turn = req.extra.get(STATE_KEY)  # a stored response: its id, and where its final object goes
+        self._id = self._turn.response_id if self._turn is not None else synth_id("resp_")
         self._created = int(time.time())
         self._echo = request_echo(req)
         self._tools = client_tools(req)
@@ -377,6 +384,8 @@ class ResponsesStreamEncoder:
         usage = self._usage if status != "in_progress" else None
         response = response_object(self._id, self._model, self._created, self._echo,
                                    output=list(self._done_items), status=status, usage=usage, **kw)
+        if self._turn is not None and status in ("completed", "incomplete"):
+            self._turn.final = response  # what response.completed / .incomplete carries, stored after the stream
         return self._event(name, {"response": response})
 
     def _event(self, name: str, payload: dict[str, Any]) -> bytes:

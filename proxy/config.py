@@ -27,7 +27,7 @@ from .config_keys import (KEY_NAME, AuthConfig, BudgetConfig, KeyConfig, KeyLimi
 from .config_routing import (DeploymentConfig, ModelConfig, PrefixAffinityConfig, PriceConfig, RoutingConfig,
                              Strategy, check_model_options, check_models, deployments_of,
                              split_model_options)  # fmt: skip
-from .config_state import STATE_SCHEMES, StateConfig, check_state
+from .config_state import STATE_SCHEMES, ResponsesConfig, StateConfig, check_responses, check_state
 from .config_yaml import YAMLConfigError, load_yaml
 
 # Names of the section modules, re-exported: code and configs' tests import them from here.
@@ -99,6 +99,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig | None = None
     state: StateConfig = field(default_factory=StateConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     backends: dict[str, BackendConfig] = field(default_factory=dict)
@@ -201,6 +202,7 @@ def _check(cfg: Config) -> None:
     if cfg.auth is not None:
         check_auth(cfg.auth)
     check_state(cfg.state)
+    check_responses(cfg.responses)
     if cfg.server.workers < 1:
         raise ConfigError("server.workers: must be >= 1")
     if cfg.server.max_body_bytes < 1024:

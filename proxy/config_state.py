@@ -1,4 +1,5 @@
-"""The `state` section: where counters, run-time keys and usage are kept."""
+"""The `state` section: where counters, run-time keys, usage and stored responses are kept; and the
+`responses` section: how long and how much of the Responses API's stored state is kept."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal
 from msgspec import Struct
 
 from .config_base import ConfigError
+from .config_keys import period_seconds
 
 STATE_SCHEMES = ("sqlite:///", "redis://", "rediss://", "unix://")
 
@@ -17,6 +19,26 @@ class StateConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = "sqlite:///llm-proxy-state.db"
     on_error: Literal["closed", "open"] = "closed"  # store unreachable: 503 (closed) or admit and log (open)
     timeout: float = 0.25  # seconds, every call to the store
+
+
+class ResponsesConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    # Stored responses, their items and conversations (Responses API, `store` defaults to true).
+    ttl: str = "30d"  # retention: "1h" .. "30d" (a conversation's restarts with each addition)
+    max_stored_bytes: int = 4 * 1024 * 1024  # a larger response (input + output) is answered, not stored
+    max_items: int = 4096  # items a response chain or a conversation may hold (beyond: 400)
+
+
+def check_responses(cfg: ResponsesConfig) -> float:
+    """The ttl in seconds (a bad section is a ConfigError)."""
+    try:
+        ttl = period_seconds(cfg.ttl)
+    except ValueError as exc:
+        raise ConfigError(f"responses.ttl: {exc}".replace("budget period", "duration")) from None
+    if cfg.max_stored_bytes < 1024:
+        raise ConfigError("responses.max_stored_bytes: must be >= 1024")
+    if cfg.max_items < 1:
+        raise ConfigError("responses.max_items: must be >= 1")
+    return ttl
 
 
 def check_state(state: StateConfig) -> None:

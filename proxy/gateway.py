@@ -10,13 +10,13 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from adapters import registry
-from adapters.base import ApiRoute, Frontend, ModelInfo, ModelList, StaticInfo
+from adapters.base import ApiRoute, Frontend, ModelInfo, ModelList, StaticInfo, StoreRoute
 from adapters.errors import ProxyError
 
 from .config import Config
 from .context import RequestContext, new_request_id
 from .dispatch import Dispatcher
-from .handlers import ApiHandler, error_response
+from .handlers import ApiHandler, error_response, read_body
 from .admin import AdminAPI
 from .keys import KeyRing
 from .limiter import Limiter
@@ -24,6 +24,7 @@ from .metrics import Recorder, exposition, sample_process
 from .pools import BackendRuntime, build_backends
 from .routing import Router, check_model_name
 from .state.base import StateStore, StoreUnavailable, open_store
+from .stored import Stored
 from .tracing import Tracing
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,6 +45,8 @@ class Gateway:
         self.error_formats = [(prefix, f) for f in self.frontends.values() for prefix in f.error_prefixes]
         self.keys = KeyRing(cfg.auth)
         self.store, self.limiter, self.admin = self._limits(cfg)
+        # Stored responses share the limits' store, or open their own (lazily: no file until used).
+        self.stored = Stored(self.store or open_store(cfg.state.url, cfg.state.timeout), cfg.responses)
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
         self.read_timeout = cfg.server.request_read_timeout
@@ -78,6 +81,9 @@ class Gateway:
                 if isinstance(route, ApiRoute):
                     handler: Handler = ApiHandler(self, route, frontend)
                     key = (route.method, route.path)
+                elif isinstance(route, StoreRoute):
+                    handler = self.stored.handler(route, frontend, self._owner, self._read_body)
+                    key = (route.method, route.path)
                 elif isinstance(route, ModelInfo):
                     handler, key = self._model_info(route, frontend), ("GET", route.path)
                 else:
@@ -90,6 +96,14 @@ class Gateway:
         return handlers
 
     # -- what the frontends declare beyond their API calls ---------------------------------------------
+    async def _owner(self, request: web.Request, frontend: Frontend) -> str:
+        """Whose stored objects a request sees: its key's name ("" with auth off: one shared space)."""
+        key = await self.keys.authenticate(request, frontend.client_key)
+        return key.name if key is not None else ""
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        return await read_body(request, self.max_body, self.read_timeout)
+
     async def _model_names(self, request: web.Request, frontend: Frontend) -> list[str]:
         """The configured models the caller's key may use."""
         key = await self.keys.authenticate(request, frontend.client_key)

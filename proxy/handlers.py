@@ -107,7 +107,7 @@ class ApiHandler:
         key = await gw.keys.authenticate(request, self.frontend.client_key)
         if key is not None:
             ctx.key_name = key.name
-        body = await self._read_body(request)
+        body = await read_body(request, gw.max_body, gw.read_timeout)
         if self.gw.log_prompts:  # explicit debug opt-in: request bodies are user data
             ctx.debug_body = body[:LOGGED_BODY_MAX].decode("utf-8", "replace")
         try:
@@ -129,6 +129,9 @@ class ApiHandler:
         ctx.model_label = route.config.name
         ctx.price = route.config.price
         call = Call(request, ctx, self.frontend, self.passthrough, op, body, raw, gw.tracing)
+        if isinstance(op, ChatOp) and op.stored is not None:  # continues / will be stored state
+            call.req = await gw.stored.prepare(op.stored, body, ctx.key_name or "")
+            call.req.model, call.req.stream = ctx.client_model, ctx.stream
         if key is None or not key.limited:
             return await self._call(call, route)
         cap = op.max_tokens_fields if isinstance(op, ChatOp) else None
@@ -150,7 +153,13 @@ class ApiHandler:
             await gw.limiter.settle(ticket, ctx, outcome)
 
     async def _call(self, call: Call, route: Route) -> web.StreamResponse:
-        return await self.gw.dispatcher.dispatch(call, route)
+        resp = await self.gw.dispatcher.dispatch(call, route)
+        stored = call.op.stored if isinstance(call.op, ChatOp) else None
+        if stored is not None:
+            # A stream is whole on the client's side by now except its end: storing before the end
+            # lets a client that continues as soon as the body ends find it.
+            await self.gw.stored.save(stored.turn(call.req), call.ctx.key_name or "")
+        return resp
 
     def _locate(self, request: web.Request, raw: dict[str, msgspec.Raw], ctx: RequestContext) -> tuple[str, Operation]:
         """The model and the operation, from where the route declares them; sets `ctx.stream`."""
@@ -166,17 +175,6 @@ class ApiHandler:
         ctx.route = f"{ctx.route.split('{', 1)[0]}*:{name}"
         return model, where.operations[name]
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.gw.max_body:
-            raise ProxyError("request_too_large", f"request body exceeds {self.gw.max_body} bytes")
-        try:
-            # A client trickling its body (slowloris) must not hold a connection and a slot for ever.
-            async with asyncio.timeout(self.gw.read_timeout):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ProxyError("request_too_large", f"request body exceeds {self.gw.max_body} bytes") from None
-        except TimeoutError:
-            raise ProxyError("request_timeout", f"the request body was not received within {self.gw.read_timeout:g}s") from None
 
     def _record(self, ctx: RequestContext) -> None:
         total = ctx.elapsed()
@@ -199,6 +197,19 @@ class ApiHandler:
             usd = cost_usd(ctx.price, prompt, completion)
             self.gw.recorder.key(ctx.key_name, ctx.model_label, ctx.status, prompt, completion, usd)
         access_line(ctx, total, added, ttft)
+
+
+async def read_body(request: web.Request, max_body: int, timeout: float) -> bytes:
+    if request.content_length is not None and request.content_length > max_body:
+        raise ProxyError("request_too_large", f"request body exceeds {max_body} bytes")
+    try:
+        # A client trickling its body (slowloris) must not hold a connection and a slot for ever.
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ProxyError("request_too_large", f"request body exceeds {max_body} bytes") from None
+    except TimeoutError:
+        raise ProxyError("request_timeout", f"the request body was not received within {timeout:g}s") from None
 
 
 def error_response(frontend: Frontend, err: ProxyError, ctx: RequestContext) -> web.Response:

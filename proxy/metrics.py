@@ -119,6 +119,12 @@ KEY_SPEND = Counter(
     ("key_name", "model"),
     registry=REGISTRY,
 )
+NOT_STORED = Counter(
+    "llm_proxy_responses_not_stored",
+    "Answers with store on that were served but not stored: too_large, conversation_full, store_unavailable.",
+    ("reason",),
+    registry=REGISTRY,
+)
 BACKEND_LOAD = Gauge(
     "llm_proxy_backend_load",
     "A model server's own load, scraped from its metrics: waiting, running (requests), kv_cache "

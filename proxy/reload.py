@@ -123,6 +123,8 @@ async def _close(gw: Gateway) -> None:
         await b.close()
     if gw.store is not None:
         await gw.store.close()
+    if gw.stored.store is not gw.store:
+        await gw.stored.store.close()
     await asyncio.to_thread(gw.tracing.shutdown)  # flushes spans: may wait on the collector
 
 

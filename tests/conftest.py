@@ -24,10 +24,13 @@ def start_emulator(aiohttp_server):
 
 
 @pytest.fixture
-def start_proxy(aiohttp_server):
-    """`await start_proxy(config_dict)` -> the running gateway's TestServer (handler cancellation on)."""
+def start_proxy(aiohttp_server, tmp_path):
+    """`await start_proxy(config_dict)` -> the running gateway's TestServer (handler cancellation on).
+    Without a `state` section its state store is a file in the test's directory (stored responses
+    would otherwise land in the working directory)."""
 
     async def _start(config: dict[str, Any], env: dict[str, str] | None = None):
+        config = {"state": {"url": f"sqlite:///{tmp_path}/state.db"}, **config}
         cfg = load_config_dict(config, env=env or {})
         return await aiohttp_server(create_app(cfg))
 

@@ -5,9 +5,10 @@ import pytest
 from openai.types.responses import Response
 
 from adapters import ir
-from adapters.base import Passthrough
+from adapters.base import Passthrough, StoreRoute
 from adapters.errors import KINDS, ProxyError
 from adapters.openai_responses_frontend import ResponsesFrontend
+from proxy.stored import ACTIONS
 
 F = ResponsesFrontend()
 
@@ -97,11 +98,11 @@ def test_function_call_without_assistant_text_opens_an_assistant_message():
     ({"type": "function_call", "name": "f"}, "input[0]", "invalid_request"),
     ({"type": "function_call_output", "call_id": "c"}, "input[0]", "invalid_request"),
     ({"type": "Web Search!", "id": "ws"}, "input[0].type", "invalid_request"),
-    ({"type": "item_reference", "id": "msg_1"}, "input[0]", "invalid_request"),
+    ({"type": "item_reference", "id": "msg_1"}, "input[0]", "not_found"),  # nothing stored by that id
 ])
 def test_bad_items_name_the_field_path(item, param, kind):
     err = refused(input=[item])
-    assert (err.kind, err.param, err.status) == (kind, param, 400)
+    assert (err.kind, err.param, err.status) == (kind, param, KINDS[kind])
 
 
 def test_empty_input_and_bad_json():
@@ -115,15 +116,10 @@ def test_empty_input_and_bad_json():
     assert "model" in info.value.message
 
 
-@pytest.mark.parametrize("field,value", [
-    ("previous_response_id", "resp_1"),
-    ("conversation", "conv_1"),
-    ("prompt", {"id": "pmpt_1"}),
-    ("background", True),
-])
-def test_stateful_fields_are_refused(field, value):
+@pytest.mark.parametrize("field,value", [("prompt", {"id": "pmpt_1"}), ("background", True)])
+def test_stored_prompts_and_background_runs_are_refused(field, value):
     err = refused(**{field: value})
-    assert err.status == 400 and err.param == field and "stateless" in err.message
+    assert err.status == 400 and err.param == field and "not supported" in err.message
 
 
 @pytest.mark.parametrize("field,value", [
@@ -401,6 +397,9 @@ def test_render_error_in_openai_shape(kind):
 def test_one_route_and_no_passthrough():
     """No backend speaks the Responses API, so the frontend offers no pass-through dialect."""
     assert F.name == "openai-responses" and not isinstance(F, Passthrough)
-    (route,) = F.routes()
+    route, *stored = F.routes()
     assert route.path == "/v1/responses" and route.target.operation.name == "responses"
-    assert route.target.stream_default is False
+    assert route.target.stream_default is False and route.target.operation.stored is not None
+    assert {(r.method, r.path) for r in stored} >= {("GET", "/v1/responses/{id}"), ("DELETE", "/v1/responses/{id}"),
+                                                    ("GET", "/v1/responses/{id}/input_items")}
+    assert all(isinstance(r, StoreRoute) and r.action in ACTIONS for r in stored)

@@ -141,10 +141,10 @@ async def test_upstream_429_is_a_rate_limit_error(client):
         await bounded(client.responses.create(model="m-openai-429", input="x"))
 
 
-async def test_stateful_request_is_a_400_naming_the_field(client):
-    with pytest.raises(openai.BadRequestError) as info:
+async def test_unknown_previous_response_is_a_404_naming_the_field(client):
+    with pytest.raises(openai.NotFoundError) as info:
         await bounded(client.responses.create(model="m-openai", input="x", previous_response_id="resp_1"))
-    assert info.value.param == "previous_response_id" and "stateless" in info.value.message
+    assert info.value.param == "previous_response_id" and info.value.code == "previous_response_not_found"
 
 
 # What the Codex CLI declares by default: a namespace of sub-agent tools, a free-form (custom)
