@@ -1,9 +1,12 @@
 """The OpenAI Responses API (`POST /v1/responses`) as a client-facing frontend, translated through the IR.
 
-The gateway is stateless: every request carries its whole conversation in `input`, and nothing is
-stored.  There is no same-format pass-through (no backend speaks the Responses API), so this
-frontend is not a `base.Passthrough`.  Request Structs mirror openai-python's `types/responses/
-response_create_params.py` / `response_input_param.py`; the output side is in `openai_responses_stream`.
+Stateful as on OpenAI: `store` defaults to true and the answer with its input items is stored for the
+caller's key; `previous_response_id`, `conversation` and `item_reference` items continue stored state
+(`openai_responses_state` says what is stored and how it is listed; `proxy/stored.py` reads it before
+`build_request` and stores the finished turn).  There is no same-format pass-through (no backend
+speaks the Responses API), so this frontend is not a `base.Passthrough`.  Request Structs mirror
+openai-python's `types/responses/response_create_params.py` / `response_input_param.py`; the output
+side is in `openai_responses_stream`.
 
 Decisions (what the IR cannot hold, and what we do):
 - `instructions` and leading `system` / `developer` messages -> the IR system prompt; later ones
@@ -21,12 +24,12 @@ Decisions (what the IR cannot hold, and what we do):
   on the answer; built-in tools (web_search, file_search, code_interpreter, mcp, ...) and
   tool_choice forms naming them follow the model's `unsupported_params` policy (see
   `openai_responses_tools`).  `tool_choice: {"type":"allowed_tools"}` narrows the tool list.
-- `previous_response_id`, `conversation`, `prompt` (stored templates), `background: true` and
-  `item_reference` items need server-side state: 400 (the gateway stores nothing) -- except an
-  `item_reference` to a reasoning item (`rs_...`, the prefix of OpenAI's and the gateway's reasoning
-  items), dropped like the reasoning item itself would be: the Vercel AI SDK's multi-step tool loop
-  refers to the previous step's reasoning this way when `store` is on.
-- `store`, `include`, `truncation`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`,
+- `previous_response_id` / `conversation`: the stored items they name come first (`context`), then
+  `input`.  `item_reference` items are replaced by the stored item; a reference to reasoning that
+  was not stored (`rs_...`, the prefix of OpenAI's and the gateway's reasoning items) is dropped like
+  the reasoning item itself would be, any other unknown id is a 404 naming it.
+- `prompt` (stored templates) and `background: true` (polled later): 400.
+- `include`, `truncation`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`,
   `max_tool_calls`, `stream_options`, `text.verbosity`, `reasoning.summary` are ignored.
 - `reasoning.effort` -> ReasoningConfig(effort=...) ("none" also sets enabled=False);
   `top_logprobs` -> logprobs=True + top_logprobs; `safety_identifier` -> `user` when `user` is unset.
@@ -421,7 +424,8 @@ STORE_ROUTES = (
 
 
 class ResponsesFrontend:
-    """OpenAI Responses API for clients (`client.responses.create`, the Agents SDK).  Stateless."""
+    """OpenAI Responses API for clients (`client.responses.create`, the Agents SDK), with stored responses
+    and conversations (`STORE_ROUTES`)."""
 
     name: ClassVar[str] = "openai-responses"
     stream_content_type: ClassVar[str] = "text/event-stream"

@@ -23,7 +23,7 @@ class StateConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ResponsesConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     # Stored responses, their items and conversations (Responses API, `store` defaults to true).
-    ttl: str = "30d"  # retention: "1h" .. "30d" (a conversation's restarts with each addition)
+    ttl: str | float = "30d"  # retention: "1h", "30d", or seconds (a conversation's restarts with each addition)
     max_stored_bytes: int = 4 * 1024 * 1024  # a larger response (input + output) is answered, not stored
     max_items: int = 4096  # items a response chain or a conversation may hold (beyond: 400)
 
@@ -31,9 +31,11 @@ class ResponsesConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 def check_responses(cfg: ResponsesConfig) -> float:
     """The ttl in seconds (a bad section is a ConfigError)."""
     try:
-        ttl = period_seconds(cfg.ttl)
+        ttl = float(cfg.ttl) if not isinstance(cfg.ttl, str) else period_seconds(cfg.ttl)
     except ValueError as exc:
         raise ConfigError(f"responses.ttl: {exc}".replace("budget period", "duration")) from None
+    if not ttl or ttl <= 0:
+        raise ConfigError("responses.ttl: must be > 0")
     if cfg.max_stored_bytes < 1024:
         raise ConfigError("responses.max_stored_bytes: must be >= 1024")
     if cfg.max_items < 1:
