@@ -10,6 +10,8 @@ import asyncio
 import http.client
 import importlib
 import json
+import shutil
+import tempfile
 import threading
 from typing import Any
 
@@ -131,7 +133,9 @@ class Gateway:
             backends[prefix] = {"provider": provider, "base_url": f"http://127.0.0.1:{port}{suffix}", **extra,
                                 "timeouts": {"first_byte": 5, "idle": 5, "total": 10}}
             models.append({"name": f"{prefix}-*", "backend": prefix, **model_keys})
-        cfg = load_config_dict({"backends": backends, "models": models, "server": {"request_read_timeout": 5}}, env={})
+        self.state_dir = tempfile.mkdtemp(prefix="llm-proxy-fuzz-")  # stored responses land here
+        cfg = load_config_dict({"backends": backends, "models": models, "server": {"request_read_timeout": 5},
+                                "state": {"url": f"sqlite:///{self.state_dir}/state.db"}}, env={})  # fmt: skip
         return await self._serve(create_app(cfg))
 
     def close(self) -> None:
@@ -142,6 +146,7 @@ class Gateway:
         self._run(stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
