@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 HERE = Path(__file__).parent
 MODULES = HERE / "node_modules"
+README = HERE.parent.parent / "README.md"
 RUN_TIMEOUT = 120.0  # seconds for one CLI run (a two-step tool loop takes a few)
 
 # Gateway model -> (emulated backend kind, backend model): one of each family the issue names.
@@ -25,6 +27,18 @@ BACKENDS = {
     "agent-anthropic": ("anthropic", "claude-sonnet-4-5"),
     "agent-ollama": ("ollama", "llama3.1:8b"),
 }
+
+
+def readme_config(heading: str, gateway_url: str, model: str) -> str:
+    """The config block the README's "Agents" section shows under `heading` (the first fenced block
+    after it), pointed at this gateway and model: the tests run the very setup a user copies."""
+    text = README.read_text()
+    start = text.index(heading)
+    block = re.search(r"```\w*\n(.*?)```", text[start:], re.DOTALL)
+    assert block, f"README: no code block under {heading}"
+    config = block.group(1)
+    assert "http://127.0.0.1:4000" in config and re.search(r"\bdemo-\w+", config), config
+    return re.sub(r"\bdemo-\w+", model, config.replace("http://127.0.0.1:4000", gateway_url))
 
 
 def installed(package: str, binary: str | None = None) -> tuple[Path | None, str]:
