@@ -17,6 +17,7 @@ PROMPT = "please use Read on README.md"
 
 
 def claude_env(tmp_path, server, model: str) -> dict[str, str]:
+    """The README's setup, plus no update check or telemetry (nothing leaves the machine)."""
     return {**base_env(tmp_path / "home"), "ANTHROPIC_BASE_URL": proxy_url(server), "ANTHROPIC_API_KEY": "any",
             "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,  # its background calls go to the same gateway model
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}

@@ -1,8 +1,9 @@
 """The Codex CLI (`codex exec`, npm @openai/codex, pinned in package.json) with its default
-configuration plus one provider entry pointing at the gateway's Responses API.  Its default request
-declares a `namespace` tool, function tools and the built-in `web_search` (dropped by the gateway).
-The emulated model calls `exec_command` because the prompt names it; Codex runs it and sends the
-result back, and the model answers: a two-step tool loop, on each backend family."""
+configuration plus the README's config.toml (a provider entry pointing at the gateway's Responses
+API).  Its default request declares a `namespace` tool, function tools and the built-in `web_search`
+(dropped by the gateway).  The emulated model calls `exec_command` because the prompt names it;
+Codex runs it and sends the result back, and the model answers: a two-step tool loop, on each
+backend family."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import aiohttp
 import pytest
 
-from tests.clients.conftest import BACKENDS, base_env, installed, run, served
+from tests.clients.conftest import BACKENDS, base_env, installed, readme_config, run, served
 from tests.conftest import proxy_url
 
 
@@ -21,15 +22,7 @@ async def test_codex_exec_completes_a_tool_loop(emulated_gateway, tmp_path, mode
     server = await emulated_gateway({model: BACKENDS[model]})
     home = tmp_path / "codex-home"
     home.mkdir()
-    (home / "config.toml").write_text(f"""model = "{model}"
-model_provider = "gateway"
-
-[model_providers.gateway]
-name = "llm-proxy"
-base_url = "{proxy_url(server, '/v1')}"
-env_key = "LLM_PROXY_KEY"
-wire_api = "responses"
-""")
+    (home / "config.toml").write_text(readme_config("**Codex CLI**", proxy_url(server), model))
     env = {**base_env(tmp_path / "home"), "CODEX_HOME": str(home), "LLM_PROXY_KEY": "any"}
     work = tmp_path / "work"
     work.mkdir()
