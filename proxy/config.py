@@ -74,12 +74,16 @@ class LoadConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     capacity: int | None = None  # requests the server runs at once (vLLM --max-num-seqs); else learned
 
 
+HTTP_CLIENTS = ("raw", "aiohttp")
+
+
 class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     provider: str
     base_url: str | None = None
     api_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     max_connections: int = 256
+    http_client: str = "raw"  # raw (proxy/rawpool.py) | aiohttp (also follows HTTP(S)_PROXY from the environment)
     timeouts: Timeouts = field(default_factory=Timeouts)
     load: LoadConfig | None = None  # scrape the server's own queue and KV-cache gauges
 
@@ -210,6 +214,10 @@ def _check(cfg: Config) -> None:
     if cfg.server.request_read_timeout <= 0:
         raise ConfigError("server.request_read_timeout: must be > 0")
     for name, b in cfg.backends.items():
+        if b.http_client not in HTTP_CLIENTS:
+            raise ConfigError(f"backends.{name}.http_client: one of {', '.join(HTTP_CLIENTS)}")
+        if b.max_connections < 1:
+            raise ConfigError(f"backends.{name}.max_connections: must be >= 1")
         if b.load is not None:
             _check_load(b.load, f"backends.{name}.load")
     check_models(cfg.models, cfg.backends)

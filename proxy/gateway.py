@@ -205,12 +205,12 @@ class Gateway:
     async def ready_check(self, request: web.Request) -> web.Response:
         health = self.dispatcher.health()  # circuit-breaker state per backend and deployment
         backends = {
-            name: {"pool": "open" if b.session is not None else "closed", **health.get(name, {}),
+            name: {"pool": "open" if b.client is not None else "closed", **health.get(name, {}),
                    # the server's own load gauges: informative only, a failing scrape never fails readiness
                    **({"load": b.load.report()} if b.load is not None else {})}
             for name, b in self.backends.items()
         }
-        ok = self.ready and all(b.session is not None for b in self.backends.values())
+        ok = self.ready and all(b.client is not None for b in self.backends.values())
         extra = {}
         if self.store is not None:  # only when some key needs it (limits or the admin API)
             extra["state"] = state = await self._store_health()

@@ -1,16 +1,15 @@
-"""One connection pool per backend: an aiohttp ClientSession with its own TCPConnector.
+"""One upstream client (and so one connection pool) per backend.
 
-Pools are created when the app starts (inside `cleanup_ctx`, so on the worker's own event loop) and
-closed on shutdown.  Keep-alive, `max_connections` and a DNS cache are per backend, so one slow or
-saturated backend cannot starve another's connections.
+Clients are created when the app starts (inside `cleanup_ctx`, so on the worker's own event loop) and
+closed on shutdown.  Keep-alive and `max_connections` are per backend, so one slow or saturated
+backend cannot starve another's connections.  `http_client` chooses the client: `raw` (the default,
+proxy/rawpool.py) or `aiohttp` (aiohttp's ClientSession, which also follows HTTP(S)_PROXY).
 """
 
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from adapters import registry
 from adapters.base import Backend
@@ -19,6 +18,8 @@ from adapters.errors import ProxyError
 from . import upstream_auth
 from .config import BackendConfig, Config, ConfigError
 from .load import ServerLoad, signal_names
+from .rawpool import RawClient
+from .upstream_client import AiohttpClient, UpstreamClient
 
 # A credential an upstream quotes masked (OpenAI: "Incorrect API key provided: sk-abc*****6789").
 _MASKED = re.compile(r"[\w.\-]*\*{3,}[\w.\-]*")
@@ -26,9 +27,9 @@ _MASKED_BYTES = re.compile(_MASKED.pattern.encode())
 
 
 class BackendRuntime:
-    """A configured backend: its adapter (built once) and, once the app runs, its session."""
+    """A configured backend: its adapter (built once) and, once the app runs, its HTTP client."""
 
-    __slots__ = ("name", "adapter", "config", "session", "family", "provider", "auth", "load", "_secrets", "_mark")
+    __slots__ = ("name", "adapter", "config", "client", "family", "provider", "auth", "load", "_secrets", "_mark")
 
     def __init__(self, name: str, config: BackendConfig, options) -> None:
         cls = registry.provider_class(config.provider)
@@ -41,7 +42,7 @@ class BackendRuntime:
             raise ConfigError(f"backends.{name}: {exc}") from None
         self.family: str | None = self.adapter.family
         self.auth = upstream_auth.build(name, self.adapter)  # signing / token step, or None
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
         self.load: ServerLoad | None = self._server_load(name, config)
         # What must never reach a client or a log in an upstream's error text, longest first: its URL,
         # host with and without port, key and configured header values (often credentials too).
@@ -87,31 +88,20 @@ class BackendRuntime:
         return err
 
     def open(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.config.max_connections,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            keepalive_timeout=60,
-            enable_cleanup_closed=False,
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            # Per-phase deadlines are enforced by the relay (proxy/upstream.py); the session only
-            # bounds the connect step.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeouts.connect),
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-            raise_for_status=False,
-        )
+        cfg = self.config
+        if cfg.http_client == "aiohttp":
+            self.client = AiohttpClient(cfg.max_connections, cfg.timeouts.connect)
+        else:
+            self.client = RawClient(cfg.max_connections, cfg.timeouts.connect)
         if self.load is not None:
             self.load.start()
 
     async def close(self) -> None:
         if self.load is not None:
             await self.load.close()
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
 
 
 def build_backends(cfg: Config) -> dict[str, BackendRuntime]:

@@ -136,7 +136,7 @@ async def assert_no_leaks(server, upstreams: dict[str, Upstream] | None = None, 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
-        acquired = {name: len(b.session.connector._acquired) for name, b in gw.backends.items() if b.session}
+        acquired = {name: b.client.in_use() for name, b in gw.backends.items() if b.client}
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done() and _in_proxy(t)
                  and not t.get_name().startswith(BACKGROUND_TASK_PREFIX)]
         busy = {name: up.in_flight for name, up in (upstreams or {}).items() if up.in_flight}

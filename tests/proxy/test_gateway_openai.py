@@ -227,12 +227,12 @@ async def test_client_disconnect_releases_upstream(start_emulator, start_proxy):
         resp = await s.post(url, json=body)
         await resp.content.readany()
         resp.close()  # the client goes away mid-stream
-    connector = gw.backends["emu"].session.connector
+    client = gw.backends["emu"].client
     for _ in range(50):
         await asyncio.sleep(0.02)
-        if not connector._acquired:
+        if not client.in_use():
             break
-    assert not connector._acquired  # the upstream connection was released
+    assert not client.in_use()  # the upstream connection was released
 
 
 async def test_metrics_after_traffic(gateway):

@@ -1,20 +1,25 @@
-"""proxy/upstream.py: redirects are never followed (credentials would travel to the Location), and the
-debug log never names the backend's host, port or URL."""
+"""proxy/upstream.py: redirects are never followed (credentials would travel to the Location), the
+debug log never names the backend's host, port or URL, and a response that is not valid HTTP is a
+clean 502 in the caller's format -- with either client."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from proxy.config import ConfigError, load_config_dict
 from tests.conftest import proxy_url
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
 
 
-async def test_redirect_is_not_followed_and_credentials_stay_home(aiohttp_server, start_proxy):
+@pytest.mark.parametrize("http_client", ["raw", "aiohttp"])
+async def test_redirect_is_not_followed_and_credentials_stay_home(aiohttp_server, start_proxy, http_client):
     reached: list[dict] = []
 
     async def elsewhere(request: web.Request) -> web.Response:
@@ -33,9 +38,9 @@ async def test_redirect_is_not_followed_and_credentials_stay_home(aiohttp_server
     up = await aiohttp_server(app)
     base = str(up.make_url(""))
     server = await start_proxy({
-        "backends": {"az": {"provider": "azure", "base_url": base, "api_key": "azure-secret"},
-                     "ant": {"provider": "anthropic", "base_url": base, "api_key": "ant-secret"},
-                     "gem": {"provider": "gemini", "base_url": base, "api_key": "gem-secret"}},
+        "backends": {"az": {"provider": "azure", "base_url": base, "api_key": "azure-secret", "http_client": http_client},
+                     "ant": {"provider": "anthropic", "base_url": base, "api_key": "ant-secret", "http_client": http_client},
+                     "gem": {"provider": "gemini", "base_url": base, "api_key": "gem-secret", "http_client": http_client}},
         "models": [{"name": "az", "backend": "az"}, {"name": "ant", "backend": "ant"},
                    {"name": "gem", "backend": "gem"}],
     })
@@ -54,10 +59,12 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_debug_log_never_names_the_backend_host_or_port(start_proxy, caplog):
+@pytest.mark.parametrize("http_client", ["raw", "aiohttp"])
+async def test_debug_log_never_names_the_backend_host_or_port(start_proxy, caplog, http_client):
     port = _closed_port()
     server = await start_proxy({"server": {"log_level": "debug"},
-                                "backends": {"b": {"provider": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}},
+                                "backends": {"b": {"provider": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+                                                   "http_client": http_client}},
                                 "models": [{"name": "m", "backend": "b"}]})
     caplog.set_level(logging.DEBUG)
     async with aiohttp.ClientSession() as s:
@@ -67,3 +74,49 @@ async def test_debug_log_never_names_the_backend_host_or_port(start_proxy, caplo
     assert any("connect failed" in line for line in lines)
     for line in lines:
         assert "127.0.0.1" not in line and str(port) not in line
+
+
+MALFORMED = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+             b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+             b"not http at all\r\n\r\n"]
+
+
+@pytest.mark.parametrize("answer", MALFORMED)
+async def test_a_malformed_response_is_a_502_in_the_callers_format(start_proxy, answer):
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(v for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
+                          if k.lower() == b"content-length"))
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.5)  # the gateway must not wait for more
+        writer.close()
+
+    up = await asyncio.start_server(serve, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{up.sockets[0].getsockname()[1]}"
+    server = await start_proxy({"backends": {"b": {"provider": "openai", "base_url": base + "/v1"}},
+                                "models": [{"name": "m", "backend": "b"}]})
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(proxy_url(server, "/v1/chat/completions"), json=BODY) as r:
+                assert r.status == 502
+                err = (await r.json())["error"]
+                assert err["message"] == "backend 'b' sent a malformed response"
+            async with s.post(proxy_url(server, "/v1/messages"), json={**BODY, "max_tokens": 5}) as r:
+                assert r.status == 502
+                body = await r.json()
+                assert body["type"] == "error" and "malformed" in body["error"]["message"]
+    finally:
+        up.close()
+
+
+def test_http_client_is_checked():
+    backend = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    assert load_config_dict({"backends": {"b": backend}}).backends["b"].http_client == "raw"
+    assert load_config_dict({"backends": {"b": {**backend, "http_client": "aiohttp"}}}).backends["b"].http_client == "aiohttp"
+    with pytest.raises(ConfigError, match="backends.b.http_client"):
+        load_config_dict({"backends": {"b": {**backend, "http_client": "curl"}}})
+    with pytest.raises(ConfigError, match="backends.b.max_connections"):
+        load_config_dict({"backends": {"b": {**backend, "max_connections": 0}}})

@@ -1,0 +1,143 @@
+"""The upstream HTTP client interface, its closed set of errors, and the aiohttp implementation.
+
+Two clients implement it (chosen per backend by `http_client`): the raw asyncio HTTP/1.1 client
+(proxy/rawpool.py, the default) and aiohttp's ClientSession (this module), the fallback for what the
+raw one does not do: HTTP(S)_PROXY / NO_PROXY from the environment.  proxy/upstream.py drives either
+through the same calls, so the relay has one path:
+
+    response = await client.request(method, url, headers, body, deadline)   # headers received
+    response.status, response.headers["Retry-After"]                          # case-insensitive
+    await response.chunk(deadline) -> bytes (b"" at the end)  |  await response.read(deadline)
+    response.release()   # keep-alive when the body was read to its end, else the connection is closed
+
+`deadline` is a loop.time(); past it the call raises TimeoutError.  Transport failures raise an
+UpstreamError subclass whose `detail` is for the debug log only (it may name the host: the caller
+scrubs it).  Redirects are never followed: a 3xx is returned like any other status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Protocol
+
+import aiohttp
+from yarl import URL
+
+
+class UpstreamError(Exception):
+    """A transport failure; `detail` says what, for the debug log."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ConnectFailed(UpstreamError):
+    """No connection: DNS, refused, unreachable, TLS handshake or certificate."""
+
+
+class ConnectTimeout(UpstreamError):
+    """The connect step (TCP and TLS) took longer than `timeouts.connect`."""
+
+
+class ConnectionBroken(UpstreamError):
+    """The connection closed or reset before the response (or its body) was complete."""
+
+
+class BadResponse(UpstreamError):
+    """The upstream's bytes are not a valid HTTP/1.1 response (or exceed a bound, e.g. header size)."""
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]  # case-insensitive names
+
+    async def chunk(self, deadline: float) -> bytes: ...
+
+    async def read(self, deadline: float) -> bytes: ...
+
+    def release(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                      deadline: float) -> UpstreamResponse: ...
+
+    def in_use(self) -> int:
+        """Connections checked out (a request or a response body in progress)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# aiohttp
+
+
+class AiohttpResponse:
+    __slots__ = ("_response", "status", "headers")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    async def chunk(self, deadline: float) -> bytes:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._response.content.readany()
+        except aiohttp.ClientError as exc:
+            raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from None
+
+    async def read(self, deadline: float) -> bytes:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._response.read()
+        except aiohttp.ClientError as exc:
+            raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from None
+
+    def release(self) -> None:
+        response = self._response
+        if not response.closed:  # aiohttp has already released it when read() completed
+            if response.content.is_eof():
+                response.release()
+            else:
+                response.close()
+
+
+class AiohttpClient:
+    """aiohttp's ClientSession with its own TCPConnector (`max_connections`, keep-alive, DNS cache);
+    `trust_env` makes it follow HTTP(S)_PROXY / NO_PROXY."""
+
+    def __init__(self, max_connections: int, connect_timeout: float) -> None:
+        connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300,
+                                         keepalive_timeout=60, enable_cleanup_closed=False)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Per-phase deadlines come with each call; the session only bounds the connect step.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+            auto_decompress=True, skip_auto_headers=("User-Agent",), raise_for_status=False, trust_env=True)
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                      deadline: float) -> AiohttpResponse:
+        try:
+            async with asyncio.timeout_at(deadline):
+                # `encoded`: a signature covers the exact path bytes; keep yarl from re-quoting them.
+                response = await self._session.request(method, URL(url, encoded=True), data=body, headers=headers,
+                                                       allow_redirects=False)
+        except aiohttp.ServerTimeoutError:  # the session's sock_connect limit
+            raise ConnectTimeout("connect timed out") from None
+        except aiohttp.ClientConnectorError as exc:
+            os_error = exc.os_error  # its text names host and port: keep the type and errno only
+            raise ConnectFailed(f"{type(exc).__name__} ({type(os_error).__name__}, errno {os_error.errno})") from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from None
+        return AiohttpResponse(response)
+
+    def in_use(self) -> int:
+        connector = self._session.connector
+        return len(connector._acquired) if connector is not None else 0
+
+    async def close(self) -> None:
+        await self._session.close()
