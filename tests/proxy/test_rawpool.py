@@ -83,16 +83,22 @@ class Scripted:
 async def scripted():
     servers: list[Scripted] = []
 
-    async def start(answer) -> str:
+    async def start(answer) -> tuple[str, Scripted]:
         servers.append(Scripted(answer))
-        return await servers[-1].start()
+        return await servers[-1].start(), servers[-1]
 
-    yield start, servers
+    yield start
     for s in servers:
         await s.close()
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def reply(writer: asyncio.StreamWriter, data: bytes = OK, keep: bool = True) -> bool:
+    writer.write(data)
+    await writer.drain()
+    return keep
 
 
 async def plain(request: web.Request) -> web.Response:
@@ -143,12 +149,9 @@ async def test_connection_close_from_the_server(aiohttp_server, client):
 
 async def test_an_idle_connection_the_server_closed_is_not_used(scripted, client):
     async def answer_then_hang_up(n, writer):
-        writer.write(OK)
-        await writer.drain()
-        return False  # closes the connection, without having said so
+        return await reply(writer, keep=False)  # closes the connection, without having said so
 
-    start, servers = scripted
-    url = await start(answer_then_hang_up)
+    url, server = await scripted(answer_then_hang_up)
     c = client()
     assert await get(c, url) == (200, b"ok")
     for _ in range(100):
@@ -157,46 +160,35 @@ async def test_an_idle_connection_the_server_closed_is_not_used(scripted, client
         await asyncio.sleep(0.01)
     assert c.idle() == 0  # left the pool as soon as the server closed it
     assert await get(c, url) == (200, b"ok")
-    assert (servers[0].connections, servers[0].requests, c.opened) == (2, 2, 2)
+    assert (server.connections, server.requests, c.opened) == (2, 2, 2)
 
 
 async def test_a_stale_keep_alive_connection_is_retried_once_on_a_new_one(scripted, client):
     """The second request on the first connection is read, then the server closes without a byte:
     sent again on a new connection.  The request was reused, written, and had no answer at all."""
     async def first_only(n, writer):
-        if n == 1:
-            return False
-        writer.write(OK)
-        await writer.drain()
-        return True
+        return n != 1 and await reply(writer)
 
-    start, servers = scripted
-    url = await start(first_only)
+    url, server = await scripted(first_only)
     c = client()
     assert await get(c, url, b"{}") == (200, b"ok")
     assert await get(c, url, b"{}") == (200, b"ok")
-    assert (servers[0].connections, servers[0].requests, c.opened) == (2, 3, 2)
+    assert (server.connections, server.requests, c.opened) == (2, 3, 2)
 
 
 @pytest.mark.parametrize("first", [b"", b"HTTP/1.1 200 OK\r\nContent-Le"])
 async def test_nothing_else_is_retried(scripted, client, first):
     """A fresh connection closed before an answer, or a reused one closed mid-answer: an error, once."""
     async def broken(n, writer):
-        if n == 0 and first:
-            writer.write(OK)
-            return True
-        writer.write(first)
-        await writer.drain()
-        return False
+        return await reply(writer) if n == 0 and first else await reply(writer, first, keep=False)
 
-    start, servers = scripted
-    url = await start(broken)
+    url, server = await scripted(broken)
     c = client()
     if first:
         assert await get(c, url, b"{}") == (200, b"ok")
     with pytest.raises(ConnectionBroken):
         await get(c, url, b"{}")
-    assert servers[0].requests == (2 if first else 1)
+    assert server.requests == (2 if first else 1)
     assert (c.in_use(), c.idle()) == (0, 0)
 
 
@@ -228,8 +220,7 @@ async def test_first_byte_deadline(scripted, client):
         await asyncio.sleep(5)
         return False
 
-    start, _ = scripted
-    url = await start(silent)
+    url, _ = await scripted(silent)
     c = client()
     with pytest.raises(TimeoutError):
         await c.request("POST", url, {}, b"{}", deadline(0.1))
