@@ -58,7 +58,7 @@ from .openai_responses_stream import (
     request_echo,
     response_object,
 )
-from .openai_responses_state import ResponsesState
+from .openai_responses_state import STORE_ROUTES, ResponsesState
 from .openai_responses_tools import (
     TOOLS_KEY,
     ToolSet,
@@ -178,8 +178,9 @@ class RequestIn(Struct):
     user: str | None = None
     safety_identifier: str | None = None
     stream: bool | None = None
+    store: bool | None = None
     previous_response_id: str | None = None
-    conversation: Any = None
+    conversation: str | dict[str, Any] | None = None
     prompt: Any = None
     background: bool | None = None
 
@@ -325,16 +326,20 @@ def _refuse_state(r: RequestIn) -> None:
 
 def parse_request(body: bytes) -> ir.ChatRequest:
     """A request that continues nothing stored (see `build_request`)."""
-    return build_request(body, [], {})[0]
+    return build_request(decode_request(body), [], {})[0]
 
 
-def build_request(body: bytes, context: list[dict[str, Any]],
-                  found: dict[str, dict[str, Any]]) -> tuple[ir.ChatRequest, list[dict[str, Any]]]:
-    """(the IR request, its own input items) from the body, after the stored items it continues
-    (`context`: a previous response's chain or a conversation), with `item_reference`s resolved
-    from `found`."""
+def decode_request(body: bytes) -> RequestIn:
     r: RequestIn = decode_client_body(_decoder, body, _WHAT)
     _refuse_state(r)
+    return r
+
+
+def build_request(r: RequestIn, context: list[dict[str, Any]],
+                  found: dict[str, dict[str, Any]]) -> tuple[ir.ChatRequest, list[dict[str, Any]]]:
+    """(the IR request, its own input items) from the decoded body, after the stored items it
+    continues (`context`: a previous response's chain or a conversation), with `item_reference`s
+    resolved from `found`."""
     history = _History(r.instructions)
     history.found = found
     for i, raw in enumerate(context):
@@ -406,21 +411,7 @@ def _output(choice: ir.Choice, req: ir.ChatRequest | None) -> list[dict[str, Any
     return items
 
 
-STATE = ResponsesState(build_request)
-# The stored-object routes (`proxy/stored.py` serves each action).
-STORE_ROUTES = (
-    ("GET", "/v1/responses/{id}", "get_response"),
-    ("DELETE", "/v1/responses/{id}", "delete_response"),
-    ("GET", "/v1/responses/{id}/input_items", "list_input_items"),
-    ("POST", "/v1/conversations", "create_conversation"),
-    ("GET", "/v1/conversations/{id}", "get_conversation"),
-    ("POST", "/v1/conversations/{id}", "update_conversation"),
-    ("DELETE", "/v1/conversations/{id}", "delete_conversation"),
-    ("GET", "/v1/conversations/{id}/items", "list_items"),
-    ("POST", "/v1/conversations/{id}/items", "add_items"),
-    ("GET", "/v1/conversations/{id}/items/{item_id}", "get_item"),
-    ("DELETE", "/v1/conversations/{id}/items/{item_id}", "delete_item"),
-)
+STATE = ResponsesState(decode_request, build_request)
 
 
 class ResponsesFrontend:

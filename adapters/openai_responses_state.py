@@ -44,6 +44,22 @@ MAX_NEW_ITEMS = 20  # items one conversations call may add (OpenAI's bound)
 MAX_METADATA = 16  # key-value pairs, keys <= 64 and values <= 512 characters (OpenAI's bounds)
 
 
+# The stored-object routes (`proxy/stored.py` serves each action).
+STORE_ROUTES = (
+    ("GET", "/v1/responses/{id}", "get_response"),
+    ("DELETE", "/v1/responses/{id}", "delete_response"),
+    ("GET", "/v1/responses/{id}/input_items", "list_input_items"),
+    ("POST", "/v1/conversations", "create_conversation"),
+    ("GET", "/v1/conversations/{id}", "get_conversation"),
+    ("POST", "/v1/conversations/{id}", "update_conversation"),
+    ("DELETE", "/v1/conversations/{id}", "delete_conversation"),
+    ("GET", "/v1/conversations/{id}/items", "list_items"),
+    ("POST", "/v1/conversations/{id}/items", "add_items"),
+    ("GET", "/v1/conversations/{id}/items/{item_id}", "get_item"),
+    ("DELETE", "/v1/conversations/{id}/items/{item_id}", "delete_item"),
+)
+
+
 def _valid(value: Any) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
@@ -75,15 +91,6 @@ def stored_item(raw: dict[str, Any]) -> dict[str, Any]:
 # Wire types of the state calls
 
 
-class _Planned(Struct):
-    """The stateful fields of a Responses request (the rest is decoded by the frontend)."""
-
-    input: str | list[dict[str, Any]] = []
-    store: bool | None = None
-    previous_response_id: str | None = None
-    conversation: str | dict[str, Any] | None = None
-
-
 class _NewItems(Struct):
     items: list[dict[str, Any]] | None = None
     metadata: dict[str, str] | None = None
@@ -93,7 +100,6 @@ class _Metadata(Struct):
     metadata: dict[str, str] | None = None
 
 
-_planned = jsonio.decoder(_Planned)
 _new_items = jsonio.decoder(_NewItems)
 _metadata = jsonio.decoder(_Metadata)
 
@@ -107,29 +113,31 @@ def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
 
 
 class ResponsesState:
-    """`base.StoredFormat` for the Responses API; `build` is the frontend's own request builder."""
+    """`base.StoredFormat` for the Responses API over the frontend's own decoder and request builder
+    (the body is decoded once: `plan` keeps the decoded request for `build`)."""
 
-    def __init__(self, build: Any) -> None:
-        self._build = build  # (decoded request, items before its input, resolved references) -> ChatRequest
+    def __init__(self, decode: Any, build: Any) -> None:
+        self._decode = decode  # body -> the decoded request (previous_response_id, conversation, store, input)
+        self._build = build  # (decoded request, items before its input, resolved references) -> (ChatRequest, inputs)
 
     # -- a generation -----------------------------------------------------------------------------------
     def plan(self, body: bytes) -> StatePlan:
-        p: _Planned = decode_client_body(_planned, body, "responses request")
-        conversation = p.conversation.get("id") if isinstance(p.conversation, dict) else p.conversation
-        if p.conversation is not None and not isinstance(conversation, str):
+        r = self._decode(body)
+        conversation = r.conversation.get("id") if isinstance(r.conversation, dict) else r.conversation
+        if r.conversation is not None and not isinstance(conversation, str):
             raise bad_request("conversation: expected an id or {\"id\": ...}", param="conversation")
-        if p.previous_response_id is not None and conversation is not None:
+        if r.previous_response_id is not None and conversation is not None:
             raise bad_request("previous_response_id and conversation cannot be used together", param="conversation")
         refs = []
-        if isinstance(p.input, list):
-            for i, raw in enumerate(p.input):
+        if isinstance(r.input, list):
+            for i, raw in enumerate(r.input):
                 if raw.get("type") == "item_reference":
                     refs.append(self.check_id(raw.get("id"), f"input[{i}].id"))
         return StatePlan(
-            body=body,
-            store=p.store is not False,
-            previous_response_id=None if p.previous_response_id is None else self.check_id(
-                p.previous_response_id, "previous_response_id"),
+            body=r,
+            store=r.store is not False,
+            previous_response_id=None if r.previous_response_id is None else self.check_id(
+                r.previous_response_id, "previous_response_id"),
             conversation_id=None if conversation is None else self.check_id(conversation, "conversation"),
             references=refs,
         )  # fmt: skip
@@ -173,7 +181,7 @@ class ResponsesState:
                 raise bad_request("item_reference items cannot be added to a conversation", param=f"items[{i}]")
         if items:  # they must be what a response could take as input: the frontend's parser checks them
             try:
-                self._build(jsonio.dumps({"model": "-", "input": items}), [], {})
+                self._build(self._decode(jsonio.dumps({"model": "-", "input": items})), [], {})
             except ProxyError as err:
                 if err.param and err.param.startswith("input"):
                     err.param = "items" + err.param[len("input"):]

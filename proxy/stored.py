@@ -37,7 +37,8 @@ from adapters.base import Frontend, StoredFormat, StoreRoute, Turn
 from adapters.errors import ProxyError, bad_request
 
 from .config_state import ResponsesConfig, check_responses
-from .context import RequestContext, new_request_id
+from .accesslog import access_line
+from .context import RequestContext, request_id
 from .handlers import error_response
 from .metrics import NOT_STORED
 from .state.base import StateStore, StoreUnavailable
@@ -150,17 +151,21 @@ class Stored:
         fmt = route.stored
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            ctx = RequestContext(new_request_id(), route.path)
+            ctx = RequestContext(request_id(request.headers.get("x-request-id")), route.path)
             try:
-                owner = await authenticate(request, frontend)
+                owner = ctx.key_name = await authenticate(request, frontend)
                 ids = [fmt.check_id(request.match_info[name], name) for name in ("id", "item_id") if name in request.match_info]
                 body = await read_body(request) if request.method == "POST" else b""
-                body_out = await action(fmt, _scope(owner), time.time(), ids, request.query, body)
+                out = await action(fmt, _scope(owner), time.time(), ids, request.query, body)
+                resp = web.Response(body=out, content_type="application/json", headers={"x-request-id": ctx.request_id})
+                ctx.status = 200
             except StoreUnavailable:
-                return error_response(frontend, _unavailable(), ctx)
+                resp = error_response(frontend, _unavailable(), ctx)
             except ProxyError as err:
-                return error_response(frontend, err, ctx)
-            return web.Response(body=body_out, content_type="application/json", headers={"x-request-id": ctx.request_id})
+                resp = error_response(frontend, err, ctx)
+            total = ctx.elapsed()
+            access_line(ctx, total, total, None)  # no upstream: all of it is the gateway's
+            return resp
 
         return handle
 
