@@ -30,7 +30,10 @@ from .base import WINDOW, Ask, Decision, Done, KeyRecord, StoreUnavailable, Usag
 T = TypeVar("T")
 log = logging.getLogger("llm_proxy")
 LOOP_BUSY_MS = 10  # longest the event loop waits for another worker's lock before moving to a thread
-RECORD_SWEEP = 64  # expired records removed per put
+# Expired records and list entries are swept by one write in SWEEP_EVERY (a sweep costs as much as
+# the write itself), at most RECORD_SWEEP rows per table: far more than SWEEP_EVERY writes add.
+SWEEP_EVERY = 16
+RECORD_SWEEP = 512
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (off the loop)
 
 SCHEMA = """
@@ -63,6 +66,7 @@ class SQLiteStore:
         self._thread_lock = asyncio.Lock()
         self._checkpoint: asyncio.Future | None = None
         self._checkpointed = time.monotonic()
+        self._writes = 0
 
     # -- connections and transactions ---------------------------------------------------------------
     def _connect(self, busy_ms: int) -> sqlite3.Connection:
@@ -202,7 +206,7 @@ class SQLiteStore:
         expires = None if ttl is None else now + ttl
 
         def step(c: sqlite3.Connection) -> None:
-            _sweep(c, now)
+            self._maybe_sweep(c, now)
             c.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)",
                           [(scope, rid, data, expires) for rid, data in items])  # fmt: skip
 
@@ -231,13 +235,20 @@ class SQLiteStore:
     async def delete_record(self, scope: str, rid: str) -> bool:
         return await self._run(lambda c: c.execute("DELETE FROM records WHERE scope = ? AND id = ?", (scope, rid)).rowcount > 0)
 
+    def _maybe_sweep(self, c: sqlite3.Connection, now: float) -> None:
+        """Expired records and list entries are removed by every SWEEP_EVERY-th write of this process,
+        so nothing needs a sweeper task (reads never see them: they check the expiry)."""
+        self._writes += 1
+        if self._writes % SWEEP_EVERY == 1:
+            _sweep(c, now)
+
     # -- lists ------------------------------------------------------------------------------------------
     async def append_list(self, scope: str, lid: str, values: list[bytes], ttl: float | None, now: float,
                           limit: int) -> int | None:
         expires = None if ttl is None else now + ttl
 
         def step(c: sqlite3.Connection) -> int | None:
-            _sweep(c, now)
+            self._maybe_sweep(c, now)
             (n,) = c.execute("SELECT COUNT(*) FROM lists WHERE scope = ? AND lid = ? AND (expires IS NULL OR expires > ?)",
                              (scope, lid, now)).fetchone()  # fmt: skip
             if n + len(values) > limit:
@@ -278,7 +289,6 @@ def _create_schema(conn: sqlite3.Connection) -> None:
 
 
 def _sweep(c: sqlite3.Connection, now: float) -> None:
-    """Each write removes a few expired records and list entries, so nothing needs a sweeper task."""
     c.execute("DELETE FROM records WHERE (scope, id) IN (SELECT scope, id FROM records WHERE expires <= ? LIMIT ?)",
               (now, RECORD_SWEEP))  # fmt: skip
     c.execute("DELETE FROM lists WHERE seq IN (SELECT seq FROM lists WHERE expires <= ? LIMIT ?)", (now, RECORD_SWEEP))

@@ -189,6 +189,25 @@ async def test_list_ttl_restarts_on_append(store):
     assert await store.read_list("s", "l", time.time()) == []
 
 
+async def test_sqlite_writes_sweep_expired_rows(tmp_path):
+    import sqlite3
+
+    from proxy.state.sqlite_store import SWEEP_EVERY
+
+    store = open_store(f"sqlite:///{tmp_path}/s.db", 1.0)
+    try:
+        now = time.time()
+        await store.put_records("s", [(f"old{i}", b"x") for i in range(50)], 1.0, now)
+        await store.append_list("s", "l", [b"x"] * 50, 1.0, now, 100)
+        for i in range(SWEEP_EVERY):  # one of these sweeps: by then everything above has expired
+            await store.put_record("s", f"new{i}", b"y", None, now + 10)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        assert c.execute("SELECT COUNT(*) FROM records").fetchone()[0] == SWEEP_EVERY
+        assert c.execute("SELECT COUNT(*) FROM lists").fetchone()[0] == 0
+
+
 async def test_concurrent_appends_through_two_connections_all_land_within_the_bound(state_url):
     stores = [open_store(state_url, 2.0), open_store(state_url, 2.0)]
     try:
