@@ -46,7 +46,8 @@ class Gateway:
         self.keys = KeyRing(cfg.auth)
         self.store, self.limiter, self.admin = self._limits(cfg)
         # Stored responses share the limits' store, or open their own (lazily: no file until used).
-        self.stored = Stored(self.store or open_store(cfg.state.url, cfg.state.timeout), cfg.responses)
+        self.stored = Stored(self.store or open_store(cfg.state.url, cfg.state.timeout), cfg.responses,
+                             cfg.server.max_body_bytes)
         self.ready = False
         self.max_body = cfg.server.max_body_bytes
         self.read_timeout = cfg.server.request_read_timeout

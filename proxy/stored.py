@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters import ir, jsonio
-from adapters.base import Frontend, StoredFormat, StoreRoute, Turn
+from adapters.base import Frontend, StatePlan, StoredFormat, StoreRoute, Turn
 from adapters.errors import ProxyError, bad_request
 
 from .config_state import ResponsesConfig, check_responses
@@ -59,11 +59,13 @@ class Stored:
     """The stored state of every key, over one StateStore (opened lazily: no file or connection
     until a request stores or reads something)."""
 
-    def __init__(self, store: StateStore, cfg: ResponsesConfig) -> None:
+    def __init__(self, store: StateStore, cfg: ResponsesConfig, max_body: int) -> None:
         self.store = store
         self.ttl = check_responses(cfg)
         self.max_bytes = cfg.max_stored_bytes
         self.max_items = cfg.max_items
+        # What a request continues is what it would otherwise carry in its body: the same bound.
+        self.max_context = max_body
 
     # -- a generation -------------------------------------------------------------------------------------
     async def prepare(self, fmt: StoredFormat, body: bytes, owner: str) -> ir.ChatRequest:
@@ -86,11 +88,14 @@ class Stored:
                 history = await self._container_items(fmt, scope, plan.conversation_id, "conversation", now)
             if len(history) > self.max_items:
                 raise bad_request(f"the stored conversation holds more than {self.max_items} items (responses.max_items)",
-                                  param="previous_response_id" if plan.previous_response_id else "conversation")
+                                  param=_param(plan))
             ids = history + plan.references
             data = await self.store.get_records(scope, ["i/" + i for i in ids], now) if ids else []
         except StoreUnavailable:
             raise _unavailable() from None
+        if sum(len(d) for d in data if d is not None) > self.max_context:
+            raise bad_request(f"the stored items this request continues exceed {self.max_context} bytes "
+                              "(server.max_body_bytes): start a new conversation", param=_param(plan))
         context = [jsonio.loads(d) for d in data[: len(history)] if d is not None]  # expired items are skipped
         found = {i: jsonio.loads(d) for i, d in zip(plan.references, data[len(history) :]) if d is not None}
         with client_values(body):
@@ -258,6 +263,10 @@ class Stored:
 ACTIONS = frozenset({"get_response", "delete_response", "list_input_items", "create_conversation", "get_conversation",
                      "update_conversation", "delete_conversation", "list_items", "add_items", "get_item",
                      "delete_item"})  # fmt: skip
+
+
+def _param(plan: StatePlan) -> str:
+    return "previous_response_id" if plan.previous_response_id is not None else "conversation"
 
 
 def _scope(owner: str) -> str:

@@ -284,3 +284,19 @@ async def test_store_failure_does_not_break_the_answer(gateway, tmp_path, caplog
     assert "response not stored" in caplog.text and str(tmp_path) not in caplog.text.split("response not stored")[1][:0]
     async with aiohttp.ClientSession() as s, s.get(url + "/metrics") as resp:
         assert 'llm_proxy_responses_not_stored_total{reason="store_unavailable"}' in await resp.text()
+
+
+async def test_a_chain_is_bounded_in_items_and_bytes(gateway):
+    url, _ = await gateway(responses={"max_items": 5}, server={"max_body_bytes": 8000})
+    async with client(url) as c:
+        r1 = await c.responses.create(model="m-openai", input="a")
+        r2 = await c.responses.create(model="m-openai", input="b", previous_response_id=r1.id)  # 2 items before
+        r3 = await c.responses.create(model="m-openai", input="c", previous_response_id=r2.id)  # 4 items before
+        with pytest.raises(openai.BadRequestError) as info:  # 6 items before: over max_items
+            await c.responses.create(model="m-openai", input="d", previous_response_id=r3.id)
+        assert info.value.param == "previous_response_id" and "max_items" in info.value.message
+        big = await c.responses.create(model="m-openai", input="z" * 3000)
+        big2 = await c.responses.create(model="m-openai", input="y" * 3000, previous_response_id=big.id)  # ~6 kB before
+        with pytest.raises(openai.BadRequestError) as info:  # ~12 kB of stored items: over max_body_bytes
+            await c.responses.create(model="m-openai", input="x", previous_response_id=big2.id)
+        assert "server.max_body_bytes" in info.value.message
