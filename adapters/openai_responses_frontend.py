@@ -241,12 +241,12 @@ class _History:
 
     def _reference(self, raw: dict[str, Any], i: int) -> None:
         """An item of the caller's stored items by id (`found`: resolved by the proxy beforehand)."""
-        rid = raw.get("id")
-        item = self.found.get(rid) if isinstance(rid, str) else None
-        if item is not None and item.get("type") != "item_reference":
-            self.item(item, i, own=True)
-        elif not (isinstance(rid, str) and rid.startswith(_REASONING_PREFIX)):
-            raise ProxyError("not_found", f"Item with id '{rid}' not found.", param=f"input[{i}]", code="not_found")
+        rid = ResponsesState.check_id(raw.get("id"), f"input[{i}].id")  # bounded before it is quoted
+        item = self.found.get(rid)
+        if item is not None:  # stored items are never references themselves
+            self.item(item, i)
+        elif not rid.startswith(_REASONING_PREFIX):
+            raise ResponsesState.not_found("item", rid, f"input[{i}]")
         # else: reasoning the caller did not store is dropped, as it would be if it were sent inline
 
     def item(self, raw: dict[str, Any], i: int, own: bool = True, where: str = "input") -> None:

@@ -99,6 +99,8 @@ def test_function_call_without_assistant_text_opens_an_assistant_message():
     ({"type": "function_call_output", "call_id": "c"}, "input[0]", "invalid_request"),
     ({"type": "Web Search!", "id": "ws"}, "input[0].type", "invalid_request"),
     ({"type": "item_reference", "id": "msg_1"}, "input[0]", "not_found"),  # nothing stored by that id
+    ({"type": "item_reference", "id": "x" * 200}, "input[0].id", "invalid_request"),  # never quoted unbounded
+    ({"type": "item_reference"}, "input[0].id", "invalid_request"),
 ])
 def test_bad_items_name_the_field_path(item, param, kind):
     err = refused(input=[item])
