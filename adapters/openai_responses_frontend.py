@@ -18,8 +18,12 @@ Decisions (what the IR cannot hold, and what we do):
   each `function_call_output` / `custom_tool_call_output` is one IR tool message.  Other item types
   (the built-in tools' calls: `web_search_call`, `local_shell_call`, ...) follow the model's
   `unsupported_params` policy, like the built-in tools themselves.
-- `reasoning` items in the history are dropped: their `encrypted_content` is OpenAI's ciphertext and
-  their summaries are not the model's reasoning, so no other provider can use them.
+- `reasoning` items carrying the gateway's envelope in `encrypted_content` (`openai_responses_reasoning`)
+  become the signed IR reasoning they came from (Anthropic thinking / redacted_thinking, Gemini
+  thought signatures), joined to the assistant turn with the calls and text after them, so a tool
+  loop's next turn is accepted; provider tags keep them away from other providers.  A malformed
+  envelope is a 400 naming the item.  Other reasoning items are dropped: OpenAI's ciphertext and
+  bare summaries mean nothing to any backend the gateway reaches through the IR.
 - Tools: function, namespace and custom tools are flattened to IR function tools and mapped back
   on the answer; built-in tools (web_search, file_search, code_interpreter, mcp, ...) and
   tool_choice forms naming them follow the model's `unsupported_params` policy (see
@@ -49,6 +53,7 @@ from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, InBody, Route, StoreRou
 from .common import decode_client_body, synth_id, validation_error
 from .errors import ProxyError, bad_request, unsupported
 from .openai_request import image_from_url
+from .openai_responses_reasoning import open_envelope, seal
 from .openai_responses_stream import (
     STATUS_FROM_IR,
     ResponsesStreamEncoder,
@@ -230,14 +235,21 @@ class _History:
         self.found: dict[str, dict[str, Any]] = {}  # item_reference id -> stored item
         self.inputs: list[dict[str, Any]] = []  # the request's own items, as stored
 
-    def _call(self, call_id: str, name: str, arguments: str) -> None:
-        self.names[call_id] = name
-        call = ir.ToolCall(id=call_id, name=name, arguments=arguments)
+    def _assistant(self, part: ir.Part) -> None:
+        """A call or reasoning item joins the assistant message before it (one turn of output)."""
         last = self.messages[-1] if self.messages else None
         if last is not None and last.role == "assistant":
-            last.parts.append(call)
+            last.parts.append(part)
         else:
-            self.messages.append(ir.Message(role="assistant", parts=[call]))
+            self.messages.append(ir.Message(role="assistant", parts=[part]))
+
+    def _call(self, call_id: str, name: str, arguments: str) -> None:
+        self.names[call_id] = name
+        self._assistant(ir.ToolCall(id=call_id, name=name, arguments=arguments))
+
+    def _after_reasoning(self) -> bool:
+        last = self.messages[-1] if self.messages else None
+        return last is not None and last.role == "assistant" and bool(last.parts) and isinstance(last.parts[-1], ir.Reasoning)
 
     def _reference(self, raw: dict[str, Any], i: int) -> None:
         """An item of the caller's stored items by id (`found`: resolved by the proxy beforehand)."""
@@ -263,8 +275,14 @@ class _History:
                     self.messages.append(ir.Message(role="system", parts=parts))
                 else:
                     self.system += [p for p in parts if isinstance(p, ir.Text)]
+            elif m.role == "assistant" and self._after_reasoning():
+                self.messages[-1].parts += parts  # the answer that followed its reasoning: one turn
             else:
                 self.messages.append(ir.Message(role=m.role, parts=parts))
+        elif kind == "reasoning":
+            part = open_envelope(raw.get("encrypted_content"), f"{path}.encrypted_content")
+            if part is not None:  # else OpenAI's ciphertext or a summary: dropped (module docstring)
+                self._assistant(part)
         elif kind == "function_call":
             fc: FunctionCallItem = _convert(raw, FunctionCallItem, path)
             self._call(fc.call_id, flat_name(fc.name, fc.namespace), fc.arguments)
@@ -278,7 +296,7 @@ class _History:
             self.messages.append(ir.Message(role="tool", parts=[result]))
         elif kind == "item_reference":
             self._reference(raw, i)
-        elif kind != "reasoning":  # reasoning items are dropped (see the module docstring)
+        else:
             name = builtin_name(kind, "input", f"{path}.type")
             if name not in self.unhonoured:
                 self.unhonoured.append(name)
@@ -405,8 +423,10 @@ def _output(choice: ir.Choice, req: ir.ChatRequest | None) -> list[dict[str, Any
         if isinstance(p, ir.ToolCall):
             items.append(call_item(tools, synth_id("ctc_" if is_custom(tools, p.name) else "fc_"), p.id, p.name,
                                    p.arguments))
-        elif p.text:  # reasoning with text; signed-only / redacted reasoning has no slot
-            items.append(reasoning_item(synth_id("rs_"), [p.text]))
+        else:
+            sealed = seal(p)
+            if p.text or sealed:
+                items.append(reasoning_item(synth_id("rs_"), [p.text] if p.text else [], sealed))
     flush()
     return items
 

@@ -13,8 +13,14 @@ Choices (IR -> Responses):
   a custom call's input is the `input` string inside the backend's JSON arguments, so it cannot be
   cut out of a partial JSON text: its `response.custom_tool_call_input.delta` comes whole, when the
   call ends.
-- Reasoning text becomes a `reasoning` item with one `summary_text`; signatures and redacted
-  reasoning have no portable slot (`encrypted_content` is OpenAI's own ciphertext) and are dropped.
+- Reasoning text becomes a `reasoning` item with one `summary_text`; reasoning a provider signed or
+  redacted also carries the gateway's envelope in `encrypted_content` (`openai_responses_reasoning`),
+  always, not only under `include: ["reasoning.encrypted_content"]`: it is what lets the next turn
+  of a tool loop reach Anthropic / Gemini 3 at all, the current SDK documents the field as populated
+  by default, and a stored response (previous_response_id, item_reference) must hold it too.  A
+  signature-only or redacted block is an item with an empty `summary` (no summary-part events).
+  In a stream the envelope is on the item of `response.output_item.done` (the `.added` item has
+  none yet, as the SDK's docs warn for OpenAI's own).
 - Finish `length` -> status `incomplete` + `incomplete_details.reason: max_output_tokens`,
   `content_filter` -> incomplete / `content_filter`, `error` -> `failed` with `error.code
   server_error`; `pause` (Anthropic pause_turn) -> `completed` (lossy).  There is no finish_reason.
@@ -38,6 +44,7 @@ from . import ir, jsonio
 from .common import synth_id
 from .errors import ProxyError
 from .openai_response import error_object
+from .openai_responses_reasoning import seal
 from .openai_responses_state import STATE_KEY
 from .openai_responses_tools import call_item, client_tools, custom_input, is_custom
 from .sse import encode_event
@@ -84,8 +91,12 @@ def message_item(item_id: str, texts: list[str], status: str = "completed") -> d
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
 
 
-def reasoning_item(item_id: str, texts: list[str]) -> dict[str, Any]:
-    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": t} for t in texts]}
+def reasoning_item(item_id: str, texts: list[str], encrypted_content: str | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "reasoning", "id": item_id,
+                            "summary": [{"type": "summary_text", "text": t} for t in texts]}
+    if encrypted_content is not None:
+        item["encrypted_content"] = encrypted_content
+    return item
 
 
 def _tool_echo(t: ir.ToolDef, renamed: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +181,7 @@ _BLOCK_EVENTS = (ir.BlockStart, ir.TextDelta, ir.ReasoningDelta, ir.ReasoningSig
 class _Item:
     """The one output item being streamed."""
 
-    __slots__ = ("block", "call_id", "id", "kind", "name", "output_index", "parts")
+    __slots__ = ("block", "call_id", "id", "kind", "name", "output_index", "parts", "reasoning")
 
     def __init__(self, block: int, kind: str, item_id: str, output_index: int) -> None:
         self.block = block  # the IR block index feeding it
@@ -180,6 +191,7 @@ class _Item:
         self.parts: list[str] = []  # text, arguments or summary text so far
         self.call_id = ""
         self.name = ""
+        self.reasoning: ir.Reasoning | None = None  # a reasoning item's provider, signature, redacted data
 
 
 class ResponsesStreamEncoder:
@@ -206,6 +218,7 @@ class ResponsesStreamEncoder:
         "_id",
         "_model",
         "_open",
+        "_providers",
         "_seq",
         "_started",
         "_tools",
@@ -224,6 +237,7 @@ class ResponsesStreamEncoder:
         self._started = False
         self._open: _Item | None = None
         self._deferred: list[ir.Event] = []
+        self._providers: dict[int, str | None] = {}  # reasoning block -> its signing provider
         self._done_items: list[dict[str, Any]] = []  # output items in output_index order
         self._finish: ir.Finish | None = None
         self._usage: ir.Usage | None = None
@@ -276,10 +290,25 @@ class ResponsesStreamEncoder:
             if item is None or item.kind != kind:
                 self._close(out)
                 item = self._open_item(i, kind, out)
+            if kind == "reasoning" and not item.parts:  # a summary part only once there is text
+                out.append(self._event("response.reasoning_summary_part.added",
+                                       {**self._where(item), "part": {"type": "summary_text", "text": ""}}))
             item.parts.append(ev.text)
             name = "response.output_text.delta" if kind == "message" else "response.reasoning_summary_text.delta"
             out.append(self._event(name, {**self._where(item), "delta": ev.text,
                                           **({"logprobs": []} if kind == "message" else {})}))
+        elif isinstance(ev, (ir.ReasoningSignature, ir.RedactedReasoning)):
+            if item is None or item.kind != "reasoning":
+                self._close(out)
+                item = self._open_item(i, "reasoning", out)
+            r = item.reasoning
+            assert r is not None  # every reasoning item has one (_open_item)
+            if isinstance(ev, ir.ReasoningSignature):
+                r.signature = (r.signature or "") + ev.signature
+            else:
+                r.redacted_data = ev.data
+        elif isinstance(ev, ir.BlockStart) and ev.kind == "reasoning":
+            self._providers[i] = ev.provider
         elif isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
             self._close(out)
             name = ev.tool_name or ""
@@ -296,7 +325,7 @@ class ResponsesStreamEncoder:
         elif isinstance(ev, ir.BlockEnd) and item is not None:
             self._close(out)
             self._drain(out)
-        # Other BlockStarts open lazily; signatures and redacted reasoning have no slot (dropped).
+        # Other BlockStarts open lazily.
 
     def _drain(self, out: list[bytes]) -> None:
         pending, self._deferred = self._deferred, []
@@ -320,14 +349,13 @@ class ResponsesStreamEncoder:
         prefix = {"message": "msg_", "function_call": "fc_", "custom_tool_call": "ctc_", "reasoning": "rs_"}[kind]
         item = _Item(block, kind, synth_id(prefix), len(self._done_items))
         item.call_id, item.name = call_id, name
+        if kind == "reasoning":
+            item.reasoning = ir.Reasoning(provider=self._providers.get(block))
         self._open = item
         out.append(self._event("response.output_item.added", {"output_index": item.output_index,
                                                               "item": self._item(item, "in_progress")}))
         if kind == "message":
             out.append(self._event("response.content_part.added", {**self._where(item), "part": output_text("")}))
-        elif kind == "reasoning":
-            out.append(self._event("response.reasoning_summary_part.added",
-                                   {**self._where(item), "part": {"type": "summary_text", "text": ""}}))
         return item
 
     def _close(self, out: list[bytes]) -> None:
@@ -341,9 +369,10 @@ class ResponsesStreamEncoder:
             out.append(self._event("response.output_text.done", {**where, "text": text, "logprobs": []}))
             out.append(self._event("response.content_part.done", {**where, "part": output_text(text)}))
         elif item.kind == "reasoning":
-            out.append(self._event("response.reasoning_summary_text.done", {**where, "text": text}))
-            out.append(self._event("response.reasoning_summary_part.done",
-                                   {**where, "part": {"type": "summary_text", "text": text}}))
+            if text:  # a signature-only or redacted item opened no summary part
+                out.append(self._event("response.reasoning_summary_text.done", {**where, "text": text}))
+                out.append(self._event("response.reasoning_summary_part.done",
+                                       {**where, "part": {"type": "summary_text", "text": text}}))
         elif item.kind == "function_call":
             out.append(self._event("response.function_call_arguments.done", {**where, "arguments": text}))
         else:
@@ -361,7 +390,10 @@ class ResponsesStreamEncoder:
         texts = [] if status == "in_progress" else [text]  # parts are announced by their own events
         if item.kind == "message":
             return message_item(item.id, texts, status)
-        return reasoning_item(item.id, texts)
+        if status == "in_progress" or item.reasoning is None:
+            return reasoning_item(item.id, [])  # the envelope is complete only at output_item.done
+        item.reasoning.text = text
+        return reasoning_item(item.id, [text] if text else [], seal(item.reasoning))
 
     @staticmethod
     def _where(item: _Item) -> dict[str, Any]:

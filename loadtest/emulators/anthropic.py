@@ -18,10 +18,17 @@ pieces + one signature_delta) with `reasoning` or a request's `thinking`, text (
 API does) for the tools the last user turn names, a forced `tool_choice` (any / tool; none suppresses)
 or the `tools` key (behaviour.tools_to_call).  A model named `no-such-model...` is a 404 not_found_error.
 
+Extended thinking as the API checks it: thinking signatures are HMACs over the thinking text with a
+key of this process, so only blocks this emulator issued, unmodified, verify.  With `thinking`
+enabled, a tool loop (the last message is tool results) whose assistant turn does not start with a
+thinking / redacted_thinking block, or carries one whose signature does not verify, gets the API's
+400 ("Expected `thinking` or `redacted_thinking`, but found ..." / "Invalid `signature` in
+`thinking` block"): what keeps a gateway's reasoning round trip honest.
+
 Scenario keys (behaviour.py): status/retry_after (the status's Anthropic error type, 529
 overloaded_error included), context_length ("prompt is too long: ..."), chunks, text, tools,
-reasoning, first_byte, chunk_delay, hang, reset_after / truncate_after / error_after (counted in
-content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body that
+reasoning, redacted (a signed redacted_thinking block after the thinking block), first_byte,
+chunk_delay, hang, reset_after / truncate_after / error_after (counted in content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body that
 is not JSON; in a stream, an event that is not JSON in place of the last delta and what follows it),
 max_tokens (stop_reason max_tokens), usage_in / usage_out.  A `stop_sequences` entry found in the
 reply text cuts it there (stop_reason stop_sequence, with the sequence).
@@ -29,7 +36,11 @@ reply text cuts it there (stop_reason stop_sequence, with the sequence).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import os
 import random
 import uuid
 from typing import Any
@@ -61,6 +72,29 @@ THINKING = "Let me think about what the user asked."
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 STREAM_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 MALFORMED_EVENT = b"event: content_block_delta\ndata: {not json\n\n"
+REDACTED_TEXT = "[redacted]"  # what a redacted_thinking block's data stands for (signed like a thinking text)
+THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+_SIGNING_KEY = os.urandom(32)  # per process: a signature is valid only where it was issued, as upstream
+
+
+def sign(text: str) -> str:
+    """An opaque signature binding `text`: `EmuSig` + base64 of a nonce and an HMAC over nonce + text."""
+    nonce = os.urandom(12)
+    mac = hmac.new(_SIGNING_KEY, nonce + text.encode(), hashlib.sha256).digest()[:24]
+    return "EmuSig" + base64.b64encode(nonce + mac).decode()
+
+
+def signed(signature: object, text: object) -> bool:
+    """Whether `signature` is one this process issued for exactly `text`."""
+    if not isinstance(signature, str) or not signature.startswith("EmuSig") or not isinstance(text, str):
+        return False
+    try:
+        raw = base64.b64decode(signature[6:], validate=True)
+    except ValueError:
+        return False
+    nonce, mac = raw[:12], raw[12:]
+    return len(raw) == 36 and hmac.compare_digest(mac, hmac.new(_SIGNING_KEY, nonce + text.encode(),
+                                                                 hashlib.sha256).digest()[:24])
 
 
 def error_response(status: int, message: str, retry_after: float | None = None) -> web.Response:
@@ -146,7 +180,9 @@ class Reply:
         self.blocks: list[dict[str, Any]] = []
         thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
         if b.reasoning or thinking.get("type") in ("enabled", "adaptive"):
-            self.blocks.append({"type": "thinking", "thinking": THINKING, "signature": "EmuSig" + uuid.uuid4().hex})
+            self.blocks.append({"type": "thinking", "thinking": THINKING, "signature": sign(THINKING)})
+            if b.redacted:
+                self.blocks.append({"type": "redacted_thinking", "data": sign(REDACTED_TEXT)})
         text, cut, stop = cut_reply(reply_text(b, last_user_text(body)), body.get("stop_sequences"), body.get("max_tokens"))
         calls = _tool_calls(body, b)
         self.blocks += [{"type": "tool_use", "id": _id("toolu_"), "name": n, "input": a} for n, a in calls]
@@ -185,6 +221,8 @@ def _block_events(index: int, block: dict[str, Any], chunks: int) -> list[tuple[
         start = {"type": "thinking", "thinking": "", "signature": ""}
         deltas = [{"type": "thinking_delta", "thinking": p} for p in split_text(block["thinking"], chunks)]
         deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif kind == "redacted_thinking":  # arrives whole in its start event
+        start, deltas = block, []
     else:
         start = {**block, "input": {}}
         pieces = [""] + split_text(json.dumps(block["input"]), chunks)
@@ -255,6 +293,40 @@ async def _scenario(request: web.Request, body: dict[str, Any]) -> tuple[Behavio
     return b, None
 
 
+def _blocks(message: Any) -> list[dict[str, Any]]:
+    content = message.get("content") if isinstance(message, dict) else None
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def unsigned_tool_loop(body: dict[str, Any]) -> str | None:
+    """With thinking enabled, the API's 400 for a tool loop whose assistant turn lost its thinking: the
+    assistant message before the final tool results must start with a thinking (or redacted_thinking)
+    block, and every such block must carry the signature issued for it."""
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    msgs = [m for m in body.get("messages") or [] if not (isinstance(m, dict) and m.get("role") == "system")]
+    if thinking.get("type") not in ("enabled", "adaptive") or len(msgs) < 2:
+        return None
+    if not any(b.get("type") == "tool_result" for b in _blocks(msgs[-1])):
+        return None
+    i = len(msgs) - 2
+    blocks = _blocks(msgs[i])
+    if not isinstance(msgs[i], dict) or msgs[i].get("role") != "assistant" or not blocks:
+        return None
+    first = blocks[0].get("type")
+    if first not in ("thinking", "redacted_thinking"):
+        return (f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. "
+                "When `thinking` is enabled, a final `assistant` message must start with a thinking block "
+                "(preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include "
+                "thinking blocks from previous turns. To avoid this requirement, disable `thinking`. Please "
+                f"consult our documentation at {THINKING_DOCS}")
+    for j, block in enumerate(blocks):
+        if block.get("type") == "thinking" and not signed(block.get("signature"), block.get("thinking")):
+            return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+        if block.get("type") == "redacted_thinking" and not signed(block.get("data"), REDACTED_TEXT):
+            return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
+    return None
+
+
 def unmatched_tool_results(messages: list) -> str | None:
     """The first tool_result id with no tool_use of that id in the message before it (the real API
     refuses such a conversation, which is what keeps translated tool ids honest)."""
@@ -289,6 +361,9 @@ async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamRespon
     if unmatched:
         return error_response(400, f"messages: unexpected `tool_use_id` found in `tool_result` blocks: {unmatched}. "
                                    "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.")
+    unsigned = unsigned_tool_loop(body)
+    if unsigned:
+        return error_response(400, unsigned)
     reply = Reply(body, b)
     if body.get("stream"):
         return await _stream(request, reply, b)

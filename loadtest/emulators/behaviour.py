@@ -15,6 +15,7 @@ One emulator serves every scenario, so tests and the demo configure behaviour th
     tools             answer with a tool call (to the first tool offered, else `get_weather`); without
                       it the emulators steer like a model: see `tools_to_call`
     reasoning         include reasoning / thinking output where the format has it
+    redacted          with thinking (Anthropic): a redacted_thinking block after the thinking block
     first_byte=S      delay before the response headers (slow first byte)
     chunk_delay=S     delay between stream chunks
     hang              accept the request and never answer
@@ -57,6 +58,7 @@ class Behaviour:
     text: str | None = None
     tools: bool = False
     reasoning: bool = False
+    redacted: bool = False
     first_byte: float = 0.0
     chunk_delay: float = 0.0
     hang: bool = False

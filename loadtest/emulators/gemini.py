@@ -25,8 +25,13 @@ Replies: `echo: <last user text>` (function-response outputs count as user text)
 calls (whole, in one chunk; no id, as the Developer API) for the declarations the last user turn names,
 toolConfig mode ANY (one allowed name: that one; NONE suppresses) or the `tools` key
 (behaviour.tools_to_call); with
-`reasoning`, a thought part first and a `thoughtSignature` on the first function call (or on the last
-text part).  `usageMetadata` is on every stream chunk, cumulative; `candidatesTokenCount` excludes
+`reasoning` (or `thinkingConfig.includeThoughts`) a thought part first; with `reasoning` or on a
+`gemini-3...` model (which always thinks) a `thoughtSignature` on the first function call (or on the
+last text part).  Signatures are HMACs with a key of this process, bound to the function name, and
+Gemini 3 models check them as upstream does: in the current turn (after the last user text), a model
+step whose first function call lacks its signature is a 400 INVALID_ARGUMENT "Function call is
+missing a thought_signature in functionCall parts. ...", and one that does not verify a 400
+"Corrupted thought signature.".  `usageMetadata` is on every stream chunk, cumulative; `candidatesTokenCount` excludes
 `thoughtsTokenCount`.
 
 Scenario (model suffix after `::`, also URL-encoded as `%3A%3A`, or the x-emulate header): status /
@@ -41,7 +46,10 @@ Gemini does.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
+import os
 import random
 import uuid
 from typing import Any
@@ -72,6 +80,8 @@ THINKING = "**Considering the request**\n\nThe user wants an answer; I will give
 MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-embedding-001")
 DEFAULT_DIMENSIONS = 16
 MALFORMED_CHUNK = b'data: {"candidates": [{"content": {"parts": [{"text": "broken\n\n'
+THOUGHT_DOCS = "https://ai.google.dev/gemini-api/docs/thought-signatures"
+_SIGNING_KEY = os.urandom(32)  # per process: a signature is valid only where it was issued, as upstream
 NO_KEY = ("Method doesn't allow unregistered callers (callers without established identity). "
           "Please use API Key or other form of API consumer identity to call this API.")
 
@@ -154,6 +164,52 @@ def _invalid_contents(contents: Any) -> str | None:
     return None
 
 
+def sign(bound: str) -> str:
+    """A thought signature (opaque base64, as the SDK expects) bound to the function name it sits on
+    ("" on a text part): `emu-sig:` + nonce + HMAC, so only this process's signatures verify, and only
+    on the part they were issued for."""
+    nonce = os.urandom(12)
+    mac = hmac.new(_SIGNING_KEY, nonce + bound.encode(), hashlib.sha256).digest()[:12]
+    return base64.b64encode(b"emu-sig:" + nonce + mac).decode()
+
+
+def signed(signature: object, bound: str) -> bool:
+    try:  # either base64 alphabet: google-genai sends bytes url-safe encoded
+        raw = base64.b64decode(str(signature).replace("-", "+").replace("_", "/"), validate=True)
+    except ValueError:
+        return False
+    nonce, mac = raw[8:20], raw[20:]
+    return (len(raw) == 32 and raw.startswith(b"emu-sig:")
+            and hmac.compare_digest(mac, hmac.new(_SIGNING_KEY, nonce + bound.encode(), hashlib.sha256).digest()[:12]))
+
+
+def unsigned_call(model: str, contents: list[Any]) -> str | None:
+    """Gemini 3's 400 for a history whose current turn (the contents after the last user text) has a
+    model step whose first function call lacks the thoughtSignature issued for it.  Earlier turns and
+    Gemini 2.x models are not checked, as upstream."""
+    if not model.startswith("gemini-3"):
+        return None
+    start = 0
+    for i, c in enumerate(contents):
+        parts = [p for p in c.get("parts") or [] if isinstance(p, dict)]
+        if c.get("role", "user") == "user" and any("functionResponse" not in p for p in parts):
+            start = i + 1
+    for i in range(start, len(contents)):
+        c = contents[i]
+        calls = [p for p in c.get("parts") or [] if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
+        if c.get("role") != "model" or not calls:
+            continue
+        name = str(calls[0]["functionCall"].get("name"))
+        if not calls[0].get("thoughtSignature"):
+            return ("Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                    "to work correctly, and missing thought_signature may lead to degraded model performance. "
+                    f"Additional data, function call `default_api:{name}` , position {i + 1}. Please refer to "
+                    f"{THOUGHT_DOCS} for more details.")
+        if not signed(calls[0]["thoughtSignature"], name):
+            return "Corrupted thought signature."
+    return None
+
+
 def _declarations(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {str(d.get("name")): d for t in body.get("tools") or [] if isinstance(t, dict)
             for d in t.get("functionDeclarations") or [] if isinstance(d, dict)}
@@ -206,11 +262,12 @@ class Reply:
     def __init__(self, body: dict[str, Any], model: str, b: Behaviour) -> None:
         self.id = uuid.uuid4().hex[:22]
         self.model = model.split("::", 1)[0]
-        self.thought = THINKING if b.reasoning else None
-        # Signatures are opaque base64 (the SDK decodes them into bytes).
-        self.signature = base64.b64encode(b"emu-sig:" + uuid.uuid4().bytes).decode() if b.reasoning else None
-        self.calls = _function_calls(body, b)
         config = body.get("generationConfig") or {}
+        thinking = config.get("thinkingConfig") or {}
+        # Gemini 3 always thinks (and signs); thought summaries come with `includeThoughts`.
+        self.signing = b.reasoning or self.model.startswith("gemini-3")
+        self.thought = THINKING if b.reasoning or thinking.get("includeThoughts") else None
+        self.calls = _function_calls(body, b)
         text = reply_text(b, last_user_text(body))
         if config.get("responseMimeType") == "application/json":
             text = json_reply(text, config.get("responseJsonSchema") or config.get("responseSchema"))
@@ -221,7 +278,7 @@ class Reply:
         self.prompt = b.usage_in if b.usage_in is not None else prompt_tokens(body)
         out = json.dumps(self.calls) if self.calls else self.text
         self.candidates = b.usage_out if b.usage_out is not None else count_tokens(out)
-        self.thoughts = count_tokens(THINKING) if b.reasoning else 0
+        self.thoughts = count_tokens(THINKING) if self.thought else 0
 
     def usage(self, final: bool) -> dict[str, Any]:
         u: dict[str, Any] = {"promptTokenCount": self.prompt}
@@ -247,12 +304,12 @@ class Reply:
         """The answer's parts per content chunk: text pieces, or the whole function calls."""
         if self.calls:
             parts: list[dict[str, Any]] = [{"functionCall": call} for call in self.calls]
-            if self.signature:
-                parts[0]["thoughtSignature"] = self.signature
+            if self.signing:
+                parts[0]["thoughtSignature"] = sign(str(self.calls[0]["name"]))
             return [parts]
         pieces: list[list[dict[str, Any]]] = [[{"text": p}] for p in split_text(self.text, chunks)]
-        if self.signature:
-            pieces[-1][-1]["thoughtSignature"] = self.signature
+        if self.signing:
+            pieces[-1][-1]["thoughtSignature"] = sign("")
         return pieces
 
     def thought_parts(self) -> list[dict[str, Any]]:
@@ -265,7 +322,7 @@ class Reply:
 
 async def _generate(request: web.Request, model: str, body: dict[str, Any], b: Behaviour,
                     stream: bool) -> web.StreamResponse:
-    bad = _invalid_contents(body.get("contents"))
+    bad = _invalid_contents(body.get("contents")) or unsigned_call(model.split("::", 1)[0], body["contents"])
     if bad:
         return error_response(400, bad)
     reply = Reply(body, model, b)

@@ -8,6 +8,7 @@ from adapters import ir
 from adapters.base import Passthrough, StoreRoute
 from adapters.errors import KINDS, ProxyError
 from adapters.openai_responses_frontend import ResponsesFrontend
+from adapters.openai_responses_reasoning import PREFIX, open_envelope
 from proxy.stored import ACTIONS
 
 F = ResponsesFrontend()
@@ -361,9 +362,55 @@ def test_text_split_by_a_tool_call_gives_two_messages():
     assert [o["type"] for o in body["output"]] == ["message", "function_call", "message"]
 
 
-def test_unsigned_empty_and_redacted_reasoning_are_dropped():
-    body = render([ir.Reasoning(redacted_data="x", provider="anthropic"), ir.Text("a")])
-    assert [o["type"] for o in body["output"]] == ["message"]
+ANTHROPIC_TURN = [ir.Reasoning(text="I should call w.", signature="EqQBsig", provider="anthropic"),
+                  ir.Reasoning(redacted_data="EmwKredacted", provider="anthropic"),
+                  ir.Text("Looking."), ir.ToolCall("toolu_1", "w", '{"c":1}')]
+GEMINI_TURN = [ir.Reasoning(text="**Plan**", signature="dGhvdWdodA==", provider="gemini"),
+               ir.Reasoning(signature="Y2FsbA==", provider="gemini"), ir.ToolCall("call_0_1", "w", '{"c":1}'),
+               ir.ToolCall("call_0_2", "t", "{}")]
+
+
+def test_signed_and_redacted_reasoning_carry_the_envelope():
+    body = render(ANTHROPIC_TURN, finish="tool_calls")
+    r = Response.model_validate(body)
+    thought, redacted, message, call = r.output
+    assert (thought.type, [s.text for s in thought.summary]) == ("reasoning", ["I should call w."])
+    assert open_envelope(thought.encrypted_content, "p") == ANTHROPIC_TURN[0]
+    assert (redacted.type, redacted.summary) == ("reasoning", [])
+    assert open_envelope(redacted.encrypted_content, "p") == ANTHROPIC_TURN[1]
+    assert (message.type, call.type) == ("message", "function_call")
+
+
+def test_unsigned_reasoning_has_no_envelope_and_empty_unsigned_reasoning_no_item():
+    body = render([ir.Reasoning(text="plain"), ir.Reasoning(), ir.Reasoning(signature="s"), ir.Text("a")])
+    assert [o["type"] for o in body["output"]] == ["reasoning", "message"]
+    assert "encrypted_content" not in body["output"][0]
+
+
+@pytest.mark.parametrize("turn", [ANTHROPIC_TURN, GEMINI_TURN], ids=["anthropic", "gemini"])
+def test_output_items_sent_back_give_the_same_assistant_turn(turn):
+    """What a client's manual loop does: response.output + function_call_output -> the IR turn the
+    backend produced, reasoning first, signatures on the parts they came with."""
+    output = render(turn, finish="tool_calls")["output"]
+    calls = [p for p in turn if isinstance(p, ir.ToolCall)]
+    results = [{"type": "function_call_output", "call_id": c.id, "output": "ok"} for c in calls]
+    req = parse(input=[{"role": "user", "content": "go"}, *output, *results])
+    assert [m.role for m in req.messages] == ["user", "assistant"] + ["tool"] * len(calls)
+    assert req.messages[1].parts == turn
+
+
+def test_reasoning_items_without_our_envelope_are_dropped():
+    req = parse(input=[{"role": "user", "content": "a"},
+                       {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAAABopenai"},
+                       {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "s"}]},
+                       {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}])
+    assert req.messages[1] == ir.Message(role="assistant", parts=[ir.ToolCall("c", "f", "{}")])
+
+
+def test_malformed_envelope_is_a_400_naming_the_item():
+    err = refused(input=[{"role": "user", "content": "a"},
+                         {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": PREFIX + "e30"}])
+    assert (err.kind, err.status, err.param) == ("invalid_request", 400, "input[1].encrypted_content")
 
 
 @pytest.mark.parametrize("finish,parts,status,reason", [

@@ -10,6 +10,8 @@ from openai.types.responses import ResponseStreamEvent
 
 from adapters import ir, jsonio
 from adapters.errors import ProxyError
+from adapters.openai_responses_frontend import ResponsesFrontend
+from adapters.openai_responses_reasoning import open_envelope
 from adapters.openai_responses_stream import ResponsesStreamEncoder
 from adapters.sse import SSEParser
 
@@ -158,11 +160,68 @@ def test_reasoning_becomes_a_summary_item():
     assert out[0] == {"type": "reasoning", "id": out[0]["id"], "summary": [{"type": "summary_text", "text": "think"}]}
 
 
-def test_empty_deltas_and_redacted_reasoning_open_nothing():
+def test_empty_deltas_and_empty_unsigned_reasoning_open_nothing():
     evs = [ir.Start(), ir.BlockStart(0, "text"), ir.TextDelta(0, ""), ir.BlockEnd(0),
-           ir.BlockStart(1, "reasoning"), ir.RedactedReasoning(1, "xx"), ir.BlockEnd(1), ir.Finish("stop"), ir.End()]
+           ir.BlockStart(1, "reasoning"), ir.ReasoningDelta(1, ""), ir.BlockEnd(1), ir.Finish("stop"), ir.End()]
     events = check(encode(evs))
     assert types(events) == ["response.created", "response.in_progress", "response.completed"]
+
+
+# An Anthropic tool-loop turn with thinking: a signed thinking block, a redacted one, a tool call.
+ANTHROPIC = [ir.Start(), ir.BlockStart(0, "reasoning", provider="anthropic"), ir.ReasoningDelta(0, "I should "),
+             ir.ReasoningDelta(0, "call f."), ir.ReasoningSignature(0, "EqQB"), ir.ReasoningSignature(0, "sig"),
+             ir.BlockEnd(0), ir.BlockStart(1, "reasoning", provider="anthropic"), ir.RedactedReasoning(1, "EmwK"),
+             ir.BlockEnd(1), ir.BlockStart(2, "tool_call", tool_call_id="toolu_1", tool_name="f"),
+             ir.ToolArgsDelta(2, "{}"), ir.BlockEnd(2), ir.Finish("tool_calls"), ir.End()]
+# Gemini: a thought with its signature, then a signature that sat on the function call.
+GEMINI = [ir.Start(), ir.BlockStart(0, "reasoning", provider="gemini"), ir.ReasoningDelta(0, "**Plan**"),
+          ir.ReasoningSignature(0, "dGhvdWdodA=="), ir.BlockEnd(0), ir.BlockStart(1, "reasoning", provider="gemini"),
+          ir.ReasoningSignature(1, "Y2FsbA=="), ir.BlockEnd(1),
+          ir.BlockStart(2, "tool_call", tool_call_id="call_1", tool_name="f"), ir.ToolArgsDelta(2, "{}"),
+          ir.BlockEnd(2), ir.Finish("tool_calls"), ir.End()]
+
+
+def test_signed_reasoning_items_carry_the_envelope_when_done():
+    events = check(encode(ANTHROPIC))
+    added = [e["item"] for e in events if e["type"] == "response.output_item.added"]
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [i["type"] for i in done] == ["reasoning", "reasoning", "function_call"]
+    assert all("encrypted_content" not in i for i in added)  # complete only at .done (as the SDK documents)
+    thought, redacted = done[0], done[1]
+    assert thought["summary"] == [{"type": "summary_text", "text": "I should call f."}]
+    assert open_envelope(thought["encrypted_content"], "p") == ir.Reasoning(
+        text="I should call f.", signature="EqQBsig", provider="anthropic")
+    assert redacted["summary"] == []
+    assert open_envelope(redacted["encrypted_content"], "p") == ir.Reasoning(redacted_data="EmwK",
+                                                                             provider="anthropic")
+    assert events[-1]["response"]["output"] == done
+
+
+def test_signature_only_reasoning_is_an_item_without_summary_events():
+    events = check(encode(GEMINI))
+    assert types(events)[2:] == [
+        "response.output_item.added", "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done", "response.output_item.done",
+        "response.output_item.added", "response.output_item.done",  # the signature that sat on the call
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    thought, call_sig, call = events[-1]["response"]["output"]
+    assert open_envelope(thought["encrypted_content"], "p") == ir.Reasoning(text="**Plan**", signature="dGhvdWdodA==",
+                                                                            provider="gemini")
+    assert call_sig["summary"] == [] and open_envelope(call_sig["encrypted_content"], "p") == ir.Reasoning(
+        signature="Y2FsbA==", provider="gemini")
+    assert call["type"] == "function_call"
+
+
+def test_stream_and_non_stream_give_the_same_items():
+    """The stream's final output equals what the non-streaming renderer makes of the folded events."""
+    for evs in (ANTHROPIC, GEMINI):
+        streamed = check(encode(evs))[-1]["response"]["output"]
+        folded = ir.fold_events(evs, model="m", id="x", created=1)
+        rendered = jsonio.loads(ResponsesFrontend().render_chat(folded, "m", REQ))["output"]
+        strip = lambda items: [{k: v for k, v in i.items() if k not in ("id", "status")} for i in items]  # noqa: E731
+        assert strip(streamed) == strip(rendered)
 
 
 @pytest.mark.parametrize("finish,terminal,status,reason", [
@@ -224,7 +283,7 @@ def test_nothing_after_completion():
     assert enc.feed(ir.End()) == b"" and enc.error(ProxyError("server", "late")) == b""
 
 
-@pytest.mark.parametrize("events", [TEXT, TOOLS], ids=["text", "tools"])
+@pytest.mark.parametrize("events", [TEXT, TOOLS, ANTHROPIC, GEMINI], ids=["text", "tools", "anthropic", "gemini"])
 def test_output_parses_the_same_whole_bytewise_and_split(events):
     data = encode(events)
     whole = [(f.event, f.data) for f in SSEParser().feed(data)]

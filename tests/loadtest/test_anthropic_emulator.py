@@ -241,3 +241,69 @@ async def test_unknown_model_is_not_found(client):
     with pytest.raises(anthropic.NotFoundError) as e:
         await client.messages.create(model="no-such-model-x", max_tokens=5, messages=USER)
     assert e.value.body["error"]["type"] == "not_found_error"
+
+
+# -- extended thinking in a tool loop, checked as the API checks it ---------------------------------
+
+THINK = {"type": "enabled", "budget_tokens": 1024}
+ASK = [{"role": "user", "content": "use lookup please"}]
+
+
+async def _first_turn(client, stream: bool, model: str = "claude-x"):
+    if stream:
+        async with client.messages.stream(model=model, max_tokens=2048, messages=ASK, tools=TOOLS,
+                                          thinking=THINK) as s:
+            return await s.get_final_message()
+    return await client.messages.create(model=model, max_tokens=2048, messages=ASK, tools=TOOLS, thinking=THINK)
+
+
+def _loop(first, content):
+    call = next(b for b in first.content if b.type == "tool_use")
+    return ASK + [{"role": "assistant", "content": content},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["claude-x", "claude-x::redacted"])
+async def test_tool_loop_with_its_thinking_blocks_sent_back_succeeds(client, stream, model):
+    first = await _first_turn(client, stream, model)
+    kinds = [b.type for b in first.content]
+    assert kinds == (["thinking", "redacted_thinking", "tool_use"] if "redacted" in model else ["thinking", "tool_use"])
+    msg = await client.messages.create(model="claude-x", max_tokens=2048, tools=TOOLS, thinking=THINK,
+                                       messages=_loop(first, [b.model_dump() for b in first.content]))
+    assert msg.stop_reason == "end_turn" and msg.content[-1].text.startswith("echo:")
+
+
+async def test_tool_loop_without_its_thinking_block_is_the_apis_400(client):
+    first = await _first_turn(client, stream=False)
+    blocks = [b.model_dump() for b in first.content if b.type != "thinking"]
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client.messages.create(model="claude-x", max_tokens=2048, tools=TOOLS, thinking=THINK,
+                                     messages=_loop(first, blocks))
+    assert info.value.body["error"]["message"].startswith(
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`.")
+    # without thinking the same history is fine (the requirement is thinking's)
+    msg = await client.messages.create(model="claude-x", max_tokens=2048, tools=TOOLS, messages=_loop(first, blocks))
+    assert msg.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize("field,value", [("thinking", "edited thinking"), ("signature", "EmuSigAAAA"),
+                                         ("signature", "")])
+async def test_tool_loop_with_a_tampered_thinking_block_is_the_apis_400(client, field, value):
+    first = await _first_turn(client, stream=False)
+    blocks = [b.model_dump() for b in first.content]
+    blocks[0][field] = value
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client.messages.create(model="claude-x", max_tokens=2048, tools=TOOLS, thinking=THINK,
+                                     messages=_loop(first, blocks))
+    assert info.value.body["error"]["message"] == "messages.1.content.0: Invalid `signature` in `thinking` block"
+
+
+async def test_tampered_redacted_thinking_is_the_apis_400(client):
+    first = await _first_turn(client, stream=False, model="claude-x::redacted")
+    blocks = [b.model_dump() for b in first.content]
+    blocks[1]["data"] = "RW11U2ln"
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await client.messages.create(model="claude-x", max_tokens=2048, tools=TOOLS, thinking=THINK,
+                                     messages=_loop(first, blocks))
+    assert "messages.1.content.1" in info.value.body["error"]["message"]

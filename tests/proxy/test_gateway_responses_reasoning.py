@@ -1,0 +1,152 @@
+"""Reasoning survives a Responses client's tool loop: the official openai AsyncOpenAI client drives
+the gateway's /v1/responses (streamed and not) on emulated backends that check signatures as the
+real APIs do -- Anthropic with extended thinking (signed thinking and redacted_thinking blocks) and
+Gemini 3 (thought signatures on function calls).  The manual loop appends `response.output` (or the
+items of `response.output_item.done`) and a function_call_output; without the reasoning items the
+same loop is the backend's 400, so the success path is no accident.  Also: an Anthropic client's
+thinking tool loop through the same-format route (pass-through) still works."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import proxy_url
+
+WEATHER = [{"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": False,
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+ASK = [{"role": "user", "content": "call get_weather for Paris please"}]
+MODELS = {
+    "claude": ("anthropic", "claude-sonnet-4-5"),
+    "claude-redacted": ("anthropic", "claude-sonnet-4-5::redacted"),
+    "gemini3": ("gemini", "gemini-3-pro-preview"),
+}
+
+
+@pytest.fixture
+async def gateway(emulated_gateway):
+    return await emulated_gateway(MODELS)
+
+
+@pytest.fixture
+async def client(gateway):
+    c = openai.AsyncOpenAI(base_url=proxy_url(gateway, "/v1"), api_key="k", max_retries=0)
+    yield c
+    await c.aclose() if hasattr(c, "aclose") else await c.close()
+
+
+async def bounded(coro):
+    return await asyncio.wait_for(coro, 15)
+
+
+async def turn(client, model: str, items: list, stream: bool) -> list[dict]:
+    """One request of the loop -> its output items as a client keeps them (plain dicts)."""
+    kw = {"model": model, "input": items, "tools": WEATHER, "reasoning": {"effort": "low"}}
+    if not stream:
+        r = await bounded(client.responses.create(**kw))
+        assert r.status == "completed"
+        return [o.model_dump(exclude_none=True) for o in r.output]
+
+    async def run():
+        done = []
+        async for ev in await client.responses.create(stream=True, **kw):
+            if ev.type == "response.output_item.done":  # what Codex keeps
+                done.append(ev.item.model_dump(exclude_none=True))
+            elif ev.type in ("error", "response.failed"):
+                raise AssertionError(f"stream failed: {ev}")
+        return done
+    return await bounded(run())
+
+
+def results(output: list[dict]) -> list[dict]:
+    return [{"type": "function_call_output", "call_id": o["call_id"], "output": "sunny"}
+            for o in output if o["type"] == "function_call"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("model,kinds", [
+    ("claude", ["reasoning", "function_call"]),
+    ("claude-redacted", ["reasoning", "reasoning", "function_call"]),
+    # the thought summary (unsigned: summary only), then the signature that sat on the call
+    ("gemini3", ["reasoning", "reasoning", "function_call"]),
+])
+async def test_tool_loop_with_reasoning_sent_back_succeeds(client, model, kinds, stream):
+    first = await turn(client, model, ASK, stream)
+    assert [o["type"] for o in first] == kinds
+    sealed = [o["encrypted_content"] for o in first if "encrypted_content" in o]
+    assert sealed and all(e.startswith("llm-proxy.r1.") for e in sealed)
+    history = ASK + first + results(first)
+    second = await turn(client, model, history, stream)
+    # (streamed from Gemini, the signature on the answer's last text part splits the message in two)
+    assert [o["type"] for o in second][-1] == "message"
+    assert "".join(c["text"] for o in second if o["type"] == "message" for c in o["content"]) == "echo: sunny"
+    # a third turn over the whole history (two assistant turns, each with its reasoning) still passes
+    third = await turn(client, model, history + second + [{"role": "user", "content": "and get_weather in Rome?"}],
+                       stream)
+    assert [o["type"] for o in third] == kinds
+
+
+@pytest.mark.parametrize("model,message", [
+    ("claude", "Expected `thinking` or `redacted_thinking`, but found `tool_use`"),
+    ("gemini3", "Function call is missing a thought_signature"),
+])
+async def test_the_same_loop_without_the_reasoning_items_is_the_backends_400(client, model, message):
+    first = await turn(client, model, ASK, stream=False)
+    history = ASK + [o for o in first if o["type"] != "reasoning"] + results(first)
+    with pytest.raises(openai.BadRequestError) as info:
+        await turn(client, model, history, stream=False)
+    assert message in info.value.message
+
+
+async def test_a_tampered_envelope_is_refused_by_the_provider_and_a_garbled_one_by_the_gateway(client):
+    first = await turn(client, "claude", ASK, stream=False)
+    reasoning = first[0]
+    from adapters.openai_responses_reasoning import open_envelope, seal  # to forge a well-formed envelope
+
+    part = open_envelope(reasoning["encrypted_content"], "x")
+    part.text += " (edited)"
+    forged = ASK + [{**reasoning, "encrypted_content": seal(part)}, *first[1:]] + results(first)
+    with pytest.raises(openai.BadRequestError) as info:
+        await turn(client, "claude", forged, stream=False)
+    assert "Invalid `signature` in `thinking` block" in info.value.message
+    garbled = ASK + [{**reasoning, "encrypted_content": "llm-proxy.r1.%%%"}, *first[1:]] + results(first)
+    with pytest.raises(openai.BadRequestError) as info:
+        await turn(client, "claude", garbled, stream=False)
+    assert info.value.param == "input[1].encrypted_content"
+
+
+async def test_reasoning_of_one_provider_never_reaches_the_other(client):
+    """Gemini's turn replayed to Anthropic with thinking: its signature is not Anthropic's, so it is
+    dropped and Anthropic sees a tool loop without thinking (its 400, not a signature error); and
+    Anthropic's turn replayed to Gemini 3 leaves the call unsigned (Gemini's 400)."""
+    gem = await turn(client, "gemini3", ASK, stream=False)
+    with pytest.raises(openai.BadRequestError) as info:
+        await turn(client, "claude", ASK + gem + results(gem), stream=False)
+    assert "Expected `thinking` or `redacted_thinking`" in info.value.message
+    ant = await turn(client, "claude", ASK, stream=False)
+    with pytest.raises(openai.BadRequestError) as info:
+        await turn(client, "gemini3", ASK + ant + results(ant), stream=False)
+    assert "missing a thought_signature" in info.value.message
+
+
+async def test_anthropic_client_thinking_tool_loop_passes_through(gateway):
+    """The same-format route: Claude Code's way, thinking blocks echoed as the API returned them."""
+    c = anthropic.AsyncAnthropic(base_url=proxy_url(gateway), api_key="k", max_retries=0)
+    tools = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    think = {"type": "enabled", "budget_tokens": 1024}
+    try:
+        async with c.messages.stream(model="claude-redacted", max_tokens=2048, tools=tools, thinking=think,
+                                     messages=ASK) as s:
+            first = await bounded(s.get_final_message())
+        assert [b.type for b in first.content] == ["thinking", "redacted_thinking", "tool_use"]
+        call = first.content[-1]
+        msgs = ASK + [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]}]
+        second = await bounded(c.messages.create(model="claude", max_tokens=2048, tools=tools, thinking=think,
+                                                 messages=msgs))
+        assert second.content[-1].text == "echo: sunny"
+    finally:
+        await c.close()
