@@ -150,3 +150,41 @@ async def test_anthropic_client_thinking_tool_loop_passes_through(gateway):
         assert second.content[-1].text == "echo: sunny"
     finally:
         await c.close()
+
+
+# -- referred to, not sent back: the stored items hold the envelope ---------------------------------
+
+
+async def first_response(client, model: str, stream: bool):
+    kw = {"model": model, "input": ASK, "tools": WEATHER, "reasoning": {"effort": "low"}}
+    if not stream:
+        return await bounded(client.responses.create(**kw))
+
+    async def run():
+        events = [ev async for ev in await client.responses.create(stream=True, **kw)]
+        assert events[-1].type == "response.completed"
+        return events[-1].response
+    return await bounded(run())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("model", ["claude-redacted", "gemini3"])
+async def test_tool_loop_by_item_reference_succeeds(client, model, stream):
+    """The Vercel AI SDK's way with `store` on: reasoning items by reference, calls inline."""
+    first = await first_response(client, model, stream)
+    items = [{"type": "item_reference", "id": o.id} if o.type == "reasoning" else o.model_dump(exclude_none=True)
+             for o in first.output]
+    assert any(i["type"] == "item_reference" for i in items)
+    outputs = [o.model_dump(exclude_none=True) for o in first.output]
+    second = await turn(client, model, ASK + items + results(outputs), stream)
+    assert "".join(c["text"] for o in second if o["type"] == "message" for c in o["content"]) == "echo: sunny"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("model", ["claude", "gemini3"])
+async def test_tool_loop_by_previous_response_id_succeeds(client, model, stream):
+    first = await first_response(client, model, stream)
+    outputs = [o.model_dump(exclude_none=True) for o in first.output]
+    second = await bounded(client.responses.create(model=model, previous_response_id=first.id, tools=WEATHER,
+                                                   reasoning={"effort": "low"}, input=results(outputs)))
+    assert second.output_text == "echo: sunny"
