@@ -38,6 +38,12 @@ def _sse(name: str, obj: dict[str, Any]) -> bytes:
     return encode_event(jsonio.dumps(obj), name)
 
 
+# A text delta, the event of nearly every chunk, written around its one variable field: the same bytes
+# as `_sse("content_block_delta", {...})` (orjson's compact output, which never holds a raw newline).
+_TEXT_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
+_TEXT_DELTA_TAIL = b"}}\n\n"
+
+
 class _Reasoning:
     __slots__ = ("provider", "text", "signature", "redacted")
 
@@ -129,7 +135,7 @@ class AnthropicStreamEncoder:
             if self._open != i:
                 self._close(out)
                 self._start_block(i, {"type": "text", "text": ""}, out)
-            out.append(self._delta({"type": "text_delta", "text": ev.text}))
+            out.append(_TEXT_DELTA_HEAD % self._next + jsonio.dumps(ev.text) + _TEXT_DELTA_TAIL)
         elif isinstance(ev, ir.BlockStart):
             if ev.kind == "tool_call":
                 self._close(out)

@@ -94,6 +94,20 @@ class ChatStreamEncoder(_EncoderBase):
     def __init__(self, req: ir.ChatRequest, model: str) -> None:
         super().__init__(req, model)
         self.tool_ordinal: dict[int, int] = {}  # IR block index -> tool_calls[].index
+        self._frames: dict[str, tuple[bytes, bytes]] = {}  # delta key -> bytes around its string value
+
+    def _text_delta(self, key: str, text: str) -> bytes:
+        """`self._delta({key: text})` for a started stream (id and created final), written around the
+        text: the envelope is encoded once per stream, not once per chunk."""
+        frame = self._frames.get(key)
+        if frame is None:
+            head = jsonio.dumps({"id": self.id, "object": self.object_name, "created": self.created, "model": self.model})
+            usage = b',"usage":null' if self.include_usage else b""
+            frame = self._frames[key] = (
+                b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":{' + jsonio.dumps(key) + b":",
+                b'},"logprobs":null,"finish_reason":null}]' + usage + b"}\n\n",
+            )
+        return frame[0] + jsonio.dumps(text) + frame[1]
 
     def _delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
@@ -111,9 +125,9 @@ class ChatStreamEncoder(_EncoderBase):
             self._adopt(ev)
             return self._role()
         if isinstance(ev, ir.TextDelta):
-            return self._role() + self._delta({"content": ev.text}) if ev.text else b""
+            return self._role() + self._text_delta("content", ev.text) if ev.text else b""
         if isinstance(ev, ir.ReasoningDelta):
-            return self._role() + self._delta({"reasoning_content": ev.text}) if ev.text else b""
+            return self._role() + self._text_delta("reasoning_content", ev.text) if ev.text else b""
         if isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
             n = self.tool_ordinal[ev.index] = len(self.tool_ordinal)
             call = {"index": n, "id": ev.tool_call_id, "type": "function",

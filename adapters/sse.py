@@ -33,7 +33,7 @@ class SSEEvent:
 
 
 class _LineSplitter:
-    """Split a byte stream into complete lines (endings removed), scanning each byte once."""
+    """Split a byte stream into complete lines (endings removed), scanning each byte once (in C)."""
 
     __slots__ = ("_partial", "_cr_held", "_started")
 
@@ -43,44 +43,49 @@ class _LineSplitter:
         self._started = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        lines: list[bytes] = []
         if not chunk:
-            return lines
+            return []
         if self._cr_held:
             self._cr_held = False
             if chunk[0] == 0x0A:  # the LF of a CRLF split across reads
                 chunk = chunk[1:]
                 if not chunk:
-                    return lines
+                    return []
         if not self._started:
             # A BOM may itself arrive split; wait until three bytes are in before deciding.
             self._partial += chunk
             if len(self._partial) < 3 and _BOM.startswith(bytes(self._partial)):
-                return lines
+                return []
             self._started = True
             chunk = bytes(self._partial)
             self._partial.clear()
             if chunk.startswith(_BOM):
                 chunk = chunk[3:]
-        pieces = chunk.splitlines(keepends=True)
-        last = len(pieces) - 1
-        for i, piece in enumerate(pieces):
-            end = piece[-1]
-            if end == 0x0A:
-                body = piece[:-2] if piece.endswith(b"\r\n") else piece[:-1]
-            elif end == 0x0D:
-                if i == last:
-                    self._cr_held = True
-                body = piece[:-1]
-            else:  # only the last piece can lack a line end
-                self._partial += piece
-                break
-            if self._partial:
-                self._partial += body
-                body = bytes(self._partial)
-                self._partial.clear()
-            lines.append(body)
+                if not chunk:
+                    return []
+        # One C-level split; only the last byte says whether the last line is complete (a CR may be
+        # half of a CRLF: the LF is dropped from the next read).
+        lines = chunk.splitlines()
+        end = chunk[-1]
+        if end == 0x0D:
+            self._cr_held = True
+        elif end != 0x0A:
+            tail = lines.pop()
+            if not lines:
+                self._partial += tail
+                return lines
+            self._join_partial(lines)
+            self._partial += tail
+            return lines
+        self._join_partial(lines)
         return lines
+
+    def _join_partial(self, lines: list[bytes]) -> None:
+        """The unterminated line kept from earlier reads is the start of this read's first line."""
+        if self._partial:
+            self._partial += lines[0]
+            lines[0] = bytes(self._partial)
+            self._partial.clear()
 
     def finish(self) -> bytes | None:
         """The unterminated last line at end of stream, if any."""

@@ -351,3 +351,13 @@ def test_decoder_then_encoder_is_faithful():
     msg = sdk_message(out)
     assert [b.type for b in msg.content] == ["thinking", "text", "redacted_thinking", "tool_use"]
     assert msg.usage.input_tokens == 10 and msg.usage.cache_creation_input_tokens == 2
+
+
+@pytest.mark.parametrize("text", ["hi", 'quote " backslash \\', "line\nbreak\r\ttab", "🦙 \u2028 \x00", "x" * 5000])
+@pytest.mark.parametrize("index", [0, 7, 123])
+def test_text_delta_template_is_the_generic_event_byte_for_byte(text, index):
+    from adapters import anthropic_stream as s
+
+    generic = s._sse("content_block_delta", {"type": "content_block_delta", "index": index,
+                                             "delta": {"type": "text_delta", "text": text}})  # fmt: skip
+    assert s._TEXT_DELTA_HEAD % index + jsonio.dumps(text) + s._TEXT_DELTA_TAIL == generic

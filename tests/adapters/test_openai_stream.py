@@ -236,3 +236,17 @@ def test_roundtrip_decoder_to_encoder():
     again = ChatStreamDecoder()
     folded = ir.fold_events(again.feed(out) + again.close(), model="m", id="x", created=0)
     assert folded.choices[0].parts == ir.fold_events(events, model="m", id="x", created=0).choices[0].parts
+
+
+TEXTS = ["hi", "", 'quote " backslash \\ slash /', "line\nbreak\r\ttab", "🦙 ünï \u2028 \x00", "x" * 5000]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("key", ["content", "reasoning_content"])
+def test_text_delta_frame_is_the_generic_chunk_byte_for_byte(include_usage, key):
+    """Text deltas are written around their text with an envelope encoded once per stream: the bytes
+    must be those of the generic chunk (after Start adopted the upstream id and created)."""
+    enc = ChatStreamEncoder(ir.ChatRequest(model="m", include_usage=include_usage), 'model "quoted" 🦙')
+    enc.feed(ir.Start(id="chatcmpl-up", created=1700000000))
+    for text in TEXTS:
+        assert enc._text_delta(key, text) == enc._delta({key: text})

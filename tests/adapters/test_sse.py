@@ -112,3 +112,24 @@ def test_ndjson_every_split():
     for cut in range(len(data) + 1):
         p = NDJSONParser()
         assert p.feed(data[:cut]) + p.feed(data[cut:]) + p.close() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([b"data: x", b"", b"\xf0\x9f\xa6\x99", b":c", b"event: e"]),
+                       st.sampled_from([b"\n", b"\r\n", b"\r"])), max_size=12),
+    st.binary(max_size=6),
+    st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+)  # fmt: skip
+def test_line_splitter_any_endings_any_cuts_match_splitlines(lines, tail, cuts):
+    """LF-only reads take a one-split fast path, reads with a CR the general one: in any mix, and
+    whatever a read's boundaries, the lines are those of splitlines() over the whole stream."""
+    from adapters.sse import _LineSplitter
+
+    data = b"".join(text + end for text, end in lines) + tail.replace(b"\r", b"").replace(b"\n", b"")
+    splitter, got, pos = _LineSplitter(), [], 0
+    for cut in sorted(min(c, len(data)) for c in cuts) + [len(data)]:
+        got += splitter.feed(data[pos:cut])
+        pos = cut
+    rest = splitter.finish()
+    assert got + ([rest] if rest is not None else []) == data.splitlines()
