@@ -72,12 +72,13 @@ class ApiHandler:
         self.route = route
         self.frontend = frontend
         self.passthrough = frontend if isinstance(frontend, Passthrough) else None
+        self.in_flight = gw.recorder.in_flight(route.path)  # the route's gauge child, bound once
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         route, frontend = self.route.path, self.frontend
         ctx = RequestContext(request_id(request.headers.get("x-request-id")), route)
         ctx.span = self.gw.tracing.start_request(request.headers, route, ctx.request_id)
-        gauge = self.gw.recorder.in_flight(route)
+        gauge = self.in_flight
         gauge.inc()
         resp: web.StreamResponse | None = None
         try:
@@ -175,7 +176,6 @@ class ApiHandler:
         ctx.route = f"{ctx.route.split('{', 1)[0]}*:{name}"
         return model, where.operations[name]
 
-
     def _record(self, ctx: RequestContext) -> None:
         total = ctx.elapsed()
         ttft = None
@@ -203,6 +203,8 @@ async def read_body(request: web.Request, max_body: int, timeout: float) -> byte
     if request.content_length is not None and request.content_length > max_body:
         raise ProxyError("request_too_large", f"request body exceeds {max_body} bytes")
     try:
+        if request.content.is_eof():  # the whole body came with the headers: no wait, no timer
+            return await request.read()
         # A client trickling its body (slowloris) must not hold a connection and a slot for ever.
         async with asyncio.timeout(timeout):
             return await request.read()

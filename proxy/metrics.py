@@ -1,5 +1,6 @@
-"""Prometheus metrics.  Labelled children are cached per label tuple, so a request costs a dict lookup
-and a few lock-protected float additions -- no label formatting on the hot path.
+"""Prometheus metrics.  Labelled children are bound once per (route, backend, model, stream) series, so a
+request costs one dict lookup and a few lock-protected float additions -- no label formatting on the
+hot path.
 
 With several workers (`serve --workers N`) prometheus-client's multiprocess mode is used: the CLI sets
 PROMETHEUS_MULTIPROC_DIR (cleaned at start) *before* this module is imported, every worker writes its
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import resource
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -152,18 +154,50 @@ PROCESS_RSS = Gauge(
 )
 
 
-class Recorder:
-    """Cached labelled children for the per-request metrics."""
+class _Series:
+    """The per-request children of one (route, backend, model, stream), bound on first use (a child
+    that was never used is never exported, as before) and kept: a request then costs one dict lookup
+    for its series, none for the label values."""
 
-    __slots__ = ("_added", "_upstream", "_ttft", "_requests", "_in_flight", "_tokens", "_keys")
+    __slots__ = ("labels", "stream", "added", "upstream", "ttft", "requests")
+
+    def __init__(self, route: str, backend: str, model: str, stream: bool) -> None:
+        self.labels = (route, backend, model)
+        self.stream = "true" if stream else "false"
+        self.added = self.upstream = self.ttft = None
+        self.requests: dict[int, Any] = {}  # status -> counter
+
+    def observe(self, status: int, added: float | None, upstream: float | None, ttft: float | None) -> None:
+        if added is not None:
+            h = self.added
+            if h is None:
+                h = self.added = ADDED.labels(*self.labels, self.stream)
+            h.observe(added)
+        if upstream is not None:
+            h = self.upstream
+            if h is None:
+                h = self.upstream = UPSTREAM.labels(*self.labels, self.stream)
+            h.observe(upstream)
+        if ttft is not None:
+            h = self.ttft
+            if h is None:
+                h = self.ttft = TTFT.labels(*self.labels)
+            h.observe(ttft)
+        c = self.requests.get(status)
+        if c is None:
+            c = self.requests[status] = REQUESTS.labels(*self.labels, str(status))
+        c.inc()
+
+
+class Recorder:
+    """Bound labelled children for the per-request metrics."""
+
+    __slots__ = ("_series", "_in_flight", "_tokens", "_keys")
 
     def __init__(self) -> None:
-        self._added: dict[tuple, object] = {}
-        self._upstream: dict[tuple, object] = {}
-        self._ttft: dict[tuple, object] = {}
-        self._requests: dict[tuple, object] = {}
+        self._series: dict[tuple, _Series] = {}
         self._in_flight: dict[str, object] = {}
-        self._tokens: dict[tuple, object] = {}
+        self._tokens: dict[tuple, tuple] = {}
         self._keys: dict[tuple, tuple] = {}
 
     def in_flight(self, route: str):
@@ -183,37 +217,22 @@ class Recorder:
         upstream: float | None,
         ttft: float | None,
     ) -> None:
-        key = (route, backend, model, "true" if stream else "false")
-        if added is not None:
-            h = self._added.get(key)
-            if h is None:
-                h = self._added[key] = ADDED.labels(*key)
-            h.observe(added)
-        if upstream is not None:
-            h = self._upstream.get(key)
-            if h is None:
-                h = self._upstream[key] = UPSTREAM.labels(*key)
-            h.observe(upstream)
-        if ttft is not None:
-            k3 = key[:3]
-            h = self._ttft.get(k3)
-            if h is None:
-                h = self._ttft[k3] = TTFT.labels(*k3)
-            h.observe(ttft)
-        rkey = (route, backend, model, status)
-        c = self._requests.get(rkey)
-        if c is None:
-            c = self._requests[rkey] = REQUESTS.labels(route, backend, model, str(status))
-        c.inc()
+        key = (route, backend, model, stream)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(route, backend, model, stream)
+        series.observe(status, added, upstream, ttft)
 
     def tokens(self, backend: str, model: str, prompt: int, completion: int) -> None:
-        for kind, n in (("prompt", prompt), ("completion", completion)):
-            if n:
-                key = (backend, model, kind)
-                c = self._tokens.get(key)
-                if c is None:
-                    c = self._tokens[key] = TOKENS.labels(*key)
-                c.inc(n)
+        key = (backend, model)
+        children = self._tokens.get(key)
+        if children is None:
+            children = self._tokens[key] = (TOKENS.labels(backend, model, "prompt"),
+                                            TOKENS.labels(backend, model, "completion"))  # fmt: skip
+        if prompt:
+            children[0].inc(prompt)
+        if completion:
+            children[1].inc(completion)
 
     def key(self, key_name: str, model: str, status: int, prompt: int, completion: int, usd: float) -> None:
         """One request of a client key: its status, tokens and spend."""
@@ -232,7 +251,6 @@ class Recorder:
             completion_c.inc(completion)
         if usd:
             spend.inc(usd)
-
 
 
 PROCESS_SAMPLE_INTERVAL = 5.0

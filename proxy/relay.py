@@ -17,6 +17,8 @@ Two paths:
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -133,10 +135,11 @@ class _Relay:
     byte for byte), reading only what metrics need (usage) and what tells a finished stream from a
     truncated one."""
 
-    __slots__ = ("frontend", "op", "ctx", "hide_usage", "parser", "ndjson", "ended", "backend")
+    __slots__ = ("frontend", "op", "ctx", "hide_usage", "parser", "ndjson", "ended", "backend", "gate")
 
     def __init__(self, call: Call, dep: Deployment, frontend: Passthrough, op: ChatOp, hide_usage: bool) -> None:
         self.frontend, self.op, self.ctx, self.hide_usage = frontend, op, call.ctx, hide_usage
+        self.gate = _marker_gate(frontend.usage_markers)
         self.ndjson = frontend.stream_framing == "ndjson"
         self.parser: SSEParser | NDJSONParser = NDJSONParser() if self.ndjson else SSEParser()
         self.ended = False
@@ -157,7 +160,7 @@ class _Relay:
         for frame in frames:
             ev = SSEEvent(frame) if isinstance(frame, bytes) else frame
             data = ev.data
-            if any(marker in data for marker in frontend.usage_markers):
+            if self.gate in data and any(marker in data for marker in frontend.usage_markers):
                 usage = frontend.usage_from_event(data)
                 if usage is not None:
                     self.ctx.usage = _merge_usage(self.ctx.usage, usage)
@@ -172,6 +175,13 @@ class _Relay:
     def error_encoder(self) -> StreamEncoder:
         model = self.ctx.client_model
         return self.op.stream_encoder(ir.ChatRequest(model=model), model)
+
+
+@functools.cache
+def _marker_gate(markers: tuple[bytes, ...]) -> bytes:
+    """What every usage marker starts with: one scan of an event for it rules out all of them (most
+    events carry no usage); b"" (always found: the markers then decide) when they share no prefix."""
+    return os.path.commonprefix(markers) if markers else b""
 
 
 # --------------------------------------------------------------------------------------------------
