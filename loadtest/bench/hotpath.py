@@ -19,9 +19,17 @@ def profiler_argv(out_json: str, module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "pyinstrument", "-r", "json", "-o", out_json, "--show-all", "-m", module, *args]
 
 
+# The checkout this harness runs from: its files belong to `proxy`, `adapters`, ... whatever the
+# checkout's directory is called (a worktree is not named `main`).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).replace("\\", "/") + "/"
+
+
 def _package(path: str) -> str:
     """A short owner for a file: `proxy`, `adapters`, `aiohttp`, `asyncio`, `logging`, ..."""
-    parts = path.replace("\\", "/").split("/")
+    path = path.replace("\\", "/")
+    if path.startswith(ROOT):
+        return path[len(ROOT) :].split("/", 1)[0].removesuffix(".py")
+    parts = path.split("/")
     for anchor in ("site-packages", "main"):
         if anchor in parts:
             i = parts.index(anchor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,7 +100,7 @@ class Service:
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL,
+            _dies_with_parent(argv), stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True,  # env None = inherit
         )  # fmt: skip
 
@@ -149,6 +150,16 @@ class Service:
         if self.proc.stdout:
             self.proc.stdout.close()
         self.log.close()
+
+
+# Each child runs in its own session (so `stop` can signal its whole group) and therefore outlives a
+# harness that is killed (a CI timeout): util-linux's setpriv asks the kernel to send it SIGTERM when
+# the harness dies, instead of leaving emulators and proxies running on a shared machine.
+_SETPRIV = shutil.which("setpriv")
+
+
+def _dies_with_parent(argv: list[str]) -> list[str]:
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv] if _SETPRIV and sys.platform == "linux" else argv
 
 
 def python_module(module: str, *args: str) -> list[str]:

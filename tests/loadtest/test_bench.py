@@ -4,6 +4,7 @@ metrics parser, interleaving order, bounded closed / open loops, and the report'
 from __future__ import annotations
 
 import asyncio
+import os
 import math
 import random
 from types import SimpleNamespace
@@ -370,3 +371,38 @@ def test_open_streams_result_counts():
     r = report.open_streams_result(3, Batch([1.0, 1.1], errors=1), 40.0, 65.0, end)
     assert (r["streams"], r["completed"], r["errors"]) == (3, 2, 1)
     assert r["rss_peak_sampled_mib"] == 65.0 and r["vm_hwm_mib"] == 70.0
+
+
+def test_a_killed_harness_takes_its_children_with_it(tmp_path):
+    """The services run in their own sessions; a harness killed by a CI timeout must not leave them
+    running (the kernel's parent-death signal, through setpriv)."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("setpriv") is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs util-linux's setpriv")
+    script = ("import sys, time\nfrom loadtest.bench.procs import Service\n"
+              f"s = Service('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'], 0, {str(tmp_path / 'log')!r})\n"
+              "print(s.pid, flush=True)\ntime.sleep(60)\n")  # fmt: skip
+    harness = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(harness.stdout.readline())
+    for _ in range(200):  # setpriv asks for the signal, then execs the service: wait for the exec
+        with open(f"/proc/{child}/cmdline", "rb") as f:
+            if b"setpriv" not in f.read().split(b"\0")[0]:
+                break
+        time.sleep(0.05)
+    harness.kill()
+    harness.wait(10)
+    for _ in range(200):  # the kernel signals at once; give the child a moment to exit
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the child outlived its harness")
