@@ -92,7 +92,9 @@ def demo_config(urls: dict[str, str], host: str, port: int, keys: dict[str, dict
 async def start_demo(host: str = "127.0.0.1", port: int = 4000) -> tuple[list[web.AppRunner], str, list[str]]:
     workdir = Path(tempfile.mkdtemp(prefix="llm-proxy-demo-"))  # throwaway credentials, removed at shutdown
     runners, urls, keys = await start_emulators(workdir)
-    cfg = load_config_dict(demo_config(urls, host, port, keys), env={})
+    # Stored responses and conversations are throwaway too: the state store lives in the workdir.
+    doc = {**demo_config(urls, host, port, keys), "state": {"url": f"sqlite:///{workdir}/state.db"}}
+    cfg = load_config_dict(doc, env={})
     app = create_app(cfg)
     app.on_cleanup.append(lambda _app: asyncio.to_thread(shutil.rmtree, workdir, True))
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)

@@ -40,6 +40,20 @@ async def test_demo_serves_every_model_in_both_formats():
             await r.cleanup()
 
 
+async def test_demo_stores_responses_in_its_throwaway_workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runners, url, _ = await start_demo("127.0.0.1", 0)
+    try:
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="demo", max_retries=0) as c:
+            r1 = await c.responses.create(model="demo-openai", input="one")
+            r2 = await c.responses.create(model="demo-anthropic", input="two", previous_response_id=r1.id)
+            assert (await c.responses.retrieve(r2.id)).previous_response_id == r1.id
+    finally:
+        for r in runners:
+            await r.cleanup()
+    assert list(tmp_path.iterdir()) == []  # nothing left in the working directory
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
