@@ -61,7 +61,7 @@ def test_build_puts_context_first_and_resolves_references():
     turn = req.extra[STATE_KEY]
     assert turn is STATE.turn(req) and turn.store and turn.previous_response_id == "resp_1"
     assert turn.history == ["msg_a", "msg_b"] and turn.response_id.startswith("resp_")
-    assert [i["id"] for i in turn.input_items][0] == "msg_old"  # the resolved item, with its own id
+    assert turn.input_items[0]["id"] == "msg_old"  # the resolved item, with its own id
     assert turn.input_items[1]["content"] == [{"type": "input_text", "text": "now"}]
 
 

@@ -11,7 +11,10 @@ import pytest
 from aiohttp import web
 
 from loadtest.emulators import openai as openai_emulator
-from tests.proxy.test_limits_process import KEY, gateways  # noqa: F401 - the fixture of real processes
+from tests.proxy import test_limits_process as real_processes
+
+KEY = real_processes.KEY
+gateways = real_processes.gateways  # the fixture starting real `llm-proxy serve` processes
 
 pytestmark = pytest.mark.timeout(90)
 
