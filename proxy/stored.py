@@ -20,7 +20,7 @@ expires after `responses.ttl`; a conversation's expiry restarts with each additi
   conversation's new item ids in one append).  Non-streaming, that happens before the answer is
   sent, so a client that continues right away finds it; streaming, after the last event and before
   the end of the body.  A store failure never fails an answer already made: it is logged (the
-  exception's type only, no ids or content) and counted in `llm_proxy_responses_not_stored`.
+  store's own error: never ids, keys or content) and counted in `llm_proxy_responses_not_stored`.
 """
 
 from __future__ import annotations
@@ -116,13 +116,13 @@ class Stored:
             return
         scope, now = _scope(owner), time.time()
         try:
-            if turn.conversation_id is not None:
+            await self.store.put_records(scope, batch, self.ttl, now)  # items first: a reader never lists
+            if turn.conversation_id is not None:  # an id whose item is not there yet
                 added = await self._append(scope, turn.conversation_id, [i["id"] for i in items], now)
                 if added is None:
                     NOT_STORED.labels("conversation_full").inc()
                     log.warning("response not added to its conversation: responses.max_items (%d) reached",
                                 self.max_items)
-            await self.store.put_records(scope, batch, self.ttl, now)
         except StoreUnavailable as exc:
             NOT_STORED.labels("store_unavailable").inc()
             log.warning("response not stored: %s", exc)
