@@ -5,8 +5,8 @@ caller's key; `previous_response_id`, `conversation` and `item_reference` items 
 (`openai_responses_state` says what is stored and how it is listed; `proxy/stored.py` reads it before
 `build_request` and stores the finished turn).  There is no same-format pass-through (no backend
 speaks the Responses API), so this frontend is not a `base.Passthrough`.  Request Structs mirror
-openai-python's `types/responses/response_create_params.py` / `response_input_param.py`; the output
-side is in `openai_responses_stream`.
+openai-python's `types/responses/response_create_params.py` / `response_input_param.py`; the input
+items are read by `openai_responses_input`, the output side is in `openai_responses_stream`.
 
 Decisions (what the IR cannot hold, and what we do):
 - `instructions` and leading `system` / `developer` messages -> the IR system prompt; later ones
@@ -44,16 +44,17 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar, Literal
 
-import msgspec
 from msgspec import Struct
 
 from . import ir, jsonio
-from .jsonio import TopLevel
 from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, InBody, Route, StoreRoute
-from .common import decode_client_body, synth_id, validation_error
-from .errors import ProxyError, bad_request, unsupported
-from .openai_request import image_from_url
-from .openai_responses_reasoning import open_envelope, seal
+from .common import decode_client_body, synth_id
+from .errors import ProxyError, bad_request
+from .jsonio import TopLevel
+from .openai_response import error_object
+from .openai_responses_input import WHAT, History
+from .openai_responses_reasoning import seal
+from .openai_responses_state import STORE_ROUTES, ResponsesState
 from .openai_responses_stream import (
     STATUS_FROM_IR,
     ResponsesStreamEncoder,
@@ -63,80 +64,21 @@ from .openai_responses_stream import (
     request_echo,
     response_object,
 )
-from .openai_responses_state import STORE_ROUTES, ResponsesState
 from .openai_responses_tools import (
     TOOLS_KEY,
     ToolSet,
     builtin_name,
     call_item,
     client_tools,
-    custom_arguments,
     flat_name,
     is_custom,
 )
-from .openai_response import error_object
 
 __all__ = ["ResponsesFrontend", "parse_request"]
 
-_WHAT = "responses request"
-_REASONING_PREFIX = "rs_"
 
 # --------------------------------------------------------------------------------------------------
 # Wire types (client request)
-
-
-class _Part(Struct, tag_field="type"):
-    pass
-
-
-class InputText(_Part, tag="input_text"):
-    text: str
-
-
-class InputImage(_Part, tag="input_image"):
-    image_url: str | None = None
-    file_id: str | None = None
-    detail: str | None = None
-
-
-class InputFile(_Part, tag="input_file"):
-    pass
-
-
-class OutputText(_Part, tag="output_text"):
-    text: str
-
-
-class RefusalPart(_Part, tag="refusal"):
-    refusal: str
-
-
-Part = InputText | InputImage | InputFile | OutputText | RefusalPart
-
-
-class MessageItem(Struct):
-    role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[Part]
-    type: Literal["message"] = "message"
-
-
-class FunctionCallItem(Struct):
-    call_id: str
-    name: str
-    arguments: str = ""
-    namespace: str | None = None
-
-
-class CustomToolCallItem(Struct):
-    call_id: str
-    name: str
-    input: str
-    namespace: str | None = None
-
-
-class FunctionCallOutputItem(Struct):
-    call_id: str
-    output: str | list[Part]
 
 
 class _Format(Struct, tag_field="type"):
@@ -193,115 +135,6 @@ class RequestIn(Struct):
 _decoder = jsonio.decoder(RequestIn)
 
 
-def _convert(value: Any, typ: type, path: str) -> Any:
-    """A plain value as `typ`; a mismatch is a 400 naming the full field path."""
-    try:
-        return msgspec.convert(value, typ)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        text = text.replace("`$", f"`$.{path}", 1) if " - at `$" in text else f"{text} - at `$.{path}`"
-        raise validation_error(msgspec.ValidationError(text), _WHAT) from None
-
-
-# --------------------------------------------------------------------------------------------------
-# input -> IR messages
-
-
-def _parts(content: str | list[Part], path: str) -> list[ir.Part]:
-    if isinstance(content, str):
-        return [ir.Text(text=content)]
-    parts: list[ir.Part] = []
-    for j, p in enumerate(content):
-        if isinstance(p, (InputText, OutputText)):
-            parts.append(ir.Text(text=p.text))
-        elif isinstance(p, RefusalPart):
-            parts.append(ir.Text(text=p.refusal))
-        elif isinstance(p, InputImage) and p.image_url is not None:
-            parts.append(image_from_url(p.image_url, p.detail))
-        else:
-            what = "input_file parts" if isinstance(p, InputFile) else "input_image by file_id"
-            raise unsupported(f"{what} are not supported (the gateway has no file store)", param=f"{path}[{j}]")
-    return parts
-
-
-class _History:
-    """Input items -> (system prompt, IR messages), merging function calls into the assistant turn."""
-
-    def __init__(self, instructions: str | None) -> None:
-        self.system: list[ir.Text] = [ir.Text(text=instructions)] if instructions else []
-        self.messages: list[ir.Message] = []
-        self.names: dict[str, str] = {}  # call_id -> function name
-        self.unhonoured: list[str] = []
-        self.found: dict[str, dict[str, Any]] = {}  # item_reference id -> stored item
-        self.inputs: list[dict[str, Any]] = []  # the request's own items, as stored
-
-    def _assistant(self, part: ir.Part) -> None:
-        """A call or reasoning item joins the assistant message before it (one turn of output)."""
-        last = self.messages[-1] if self.messages else None
-        if last is not None and last.role == "assistant":
-            last.parts.append(part)
-        else:
-            self.messages.append(ir.Message(role="assistant", parts=[part]))
-
-    def _call(self, call_id: str, name: str, arguments: str) -> None:
-        self.names[call_id] = name
-        self._assistant(ir.ToolCall(id=call_id, name=name, arguments=arguments))
-
-    def _after_reasoning(self) -> bool:
-        last = self.messages[-1] if self.messages else None
-        return last is not None and last.role == "assistant" and bool(last.parts) and isinstance(last.parts[-1], ir.Reasoning)
-
-    def _reference(self, raw: dict[str, Any], i: int) -> None:
-        """An item of the caller's stored items by id (`found`: resolved by the proxy beforehand)."""
-        rid = ResponsesState.check_id(raw.get("id"), f"input[{i}].id")  # bounded before it is quoted
-        item = self.found.get(rid)
-        if item is not None:  # stored items are never references themselves
-            self.item(item, i)
-        elif not rid.startswith(_REASONING_PREFIX):
-            raise ResponsesState.not_found("item", rid, f"input[{i}]")
-        # else: reasoning the caller did not store is dropped, as it would be if it were sent inline
-
-    def item(self, raw: dict[str, Any], i: int, own: bool = True, where: str = "input") -> None:
-        """One item; `own` items (the request's input, references resolved) are kept for storing."""
-        path = f"{where}[{i}]"
-        if own and raw.get("type") != "item_reference":
-            self.inputs.append(raw)
-        kind = raw.get("type", "message")
-        if kind == "message":
-            m: MessageItem = _convert(raw, MessageItem, path)
-            parts = _parts(m.content, f"{path}.content")
-            if m.role in ("system", "developer"):
-                if self.messages:
-                    self.messages.append(ir.Message(role="system", parts=parts))
-                else:
-                    self.system += [p for p in parts if isinstance(p, ir.Text)]
-            elif m.role == "assistant" and self._after_reasoning():
-                self.messages[-1].parts += parts  # the answer that followed its reasoning: one turn
-            else:
-                self.messages.append(ir.Message(role=m.role, parts=parts))
-        elif kind == "reasoning":
-            part = open_envelope(raw.get("encrypted_content"), f"{path}.encrypted_content")
-            if part is not None:  # else OpenAI's ciphertext or a summary: dropped (module docstring)
-                self._assistant(part)
-        elif kind == "function_call":
-            fc: FunctionCallItem = _convert(raw, FunctionCallItem, path)
-            self._call(fc.call_id, flat_name(fc.name, fc.namespace), fc.arguments)
-        elif kind == "custom_tool_call":
-            cc: CustomToolCallItem = _convert(raw, CustomToolCallItem, path)
-            self._call(cc.call_id, flat_name(cc.name, cc.namespace), custom_arguments(cc.input))
-        elif kind in ("function_call_output", "custom_tool_call_output"):
-            fo: FunctionCallOutputItem = _convert(raw, FunctionCallOutputItem, path)
-            content = [p for p in _parts(fo.output, f"{path}.output") if isinstance(p, (ir.Text, ir.Image))]
-            result = ir.ToolResult(tool_call_id=fo.call_id, content=content, name=self.names.get(fo.call_id))
-            self.messages.append(ir.Message(role="tool", parts=[result]))
-        elif kind == "item_reference":
-            self._reference(raw, i)
-        else:
-            name = builtin_name(kind, "input", f"{path}.type")
-            if name not in self.unhonoured:
-                self.unhonoured.append(name)
-
-
 # --------------------------------------------------------------------------------------------------
 # tools, tool_choice, text format, the whole request
 
@@ -348,7 +181,7 @@ def parse_request(body: bytes) -> ir.ChatRequest:
 
 
 def decode_request(body: bytes) -> RequestIn:
-    r: RequestIn = decode_client_body(_decoder, body, _WHAT)
+    r: RequestIn = decode_client_body(_decoder, body, WHAT)
     _refuse_state(r)
     return r
 
@@ -358,7 +191,7 @@ def build_request(r: RequestIn, context: list[dict[str, Any]],
     """(the IR request, its own input items) from the decoded body, after the stored items it
     continues (`context`: a previous response's chain or a conversation), with `item_reference`s
     resolved from `found`."""
-    history = _History(r.instructions)
+    history = History(r.instructions)
     history.found = found
     for i, raw in enumerate(context):
         history.item(raw, i, own=False, where="context")
