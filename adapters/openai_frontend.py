@@ -8,7 +8,10 @@ requests (with the table of OpenAI-compatible presets).
 
 Rendering choices (IR -> OpenAI):
 - Reasoning text goes to the non-standard `reasoning_content` (DeepSeek / llama.cpp spelling, which
-  most OpenAI-compatible clients read); signatures and redacted reasoning have no slot (dropped).
+  most OpenAI-compatible clients read).  A Gemini signature that sat on a function call goes on that
+  tool call as `extra_content.google.thought_signature` (Google's own OpenAI-compatible convention,
+  `openai_signatures`), and is read back from the history; other signatures and redacted reasoning
+  have no slot (dropped: the Responses API carries them).
 - Finish `pause` (Anthropic pause_turn) renders as `stop` (lossy); the consistency rule forces
   `tool_calls` whenever a tool call is present.
 - Several text parts are joined into one `content` string; `stop_sequence` is not expressible.
@@ -27,6 +30,7 @@ from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, EmbeddingsOp, InBody, M
 from .errors import ProxyError
 from .sse import SSEEvent
 from .openai_request import parse_chat, parse_completion, parse_embeddings
+from .openai_signatures import call_signature, extra_content
 from .openai_stream import ChatStreamEncoder, CompletionStreamEncoder
 from .openai_response import FINISH_FROM_IR, error_object, floats_to_base64, usage_only, usage_to_wire
 
@@ -41,14 +45,22 @@ def _finish(choice: ir.Choice) -> str:
 def _message(choice: ir.Choice) -> dict[str, Any]:
     texts = [p.text for p in choice.parts if isinstance(p, ir.Text)]
     thoughts = [p.text for p in choice.parts if isinstance(p, ir.Reasoning) and p.text]
-    calls = [p for p in choice.parts if isinstance(p, ir.ToolCall)]
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if thoughts:
         msg["reasoning_content"] = "".join(thoughts)
+    calls: list[dict[str, Any]] = []
+    held: str | None = None  # a Gemini signature for the call that follows it (openai_signatures)
+    for p in choice.parts:
+        if isinstance(p, ir.ToolCall):
+            call: dict[str, Any] = {"id": p.id, "type": "function",
+                                    "function": {"name": p.name, "arguments": p.arguments}}
+            if held:
+                call["extra_content"], held = extra_content(held), None
+            calls.append(call)
+        else:
+            held = call_signature(p)
     if calls:
-        msg["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
-        ]
+        msg["tool_calls"] = calls
     return msg
 
 

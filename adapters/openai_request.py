@@ -10,7 +10,9 @@ Decisions (what the IR cannot hold, and what we do):
   mode (`auto` / `required`) kept -- the model can then call exactly what OpenAI would let it call.
 - Deprecated `functions` / `function_call` become tools / tool_choice; the deprecated `function` role
   and assistant `function_call` get synthesised ids (`call_fn_<message index>`), paired by name.
-- `refusal` (assistant history) becomes text; `reasoning_content` / `reasoning` become ir.Reasoning.
+- `refusal` (assistant history) becomes text; `reasoning_content` / `reasoning` become ir.Reasoning;
+  a tool call's `extra_content.google.thought_signature` becomes Gemini's signed reasoning just before
+  the call (`openai_signatures`).
 - `reasoning_effort` -> ReasoningConfig(effort=...); "none" also sets enabled=False.
 - Fields the IR does not model (`store`, `service_tier`, `prediction`, vLLM `guided_*`,
   `structured_outputs`, `chat_template_kwargs`, ...) are kept verbatim in `req.extra`.
@@ -29,6 +31,7 @@ from . import ir, jsonio
 from .jsonio import TopLevel
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
+from .openai_signatures import ExtraContent, signature_part
 from .openai_tools import (CustomTool, FunctionDef, FunctionName, FunctionTool, JsonObjectFormat, JsonSchemaFormat,
                            TextFormat, ToolChoiceIn, response_format_to_ir, tool_choice_to_ir, tools_to_ir)
 
@@ -81,6 +84,7 @@ class ToolCallIn(Struct):
     id: str
     function: FunctionCall
     type: Literal["function"] = "function"
+    extra_content: ExtraContent | None = None  # Google's convention for thought signatures
 
 
 class _Msg(Struct, tag_field="role"):
@@ -236,6 +240,9 @@ def _assistant_parts(m: AssistantMsg, i: int) -> list[ir.Part]:
     if m.refusal and not m.content:
         parts.append(ir.Text(text=m.refusal))
     for tc in m.tool_calls or ():
+        signed = signature_part(tc.extra_content)
+        if signed is not None:  # the IR places a call's signature just before the call
+            parts.append(signed)
         parts.append(ir.ToolCall(id=tc.id, name=tc.function.name, arguments=tc.function.arguments))
     if m.function_call is not None:
         fc = m.function_call

@@ -4,7 +4,8 @@ and an OpenAI-compatible server's SSE -> IR events (backend side).
 How the encoder works: every chunk carries the same id / created / model.  The role chunk goes first;
 text and reasoning deltas map one-to-one; a tool block's BlockStart becomes the first `tool_calls`
 fragment (index = ordinal among tool blocks, kept per IR block so interleaved argument deltas land
-on the right call); Finish becomes its own chunk with an empty delta.  Usage is held and written as
+on the right call), with a Gemini signature held from the signed, text-less reasoning block just
+before it as `extra_content` (`openai_signatures`); Finish becomes its own chunk with an empty delta.  Usage is held and written as
 the `choices: []` chunk just before `[DONE]` (only when the client asked for include_usage), so it
 follows the finish chunk even when the upstream reported usage first.  After an error event nothing
 more is written (no `[DONE]`: it means success to clients).
@@ -37,6 +38,7 @@ from .openai_response import (
     usage_to_ir,
     usage_to_wire,
 )
+from .openai_signatures import call_signature, extra_content
 from .sse import DONE, SSEParser, encode_data
 
 
@@ -95,6 +97,10 @@ class ChatStreamEncoder(_EncoderBase):
         super().__init__(req, model)
         self.tool_ordinal: dict[int, int] = {}  # IR block index -> tool_calls[].index
         self._frames: dict[str, tuple[bytes, bytes]] = {}  # delta key -> bytes around its string value
+        # A reasoning block that may be a Gemini call signature (signed, no text): its Reasoning,
+        # and the signature held for the next block when it is one (see openai_signatures).
+        self.signing: dict[int, ir.Reasoning] = {}
+        self.held: str | None = None
 
     def _text_delta(self, key: str, text: str) -> bytes:
         """`self._delta({key: text})` for a started stream (id and created final), written around the
@@ -125,13 +131,22 @@ class ChatStreamEncoder(_EncoderBase):
             self._adopt(ev)
             return self._role()
         if isinstance(ev, ir.TextDelta):
+            self.held = None  # a signature that sat on this text: no slot for it
             return self._role() + self._text_delta("content", ev.text) if ev.text else b""
         if isinstance(ev, ir.ReasoningDelta):
-            return self._role() + self._text_delta("reasoning_content", ev.text) if ev.text else b""
+            if not ev.text:
+                return b""
+            if self.signing:
+                self.signing.pop(ev.index, None)  # a thought, not a call signature
+            return self._role() + self._text_delta("reasoning_content", ev.text)
+        if isinstance(ev, (ir.BlockStart, ir.ReasoningSignature, ir.BlockEnd)) and self._signature(ev):
+            return b""
         if isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
             n = self.tool_ordinal[ev.index] = len(self.tool_ordinal)
-            call = {"index": n, "id": ev.tool_call_id, "type": "function",
-                    "function": {"name": ev.tool_name, "arguments": ""}}
+            call: dict[str, Any] = {"index": n, "id": ev.tool_call_id, "type": "function",
+                                    "function": {"name": ev.tool_name, "arguments": ""}}
+            if self.held:
+                call["extra_content"], self.held = extra_content(self.held), None
             return self._role() + self._delta({"tool_calls": [call]})
         if isinstance(ev, ir.ToolArgsDelta):
             if not ev.fragment:
@@ -146,6 +161,23 @@ class ChatStreamEncoder(_EncoderBase):
         if isinstance(ev, ir.End):
             return self._role() + self._end()
         return b""  # other BlockStarts, BlockEnd, signatures, redacted reasoning: nothing to say
+
+    def _signature(self, ev: ir.BlockStart | ir.ReasoningSignature | ir.BlockEnd) -> bool:
+        """Follow reasoning blocks that may be a Gemini call signature; True when `ev` was one of theirs."""
+        if isinstance(ev, ir.BlockStart):
+            if ev.kind != "reasoning":
+                return False
+            self.signing[ev.index] = ir.Reasoning(provider=ev.provider)
+            return True
+        r = self.signing.get(ev.index)
+        if r is None:
+            return False
+        if isinstance(ev, ir.ReasoningSignature):
+            r.signature = (r.signature or "") + ev.signature
+        else:
+            del self.signing[ev.index]
+            self.held = call_signature(r)
+        return True
 
     def _finish(self, ev: ir.Finish) -> bytes:
         if ev.reason == "error":

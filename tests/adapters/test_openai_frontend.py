@@ -229,3 +229,47 @@ def test_usage_extraction_for_passthrough():
         F.usage_from_body(b"not json")
     assert bad.value.kind == "upstream_protocol" and bad.value.status == 502
     assert F.usage_from_event(b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}') == ir.Usage(1, 1)
+
+
+# -- Gemini thought signatures on tool calls (Google's `extra_content` convention) ----------------
+
+GEMINI_TURN = [ir.Reasoning(text="**Plan**", signature="dGhvdWdodA==", provider="gemini"),
+               ir.Reasoning(signature="Y2FsbA==", provider="gemini"), ir.ToolCall("call_1", "w", '{"c":1}'),
+               ir.ToolCall("call_2", "t", "{}")]
+
+
+def test_a_gemini_call_signature_rides_on_its_tool_call_and_comes_back():
+    resp = ir.ChatResponse(id="r", model="up", created=1, choices=[ir.Choice(parts=GEMINI_TURN,
+                                                                             finish_reason="tool_calls")])
+    msg = orjson.loads(F.render_chat(resp, "m"))["choices"][0]["message"]
+    first, second = msg["tool_calls"]
+    assert first["extra_content"] == {"google": {"thought_signature": "Y2FsbA=="}}
+    assert "extra_content" not in second  # Gemini signs the first call of a step only
+    req = chat(messages=[{"role": "user", "content": "go"}, msg,
+                         *({"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in msg["tool_calls"])])
+    # the thought text comes back as unsigned reasoning_content; the call's signature as Gemini's
+    assert req.messages[1].parts == [ir.Reasoning(text="**Plan**"), *GEMINI_TURN[1:]]
+
+
+@pytest.mark.parametrize("part", [
+    ir.Reasoning(signature="sig", provider="anthropic"),  # Anthropic's: no Chat Completions slot
+    ir.Reasoning(text="thought", signature="sig", provider="gemini"),  # a thought's, not the call's
+    ir.Reasoning(signature="sig"),
+], ids=["anthropic", "gemini-thought", "no-provider"])
+def test_other_signatures_do_not_ride_on_tool_calls(part):
+    resp = ir.ChatResponse(id="r", model="up", created=1, choices=[ir.Choice(parts=[part, ir.ToolCall("c", "f", "{}")])])
+    msg = orjson.loads(F.render_chat(resp, "m"))["choices"][0]["message"]
+    assert "extra_content" not in msg["tool_calls"][0]
+
+
+def test_a_signature_before_text_is_not_moved_to_a_later_call():
+    parts = [ir.Reasoning(signature="sig", provider="gemini"), ir.Text("a"), ir.ToolCall("c", "f", "{}")]
+    resp = ir.ChatResponse(id="r", model="up", created=1, choices=[ir.Choice(parts=parts)])
+    assert "extra_content" not in orjson.loads(F.render_chat(resp, "m"))["choices"][0]["message"]["tool_calls"][0]
+
+
+def test_malformed_extra_content_is_a_400_naming_it():
+    with pytest.raises(ProxyError) as info:
+        chat(messages=[{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "extra_content": {
+            "google": {"thought_signature": 5}}, "function": {"name": "f", "arguments": "{}"}}]}])
+    assert info.value.status == 400 and "extra_content" in (info.value.param or info.value.message)

@@ -250,3 +250,38 @@ def test_text_delta_frame_is_the_generic_chunk_byte_for_byte(include_usage, key)
     enc.feed(ir.Start(id="chatcmpl-up", created=1700000000))
     for text in TEXTS:
         assert enc._text_delta(key, text) == enc._delta({key: text})
+
+
+# Gemini: a thought with its signature, then the signature that sat on the first of two calls.
+GEMINI = [ir.Start(), ir.BlockStart(0, "reasoning", provider="gemini"), ir.ReasoningDelta(0, "**Plan**"),
+          ir.ReasoningSignature(0, "dGhvdWdodA=="), ir.BlockEnd(0), ir.BlockStart(1, "reasoning", provider="gemini"),
+          ir.ReasoningSignature(1, "Y2Fs"), ir.ReasoningSignature(1, "bA=="), ir.BlockEnd(1),
+          ir.BlockStart(2, "tool_call", tool_call_id="A", tool_name="a"), ir.ToolArgsDelta(2, "{}"), ir.BlockEnd(2),
+          ir.BlockStart(3, "tool_call", tool_call_id="B", tool_name="b"), ir.ToolArgsDelta(3, "{}"), ir.BlockEnd(3),
+          ir.Finish("tool_calls"), ir.End()]
+
+
+def test_encoder_puts_a_gemini_call_signature_on_the_calls_first_delta():
+    datas, _ = encode(GEMINI)
+    deltas = [orjson.loads(d)["choices"][0]["delta"] for d in datas[:-1]]
+    calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d and "id" in d["tool_calls"][0]]
+    assert calls[0]["extra_content"] == {"google": {"thought_signature": "Y2FsbA=="}}
+    assert "extra_content" not in calls[1]
+    assert [d.get("reasoning_content") for d in deltas if "reasoning_content" in d] == ["**Plan**"]
+
+
+def test_encoder_signature_on_text_or_from_anthropic_has_no_slot():
+    for events in ([ir.Start(), ir.BlockStart(0, "reasoning", provider="gemini"), ir.ReasoningSignature(0, "s"),
+                    ir.BlockEnd(0), ir.BlockStart(1, "text"), ir.TextDelta(1, "x"), ir.BlockEnd(1),
+                    ir.BlockStart(2, "tool_call", tool_call_id="A", tool_name="a"), ir.BlockEnd(2)],
+                   [ir.Start(), ir.BlockStart(0, "reasoning", provider="anthropic"), ir.ReasoningSignature(0, "s"),
+                    ir.BlockEnd(0), ir.BlockStart(1, "tool_call", tool_call_id="A", tool_name="a"), ir.BlockEnd(1)]):
+        datas, _ = encode(events + [ir.Finish("tool_calls"), ir.End()])
+        assert all(b"extra_content" not in d for d in datas)
+
+
+def test_encoded_signature_stream_decodes_the_same_whole_bytewise_and_split():
+    enc = ChatStreamEncoder(ir.ChatRequest(model="m"), "client-model")
+    data = b"".join(enc.feed(e) for e in GEMINI)
+    events = assert_all_splits(data)
+    assert [e for e in events if isinstance(e, ir.BlockStart) and e.kind == "tool_call"][0].tool_name == "a"

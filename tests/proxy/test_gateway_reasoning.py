@@ -3,8 +3,9 @@ the gateway's /v1/responses (streamed and not) on emulated backends that check s
 real APIs do -- Anthropic with extended thinking (signed thinking and redacted_thinking blocks) and
 Gemini 3 (thought signatures on function calls).  The manual loop appends `response.output` (or the
 items of `response.output_item.done`) and a function_call_output; without the reasoning items the
-same loop is the backend's 400, so the success path is no accident.  Also: an Anthropic client's
-thinking tool loop through the same-format route (pass-through) still works."""
+same loop is the backend's 400, so the success path is no accident.  Also: the loop by reference
+(item_reference, previous_response_id), an Anthropic client's thinking tool loop through the
+same-format route (pass-through), and Chat Completions on Gemini 3 with Google's `extra_content`."""
 
 from __future__ import annotations
 
@@ -188,3 +189,43 @@ async def test_tool_loop_by_previous_response_id_succeeds(client, model, stream)
     second = await bounded(client.responses.create(model=model, previous_response_id=first.id, tools=WEATHER,
                                                    reasoning={"effort": "low"}, input=results(outputs)))
     assert second.output_text == "echo: sunny"
+
+
+# -- Chat Completions: Gemini's call signature on the tool call (Google's extra_content convention) --
+
+CHAT_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER[0]["parameters"]}}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_chat_completions_tool_loop_on_gemini3_keeps_the_call_signature(client, stream):
+    kw = {"model": "gemini3", "messages": ASK, "tools": CHAT_TOOLS, "reasoning_effort": "low"}
+    if not stream:
+        first = await bounded(client.chat.completions.create(**kw))
+        message = first.choices[0].message  # kept as returned: the SDK keeps extra fields
+        (call,) = message.tool_calls
+        assert call.model_extra["extra_content"]["google"]["thought_signature"]
+    else:
+        async def run():
+            calls: dict[int, dict] = {}
+            async for chunk in await client.chat.completions.create(stream=True, **kw):
+                for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                    call = calls.setdefault(tc.index, {"type": "function", "function": {"arguments": ""}})
+                    call.update({k: v for k, v in (("id", tc.id), ("extra_content", tc.model_extra.get(
+                        "extra_content"))) if v})
+                    if tc.function and tc.function.name:
+                        call["function"]["name"] = tc.function.name
+                    call["function"]["arguments"] += (tc.function.arguments or "") if tc.function else ""
+            return {"role": "assistant", "tool_calls": [calls[i] for i in sorted(calls)]}
+        message = await bounded(run())
+        call = message["tool_calls"][0]
+        assert call["extra_content"]["google"]["thought_signature"]
+    call_id = call.id if not stream else call["id"]
+    history = ASK + [message, {"role": "tool", "tool_call_id": call_id, "content": "sunny"}]
+    second = await bounded(client.chat.completions.create(model="gemini3", messages=history, tools=CHAT_TOOLS))
+    assert second.choices[0].message.content == "echo: sunny"
+    # the same history without the signature is Gemini 3's 400
+    bare = ASK + [{"role": "assistant", "tool_calls": [{"id": call_id, "type": "function", "function": {
+        "name": "get_weather", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": call_id, "content": "sunny"}]
+    with pytest.raises(openai.BadRequestError) as info:
+        await bounded(client.chat.completions.create(model="gemini3", messages=bare, tools=CHAT_TOOLS))
+    assert "missing a thought_signature" in info.value.message
