@@ -10,8 +10,8 @@ Rendering choices (IR -> OpenAI):
 - Reasoning text goes to the non-standard `reasoning_content` (DeepSeek / llama.cpp spelling, which
   most OpenAI-compatible clients read).  A Gemini signature that sat on a function call goes on that
   tool call as `extra_content.google.thought_signature` (Google's own OpenAI-compatible convention,
-  `openai_signatures`), and is read back from the history; other signatures and redacted reasoning
-  have no slot (dropped: the Responses API carries them).
+  `openai_signatures`); Anthropic's signed and redacted thinking goes to `reasoning_details`
+  (OpenRouter's convention); both are read back from the history.
 - Finish `pause` (Anthropic pause_turn) renders as `stop` (lossy); the consistency rule forces
   `tool_calls` whenever a tool call is present.
 - Several text parts are joined into one `content` string; `stop_sequence` is not expressible.
@@ -30,7 +30,7 @@ from .base import BEARER, X_RATELIMIT, ApiRoute, ChatOp, EmbeddingsOp, InBody, M
 from .errors import ProxyError
 from .sse import SSEEvent
 from .openai_request import parse_chat, parse_completion, parse_embeddings
-from .openai_signatures import call_signature, extra_content
+from .openai_signatures import call_signature, extra_content, reasoning_detail
 from .openai_stream import ChatStreamEncoder, CompletionStreamEncoder
 from .openai_response import FINISH_FROM_IR, error_object, floats_to_base64, usage_only, usage_to_wire
 
@@ -48,6 +48,12 @@ def _message(choice: ir.Choice) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if thoughts:
         msg["reasoning_content"] = "".join(thoughts)
+    details: list[dict[str, Any]] = []
+    for p in choice.parts:
+        if isinstance(p, ir.Reasoning) and (detail := reasoning_detail(p, len(details))) is not None:
+            details.append(detail)
+    if details:
+        msg["reasoning_details"] = details
     calls: list[dict[str, Any]] = []
     held: str | None = None  # a Gemini signature for the call that follows it (openai_signatures)
     for p in choice.parts:

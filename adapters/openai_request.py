@@ -12,7 +12,8 @@ Decisions (what the IR cannot hold, and what we do):
   and assistant `function_call` get synthesised ids (`call_fn_<message index>`), paired by name.
 - `refusal` (assistant history) becomes text; `reasoning_content` / `reasoning` become ir.Reasoning;
   a tool call's `extra_content.google.thought_signature` becomes Gemini's signed reasoning just before
-  the call (`openai_signatures`).
+  the call, and `reasoning_details` entries of format `anthropic-claude-v1` Anthropic's thinking blocks
+  (the unsigned `reasoning_content` text is then not repeated) (`openai_signatures`).
 - `reasoning_effort` -> ReasoningConfig(effort=...); "none" also sets enabled=False.
 - Fields the IR does not model (`store`, `service_tier`, `prediction`, vLLM `guided_*`,
   `structured_outputs`, `chat_template_kwargs`, ...) are kept verbatim in `req.extra`.
@@ -31,7 +32,7 @@ from . import ir, jsonio
 from .jsonio import TopLevel
 from .common import decode_client_body
 from .errors import ProxyError, bad_request, unsupported
-from .openai_signatures import ExtraContent, signature_part
+from .openai_signatures import ExtraContent, ReasoningDetail, details_parts, signature_part
 from .openai_tools import (CustomTool, FunctionDef, FunctionName, FunctionTool, JsonObjectFormat, JsonSchemaFormat,
                            TextFormat, ToolChoiceIn, response_format_to_ir, tool_choice_to_ir, tools_to_ir)
 
@@ -113,6 +114,7 @@ class AssistantMsg(_Msg, tag="assistant"):
     refusal: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    reasoning_details: list[ReasoningDetail] | None = None  # OpenRouter's convention (openai_signatures)
     name: str | None = None
 
 
@@ -228,9 +230,9 @@ def _user_parts(content: str | list[UserPart], path: str) -> list[ir.Part]:
 
 
 def _assistant_parts(m: AssistantMsg, i: int) -> list[ir.Part]:
-    parts: list[ir.Part] = []
+    parts: list[ir.Part] = list(details_parts(m.reasoning_details))
     thought = m.reasoning_content or m.reasoning
-    if thought:
+    if thought and not parts:  # signed details already hold the reasoning text
         parts.append(ir.Reasoning(text=thought))
     if isinstance(m.content, str):
         if m.content:

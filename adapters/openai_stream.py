@@ -5,7 +5,9 @@ How the encoder works: every chunk carries the same id / created / model.  The r
 text and reasoning deltas map one-to-one; a tool block's BlockStart becomes the first `tool_calls`
 fragment (index = ordinal among tool blocks, kept per IR block so interleaved argument deltas land
 on the right call), with a Gemini signature held from the signed, text-less reasoning block just
-before it as `extra_content` (`openai_signatures`); Finish becomes its own chunk with an empty delta.  Usage is held and written as
+before it as `extra_content`; Anthropic's signed or redacted thinking block becomes one
+`reasoning_details` delta at its end (`openai_signatures`); Finish becomes its own chunk with an
+empty delta.  Usage is held and written as
 the `choices: []` chunk just before `[DONE]` (only when the client asked for include_usage), so it
 follows the finish chunk even when the upstream reported usage first.  After an error event nothing
 more is written (no `[DONE]`: it means success to clients).
@@ -38,7 +40,7 @@ from .openai_response import (
     usage_to_ir,
     usage_to_wire,
 )
-from .openai_signatures import call_signature, extra_content
+from .openai_signatures import call_signature, extra_content, reasoning_detail
 from .sse import DONE, SSEParser, encode_data
 
 
@@ -97,10 +99,12 @@ class ChatStreamEncoder(_EncoderBase):
         super().__init__(req, model)
         self.tool_ordinal: dict[int, int] = {}  # IR block index -> tool_calls[].index
         self._frames: dict[str, tuple[bytes, bytes]] = {}  # delta key -> bytes around its string value
-        # A reasoning block that may be a Gemini call signature (signed, no text): its Reasoning,
-        # and the signature held for the next block when it is one (see openai_signatures).
-        self.signing: dict[int, ir.Reasoning] = {}
+        # Open reasoning blocks of a signing provider (openai_signatures): the part so far and its
+        # text pieces; a Gemini call signature held for the tool call that follows it; the number
+        # of reasoning_details entries written.
+        self.signing: dict[int, tuple[ir.Reasoning, list[str]]] = {}
         self.held: str | None = None
+        self.details = 0
 
     def _text_delta(self, key: str, text: str) -> bytes:
         """`self._delta({key: text})` for a started stream (id and created final), written around the
@@ -136,18 +140,11 @@ class ChatStreamEncoder(_EncoderBase):
         if isinstance(ev, ir.ReasoningDelta):
             if not ev.text:
                 return b""
-            if self.signing:
-                self.signing.pop(ev.index, None)  # a thought, not a call signature
+            if self.signing and ev.index in self.signing:
+                self.signing[ev.index][1].append(ev.text)
             return self._role() + self._text_delta("reasoning_content", ev.text)
-        if isinstance(ev, (ir.BlockStart, ir.ReasoningSignature, ir.BlockEnd)) and self._signature(ev):
-            return b""
-        if isinstance(ev, ir.BlockStart) and ev.kind == "tool_call":
-            n = self.tool_ordinal[ev.index] = len(self.tool_ordinal)
-            call: dict[str, Any] = {"index": n, "id": ev.tool_call_id, "type": "function",
-                                    "function": {"name": ev.tool_name, "arguments": ""}}
-            if self.held:
-                call["extra_content"], self.held = extra_content(self.held), None
-            return self._role() + self._delta({"tool_calls": [call]})
+        if isinstance(ev, (ir.BlockStart, ir.ReasoningSignature, ir.RedactedReasoning, ir.BlockEnd)):
+            return self._signed(ev)
         if isinstance(ev, ir.ToolArgsDelta):
             if not ev.fragment:
                 return b""
@@ -160,24 +157,43 @@ class ChatStreamEncoder(_EncoderBase):
             return b""
         if isinstance(ev, ir.End):
             return self._role() + self._end()
-        return b""  # other BlockStarts, BlockEnd, signatures, redacted reasoning: nothing to say
+        return b""
 
-    def _signature(self, ev: ir.BlockStart | ir.ReasoningSignature | ir.BlockEnd) -> bool:
-        """Follow reasoning blocks that may be a Gemini call signature; True when `ev` was one of theirs."""
+    def _signed(self, ev: ir.BlockStart | ir.ReasoningSignature | ir.RedactedReasoning | ir.BlockEnd) -> bytes:
+        """Follow reasoning blocks of a signing provider; at their end, a Gemini call signature is held
+        for the next tool call and Anthropic's signed thinking becomes a `reasoning_details` delta."""
         if isinstance(ev, ir.BlockStart):
-            if ev.kind != "reasoning":
-                return False
-            self.signing[ev.index] = ir.Reasoning(provider=ev.provider)
-            return True
-        r = self.signing.get(ev.index)
-        if r is None:
-            return False
+            if ev.kind == "tool_call":
+                return self._tool_start(ev)
+            if ev.kind == "reasoning" and ev.provider:
+                self.signing[ev.index] = (ir.Reasoning(provider=ev.provider), [])
+            return b""
+        entry = self.signing.get(ev.index)
+        if entry is None:
+            return b""
+        r, texts = entry
         if isinstance(ev, ir.ReasoningSignature):
             r.signature = (r.signature or "") + ev.signature
-        else:
-            del self.signing[ev.index]
-            self.held = call_signature(r)
-        return True
+            return b""
+        if isinstance(ev, ir.RedactedReasoning):
+            r.redacted_data = ev.data
+            return b""
+        del self.signing[ev.index]
+        r.text = "".join(texts)
+        self.held = call_signature(r)
+        detail = reasoning_detail(r, self.details)
+        if detail is None:
+            return b""
+        self.details += 1
+        return self._role() + self._delta({"reasoning_details": [detail]})
+
+    def _tool_start(self, ev: ir.BlockStart) -> bytes:
+        n = self.tool_ordinal[ev.index] = len(self.tool_ordinal)
+        call: dict[str, Any] = {"index": n, "id": ev.tool_call_id, "type": "function",
+                                "function": {"name": ev.tool_name, "arguments": ""}}
+        if self.held:
+            call["extra_content"], self.held = extra_content(self.held), None
+        return self._role() + self._delta({"tool_calls": [call]})
 
     def _finish(self, ev: ir.Finish) -> bytes:
         if ev.reason == "error":

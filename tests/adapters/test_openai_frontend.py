@@ -273,3 +273,33 @@ def test_malformed_extra_content_is_a_400_naming_it():
         chat(messages=[{"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "extra_content": {
             "google": {"thought_signature": 5}}, "function": {"name": "f", "arguments": "{}"}}]}])
     assert info.value.status == 400 and "extra_content" in (info.value.param or info.value.message)
+
+
+# -- Anthropic's signed thinking in reasoning_details (OpenRouter's convention) --------------------
+
+ANTHROPIC_TURN = [ir.Reasoning(text="I should call f.", signature="EqQBsig", provider="anthropic"),
+                  ir.Reasoning(redacted_data="EmwK", provider="anthropic"), ir.Text("Looking."),
+                  ir.ToolCall("toolu_1", "f", "{}")]
+
+
+def test_anthropic_thinking_goes_to_reasoning_details_and_comes_back():
+    resp = ir.ChatResponse(id="r", model="up", created=1, choices=[ir.Choice(parts=ANTHROPIC_TURN)])
+    msg = orjson.loads(F.render_chat(resp, "m"))["choices"][0]["message"]
+    assert msg["reasoning_content"] == "I should call f."
+    assert msg["reasoning_details"] == [
+        {"type": "reasoning.text", "text": "I should call f.", "signature": "EqQBsig", "format": "anthropic-claude-v1",
+         "index": 0},
+        {"type": "reasoning.encrypted", "data": "EmwK", "format": "anthropic-claude-v1", "index": 1}]
+    req = chat(messages=[{"role": "user", "content": "go"}, msg,
+                         {"role": "tool", "tool_call_id": "toolu_1", "content": "ok"}])
+    assert req.messages[1].parts == ANTHROPIC_TURN  # the text once, signed; not again from reasoning_content
+
+
+@pytest.mark.parametrize("details", [
+    [{"type": "reasoning.text", "text": "t", "signature": "s", "format": "google-gemini-v1", "index": 0}],
+    [{"type": "reasoning.summary", "summary": "s", "format": "anthropic-claude-v1", "index": 0}],
+    [{"type": "reasoning.text", "text": "unsigned", "format": "anthropic-claude-v1", "index": 0}],
+], ids=["other-format", "summary", "unsigned"])
+def test_reasoning_details_without_anthropic_signed_thinking_are_ignored(details):
+    req = chat(messages=[{"role": "assistant", "content": "a", "reasoning_content": "r", "reasoning_details": details}])
+    assert req.messages[0].parts == [ir.Reasoning(text="r"), ir.Text("a")]

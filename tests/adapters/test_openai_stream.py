@@ -285,3 +285,28 @@ def test_encoded_signature_stream_decodes_the_same_whole_bytewise_and_split():
     data = b"".join(enc.feed(e) for e in GEMINI)
     events = assert_all_splits(data)
     assert [e for e in events if isinstance(e, ir.BlockStart) and e.kind == "tool_call"][0].tool_name == "a"
+
+
+ANTHROPIC = [ir.Start(), ir.BlockStart(0, "reasoning", provider="anthropic"), ir.ReasoningDelta(0, "I should "),
+             ir.ReasoningDelta(0, "call a."), ir.ReasoningSignature(0, "EqQB"), ir.BlockEnd(0),
+             ir.BlockStart(1, "reasoning", provider="anthropic"), ir.RedactedReasoning(1, "EmwK"), ir.BlockEnd(1),
+             ir.BlockStart(2, "tool_call", tool_call_id="A", tool_name="a"), ir.ToolArgsDelta(2, "{}"), ir.BlockEnd(2),
+             ir.Finish("tool_calls"), ir.End()]
+
+
+def test_encoder_writes_anthropic_thinking_as_one_reasoning_details_entry_per_block():
+    datas, _ = encode(ANTHROPIC)
+    deltas = [orjson.loads(d)["choices"][0]["delta"] for d in datas[:-1]]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "I should call a."
+    details = [e for d in deltas for e in d.get("reasoning_details", [])]
+    assert details == [
+        {"type": "reasoning.text", "text": "I should call a.", "signature": "EqQB", "format": "anthropic-claude-v1",
+         "index": 0},
+        {"type": "reasoning.encrypted", "data": "EmwK", "format": "anthropic-claude-v1", "index": 1}]
+    first_call = next(i for i, d in enumerate(deltas) if "tool_calls" in d)
+    assert max(i for i, d in enumerate(deltas) if "reasoning_details" in d) < first_call
+
+
+def test_encoded_anthropic_stream_decodes_the_same_whole_bytewise_and_split():
+    enc = ChatStreamEncoder(ir.ChatRequest(model="m"), "client-model")
+    assert_all_splits(b"".join(enc.feed(e) for e in ANTHROPIC))

@@ -229,3 +229,38 @@ async def test_chat_completions_tool_loop_on_gemini3_keeps_the_call_signature(cl
     with pytest.raises(openai.BadRequestError) as info:
         await bounded(client.chat.completions.create(model="gemini3", messages=bare, tools=CHAT_TOOLS))
     assert "missing a thought_signature" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("model", ["claude", "claude-redacted"])
+async def test_chat_completions_tool_loop_on_anthropic_keeps_its_thinking(client, model, stream):
+    kw = {"model": model, "messages": ASK, "tools": CHAT_TOOLS, "reasoning_effort": "low"}
+    if not stream:
+        message = (await bounded(client.chat.completions.create(**kw))).choices[0].message
+        call_id = message.tool_calls[0].id
+        assert message.model_extra["reasoning_details"][0]["signature"]
+    else:
+        async def run():
+            details, calls = [], {}
+            async for chunk in await client.chat.completions.create(stream=True, **kw):
+                delta = chunk.choices[0].delta if chunk.choices else None
+                details += (delta.model_extra or {}).get("reasoning_details") or [] if delta else []
+                for tc in (delta.tool_calls or []) if delta else []:
+                    call = calls.setdefault(tc.index, {"type": "function", "function": {"arguments": ""}})
+                    if tc.id:
+                        call["id"], call["function"]["name"] = tc.id, tc.function.name
+                    call["function"]["arguments"] += tc.function.arguments or ""
+            return {"role": "assistant", "reasoning_details": details, "tool_calls": [calls[i] for i in sorted(calls)]}
+        message = await bounded(run())
+        call_id = message["tool_calls"][0]["id"]
+        assert len(message["reasoning_details"]) == (2 if "redacted" in model else 1)
+    tool = {"role": "tool", "tool_call_id": call_id, "content": "sunny"}
+    second = await bounded(client.chat.completions.create(model=model, messages=ASK + [message, tool],
+                                                          tools=CHAT_TOOLS, reasoning_effort="low"))
+    assert second.choices[0].message.content == "echo: sunny"
+    bare = {"role": "assistant", "tool_calls": [{"id": call_id, "type": "function",
+                                                 "function": {"name": "get_weather", "arguments": "{}"}}]}
+    with pytest.raises(openai.BadRequestError) as info:
+        await bounded(client.chat.completions.create(model=model, messages=ASK + [bare, tool], tools=CHAT_TOOLS,
+                                                     reasoning_effort="low"))
+    assert "Expected `thinking` or `redacted_thinking`" in info.value.message
