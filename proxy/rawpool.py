@@ -107,6 +107,7 @@ class RawClient:
     # -- the pool ---------------------------------------------------------------------------------
 
     async def _acquire(self, origin: Origin, deadline: float, fresh: bool) -> Connection:
+        waited = False
         while True:
             if self._closed:
                 raise ConnectFailed("client closed")
@@ -123,7 +124,8 @@ class RawClient:
                 return conn
             if self._open < self._limit or self._close_an_idle():
                 return await self._connect(origin, deadline)
-            await self._wait_turn(deadline)
+            await self._wait_turn(deadline, waited)
+            waited = True
 
     async def _connect(self, origin: Origin, deadline: float) -> Connection:
         self._open += 1
@@ -153,9 +155,13 @@ class RawClient:
         self._conns.add(conn)
         return conn
 
-    async def _wait_turn(self, deadline: float) -> None:
+    async def _wait_turn(self, deadline: float, again: bool) -> None:
+        """Wait in line for a free slot; one who was woken and lost the slot to a newcomer stays first."""
         waiter = self._loop.create_future()
-        self._waiters.append(waiter)
+        if again:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         try:
             async with asyncio.timeout_at(deadline):
                 await waiter

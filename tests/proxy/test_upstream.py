@@ -120,3 +120,31 @@ def test_http_client_is_checked():
         load_config_dict({"backends": {"b": {**backend, "http_client": "curl"}}})
     with pytest.raises(ConfigError, match="backends.b.max_connections"):
         load_config_dict({"backends": {"b": {**backend, "max_connections": 0}}})
+
+
+async def test_http_client_aiohttp_follows_the_environments_proxy(aiohttp_server, start_proxy, monkeypatch):
+    """A backend only reachable through an HTTP proxy named by HTTP_PROXY: `http_client: aiohttp` goes
+    through it; the raw client connects directly (and here cannot)."""
+    seen: list[str] = []
+
+    async def forward_proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))  # absolute-form target: the proxy is asked for the backend's URL
+        return web.json_response({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "via proxy"},
+                                               "finish_reason": "stop"}]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward_proxy)
+    fwd = await aiohttp_server(app)
+    monkeypatch.setenv("HTTP_PROXY", str(fwd.make_url("")))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    backend = {"provider": "openai", "base_url": "http://backend.invalid/v1"}
+    server = await start_proxy({"backends": {"env": {**backend, "http_client": "aiohttp"}, "direct": backend},
+                                "models": [{"name": "env", "backend": "env"}, {"name": "direct", "backend": "direct"}]})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json={**BODY, "model": "env"}) as r:
+            assert r.status == 200 and (await r.json())["choices"][0]["message"]["content"] == "via proxy"
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json={**BODY, "model": "direct"}) as r:
+            assert r.status == 502
+    assert seen == ["http://backend.invalid/v1/chat/completions"]
