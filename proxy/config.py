@@ -83,7 +83,7 @@ class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     api_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     max_connections: int = 256
-    http_client: str = "raw"  # raw (proxy/rawpool.py) | aiohttp (also follows HTTP(S)_PROXY from the environment)
+    http_client: str = "raw"  # raw (proxy/rawpool.py) | aiohttp (also follows HTTP(S)_PROXY / NO_PROXY)
     timeouts: Timeouts = field(default_factory=Timeouts)
     load: LoadConfig | None = None  # scrape the server's own queue and KV-cache gauges
 

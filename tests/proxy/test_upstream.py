@@ -122,6 +122,12 @@ def test_http_client_is_checked():
         load_config_dict({"backends": {"b": {**backend, "max_connections": 0}}})
 
 
+def completion(text: str) -> web.Response:
+    return web.json_response({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                           "finish_reason": "stop"}]})
+
+
 async def test_http_client_aiohttp_follows_the_environments_proxy(aiohttp_server, start_proxy, monkeypatch):
     """A backend only reachable through an HTTP proxy named by HTTP_PROXY: `http_client: aiohttp` goes
     through it; the raw client connects directly (and here cannot)."""
@@ -129,9 +135,7 @@ async def test_http_client_aiohttp_follows_the_environments_proxy(aiohttp_server
 
     async def forward_proxy(request: web.Request) -> web.Response:
         seen.append(str(request.url))  # absolute-form target: the proxy is asked for the backend's URL
-        return web.json_response({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
-                                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "via proxy"},
-                                               "finish_reason": "stop"}]})
+        return completion("via proxy")
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", forward_proxy)
@@ -148,3 +152,20 @@ async def test_http_client_aiohttp_follows_the_environments_proxy(aiohttp_server
         async with s.post(proxy_url(server, "/v1/chat/completions"), json={**BODY, "model": "direct"}) as r:
             assert r.status == 502
     assert seen == ["http://backend.invalid/v1/chat/completions"]
+
+
+async def test_no_proxy_exempts_a_host(aiohttp_server, start_proxy, monkeypatch):
+    async def direct(request: web.Request) -> web.Response:
+        return completion("direct")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", direct)
+    up = await aiohttp_server(app)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server = await start_proxy({"backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1")),
+                                                   "http_client": "aiohttp"}},
+                                "models": [{"name": "m", "backend": "b"}]})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json=BODY) as r:
+            assert r.status == 200 and (await r.json())["choices"][0]["message"]["content"] == "direct"
