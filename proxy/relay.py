@@ -262,7 +262,7 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
     try:
         try:
             with upstream_values(dep, None):
-                async for chunk in ex.chunks():
+                while chunk := await ex.next_chunk():
                     if ctx.upstream_ttfb is None:
                         ctx.upstream_ttfb = perf_counter() - ex.t_sent
                     ctx.stream_chunks += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from time import perf_counter
 
 from adapters.base import HttpRequest
@@ -32,7 +31,7 @@ log = logging.getLogger("llm_proxy.upstream")
 class Exchange:
     """One open upstream response and its deadlines."""
 
-    __slots__ = ("backend", "response", "t_sent", "deadline", "idle", "finished")
+    __slots__ = ("backend", "response", "t_sent", "deadline", "idle", "finished", "_loop")
 
     def __init__(self, backend: BackendRuntime, response: UpstreamResponse, t_sent: float, deadline: float):
         self.backend = backend
@@ -41,6 +40,7 @@ class Exchange:
         self.deadline = deadline  # loop.time() by which the whole exchange must end
         self.idle = backend.config.timeouts.idle
         self.finished = False
+        self._loop = asyncio.get_running_loop()
 
     @property
     def status(self) -> int:
@@ -55,21 +55,16 @@ class Exchange:
         except UpstreamError as exc:
             raise _failed(self.backend, exc, "body read failed", "broke the connection") from None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body chunks as they arrive; raises ProxyError on idle timeout or a broken connection."""
-        response = self.response
-        loop = asyncio.get_running_loop()
-        idle, deadline = self.idle, self.deadline
-        while True:
-            try:
-                chunk = await response.chunk(min(loop.time() + idle, deadline))
-            except TimeoutError:
-                raise _timeout(self.backend, "idle" if loop.time() < deadline else "total") from None
-            except UpstreamError as exc:
-                raise _failed(self.backend, exc, "stream broke", "closed the stream unexpectedly") from None
-            if not chunk:
-                return
-            yield chunk
+    async def next_chunk(self) -> bytes:
+        """The body bytes that arrived since the last call, as the client got them (b"" at the end);
+        raises ProxyError on idle timeout or a broken connection.  A plain coroutine, not an async
+        generator: it runs once per relayed chunk."""
+        try:
+            return await self.response.chunk(min(self._loop.time() + self.idle, self.deadline))
+        except TimeoutError:
+            raise _timeout(self.backend, "idle" if self._loop.time() < self.deadline else "total") from None
+        except UpstreamError as exc:
+            raise _failed(self.backend, exc, "stream broke", "closed the stream unexpectedly") from None
 
     def finish(self) -> float:
         """End the exchange (once): the connection goes back to the pool when the body was read to the
