@@ -15,6 +15,7 @@ the request.  Nothing else is retried here (the dispatcher decides about other b
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import ssl
 from collections import deque
@@ -33,9 +34,17 @@ _URL_CACHE_SIZE = 512
 Origin = tuple[str, str, int]  # scheme, host, port
 
 
+_CONTEXTS: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+
 def default_ssl_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.set_alpn_protocols(("http/1.1",))
+    """The verifying TLS context, one per process and trust store: loading the CA store blocks for
+    ~50 ms, which every backend (and every config reload) would otherwise pay on the event loop."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = _CONTEXTS[key] = ssl.create_default_context()
+        context.set_alpn_protocols(("http/1.1",))
     return context
 
 

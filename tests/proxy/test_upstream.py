@@ -169,3 +169,38 @@ async def test_no_proxy_exempts_a_host(aiohttp_server, start_proxy, monkeypatch)
     async with aiohttp.ClientSession() as s:
         async with s.post(proxy_url(server, "/v1/chat/completions"), json=BODY) as r:
             assert r.status == 200 and (await r.json())["choices"][0]["message"]["content"] == "direct"
+
+
+@pytest.mark.parametrize("http_client", ["raw", "aiohttp"])
+@pytest.mark.parametrize("gap, phase", [(5.0, "idle after 0.3s"), (0.05, "total after 0.6s")])
+async def test_stream_deadlines_end_the_stream_with_an_error_event(aiohttp_server, start_proxy, http_client,
+                                                                   gap, phase):
+    """A stream that goes silent (idle) or never ends (total): the client gets what came, then an
+    error event naming the phase, and the upstream connection is closed."""
+    gone = asyncio.Event()
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            while True:
+                await resp.write(b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+                                 b'"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n')
+                await asyncio.sleep(gap)
+        except (ConnectionError, asyncio.CancelledError):
+            gone.set()
+            raise
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", trickle)
+    up = await aiohttp_server(app)
+    server = await start_proxy({"backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1")),
+                                                   "http_client": http_client,
+                                                   "timeouts": {"idle": 0.3, "total": 0.6}}},
+                                "models": [{"name": "m", "backend": "b"}]})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, "/v1/chat/completions"), json={**BODY, "stream": True}) as r:
+            assert r.status == 200
+            text = await r.text()
+    assert '"content":"x"' in text and phase in text and "timed out" in text
+    await asyncio.wait_for(gone.wait(), 5)
