@@ -144,7 +144,8 @@ class History:
 
     def _after_reasoning(self) -> bool:
         last = self.messages[-1] if self.messages else None
-        return last is not None and last.role == "assistant" and bool(last.parts) and isinstance(last.parts[-1], ir.Reasoning)
+        return (last is not None and last.role == "assistant" and bool(last.parts)
+                and isinstance(last.parts[-1], ir.Reasoning))
 
     def _reference(self, raw: dict[str, Any], i: int) -> None:
         """An item of the caller's stored items by id (`found`: resolved by the proxy beforehand)."""

@@ -28,8 +28,9 @@ thinking / redacted_thinking block, or carries one whose signature does not veri
 Scenario keys (behaviour.py): status/retry_after (the status's Anthropic error type, 529
 overloaded_error included), context_length ("prompt is too long: ..."), chunks, text, tools,
 reasoning, redacted (a signed redacted_thinking block after the thinking block), first_byte,
-chunk_delay, hang, reset_after / truncate_after / error_after (counted in content_block_delta events; error_after sends `event: error` overloaded_error), malformed (a body that
-is not JSON; in a stream, an event that is not JSON in place of the last delta and what follows it),
+chunk_delay, hang, reset_after / truncate_after / error_after (counted in content_block_delta
+events; error_after sends `event: error` overloaded_error), malformed (a body that is not JSON; in
+a stream, an event that is not JSON in place of the last delta and what follows it),
 max_tokens (stop_reason max_tokens), usage_in / usage_out.  A `stop_sequences` entry found in the
 reply text cuts it there (stop_reason stop_sequence, with the sequence).
 """

@@ -15,6 +15,7 @@ import anthropic
 import openai
 import pytest
 
+from adapters.openai_responses_reasoning import open_envelope, seal  # to forge well-formed envelopes
 from tests.conftest import proxy_url
 
 WEATHER = [{"type": "function", "name": "get_weather", "description": "Weather for a city", "strict": False,
@@ -105,8 +106,6 @@ async def test_the_same_loop_without_the_reasoning_items_is_the_backends_400(cli
 async def test_a_tampered_envelope_is_refused_by_the_provider_and_a_garbled_one_by_the_gateway(client):
     first = await turn(client, "claude", ASK, stream=False)
     reasoning = first[0]
-    from adapters.openai_responses_reasoning import open_envelope, seal  # to forge a well-formed envelope
-
     part = open_envelope(reasoning["encrypted_content"], "x")
     part.text += " (edited)"
     forged = ASK + [{**reasoning, "encrypted_content": seal(part)}, *first[1:]] + results(first)
@@ -144,8 +143,9 @@ async def test_anthropic_client_thinking_tool_loop_passes_through(gateway):
             first = await bounded(s.get_final_message())
         assert [b.type for b in first.content] == ["thinking", "redacted_thinking", "tool_use"]
         call = first.content[-1]
+        result = {"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}
         msgs = ASK + [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
-                      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]}]
+                      {"role": "user", "content": [result]}]
         second = await bounded(c.messages.create(model="claude", max_tokens=2048, tools=tools, thinking=think,
                                                  messages=msgs))
         assert second.content[-1].text == "echo: sunny"
