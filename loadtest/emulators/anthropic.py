@@ -18,8 +18,8 @@ pieces + one signature_delta) with `reasoning` or a request's `thinking`, text (
 API does) for the tools the last user turn names, a forced `tool_choice` (any / tool; none suppresses)
 or the `tools` key (behaviour.tools_to_call).  A model named `no-such-model...` is a 404 not_found_error.
 
-Extended thinking as the API checks it: thinking signatures are HMACs over the thinking text with a
-key of this process, so only blocks this emulator issued, unmodified, verify.  With `thinking`
+Extended thinking as the API checks it: thinking signatures are HMACs over the thinking text with the
+emulator's key, so only blocks an emulator issued, unmodified, verify.  With `thinking`
 enabled, a tool loop (the last message is tool results) whose assistant turn does not start with a
 thinking / redacted_thinking block, or carries one whose signature does not verify, gets the API's
 400 ("Expected `thinking` or `redacted_thinking`, but found ..." / "Invalid `signature` in
@@ -75,7 +75,8 @@ STREAM_ERROR = {"type": "error", "error": {"type": "overloaded_error", "message"
 MALFORMED_EVENT = b"event: content_block_delta\ndata: {not json\n\n"
 REDACTED_TEXT = "[redacted]"  # what a redacted_thinking block's data stands for (signed like a thinking text)
 THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
-_SIGNING_KEY = os.urandom(32)  # per process: a signature is valid only where it was issued, as upstream
+# One key for every emulator process, as one upstream fleet verifies any of its signatures.
+_SIGNING_KEY = b"llm-proxy emulated anthropic signing key"
 
 
 def sign(text: str) -> str:
@@ -86,7 +87,7 @@ def sign(text: str) -> str:
 
 
 def signed(signature: object, text: object) -> bool:
-    """Whether `signature` is one this process issued for exactly `text`."""
+    """Whether `signature` is one an emulator issued for exactly `text`."""
     if not isinstance(signature, str) or not signature.startswith("EmuSig") or not isinstance(text, str):
         return False
     try:

@@ -27,7 +27,7 @@ toolConfig mode ANY (one allowed name: that one; NONE suppresses) or the `tools`
 (behaviour.tools_to_call); with
 `reasoning` (or `thinkingConfig.includeThoughts`) a thought part first; with `reasoning` or on a
 `gemini-3...` model (which always thinks) a `thoughtSignature` on the first function call (or on the
-last text part).  Signatures are HMACs with a key of this process, bound to the function name, and
+last text part).  Signatures are HMACs with the emulator's key, bound to the function name, and
 Gemini 3 models check them as upstream does: in the current turn (after the last user text), a model
 step whose first function call lacks its signature is a 400 INVALID_ARGUMENT "Function call is
 missing a thought_signature in functionCall parts. ...", and one that does not verify a 400
@@ -81,7 +81,8 @@ MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash", "gemini-embe
 DEFAULT_DIMENSIONS = 16
 MALFORMED_CHUNK = b'data: {"candidates": [{"content": {"parts": [{"text": "broken\n\n'
 THOUGHT_DOCS = "https://ai.google.dev/gemini-api/docs/thought-signatures"
-_SIGNING_KEY = os.urandom(32)  # per process: a signature is valid only where it was issued, as upstream
+# One key for every emulator process, as one upstream fleet verifies any of its signatures.
+_SIGNING_KEY = b"llm-proxy emulated gemini signing key"
 NO_KEY = ("Method doesn't allow unregistered callers (callers without established identity). "
           "Please use API Key or other form of API consumer identity to call this API.")
 
@@ -166,7 +167,7 @@ def _invalid_contents(contents: Any) -> str | None:
 
 def sign(bound: str) -> str:
     """A thought signature (opaque base64, as the SDK expects) bound to the function name it sits on
-    ("" on a text part): `emu-sig:` + nonce + HMAC, so only this process's signatures verify, and only
+    ("" on a text part): `emu-sig:` + nonce + HMAC, so only an emulator's signatures verify, and only
     on the part they were issued for."""
     nonce = os.urandom(12)
     mac = hmac.new(_SIGNING_KEY, nonce + bound.encode(), hashlib.sha256).digest()[:12]
