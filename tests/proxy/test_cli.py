@@ -4,6 +4,7 @@ port between two processes whose metrics add up, and SIGTERM stops it cleanly.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -73,6 +74,22 @@ def wait_ready(url: str, deadline: float) -> None:
     raise AssertionError("the gateway did not become ready in time")
 
 
+def wait_workers(url: str, n: int, deadline: float) -> None:
+    """Until `n` workers answer: each urlopen is a new connection, which the kernel hands to one of
+    the workers listening (a worker spawned late under load may start listening seconds after the
+    first is ready)."""
+    import urllib.request
+
+    pids = set()
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/health/live", timeout=1) as r:
+            pids.add(json.load(r)["pid"])
+        if len(pids) == n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"only workers {pids} answered in time")
+
+
 def stop(proc: subprocess.Popen, sig: int) -> None:
     """Signal, wait up to 20 s, and kill what is still running (so no test leaves a process behind)."""
     proc.send_signal(sig)
@@ -111,6 +128,7 @@ async def test_two_workers_share_the_port_and_metrics_add_up(tmp_path, emulator_
     url = f"http://127.0.0.1:{port}"
     try:
         await asyncio.to_thread(wait_ready, url, time.monotonic() + 30)
+        await asyncio.to_thread(wait_workers, url, 2, time.monotonic() + 30)
         pids, n = set(), 60
         for _ in range(n):  # a new connection per request: the kernel spreads them over both workers
             async with aiohttp.ClientSession() as s:
