@@ -40,7 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compare-profile", default="zero", help="latency profile the other proxy's backend uses")
     p.add_argument("--log-level", default="info", help="proxy log level (info = one access line per request)")
     p.add_argument("--hot-path", type=int, default=0, metavar="N",
-                   help="also profile a proxy under pyinstrument with N requests per path (0 = skip)")
+                   help="also profile a proxy with N requests per path (0 = skip)")
+    p.add_argument("--profiler", choices=hotpath.PROFILERS, default="pyinstrument",
+                   help="--hot-path's sampler: pyinstrument (in process) or py-spy (from outside, `pip install py-spy`)")
     p.add_argument("--key-stores", help="also measure a limited client key with these state stores: sqlite,redis "
                    "(redis needs redis-server on PATH)")
     p.add_argument("--seed", type=int, default=1)
@@ -105,7 +107,7 @@ def main(argv: list[str]) -> int:
     opts = runner.Options(
         out_dir=out_dir, log_level=args.log_level, compare_url=args.compare, compare_cmd=args.compare_cmd,
         compare_model=args.compare_model, compare_profile=args.compare_profile, seed=args.seed, hot_path=args.hot_path,
-        hops=hops(args),
+        hops=hops(args), profiler=args.profiler,
     )  # fmt: skip
     try:
         import uvloop

@@ -1,22 +1,36 @@
-"""Where the proxy's time goes: the proxy run under pyinstrument (a sampling profiler; `--hot-path`),
-its JSON tree folded into self time and inclusive time per function and self time per package.
+"""Where the proxy's time goes: the proxy run under a sampling profiler (`--hot-path`), its samples
+folded into self time and inclusive time per function and self time per package.
 
-Idle time -- the event loop waiting in epoll, seen as the self time of the frame that entered the
-loop -- is taken out, so shares are of the time the worker was busy."""
+Two profilers: pyinstrument (in the proxy's process; its JSON tree) and py-spy (`--profiler py-spy`:
+samples from outside, so the proxy runs unmodified and C extensions' time lands on the Python frame
+that called them; its raw collapsed stacks).  Idle time -- the event loop waiting in epoll -- is taken
+out, so shares are of the time the worker was busy: pyinstrument shows it as the self time of the
+frame that entered the loop, py-spy does not sample an idle thread at all."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 IDLE_FUNCTIONS = frozenset({"run_until_complete", "run_forever", "run_app", "select", "_run_once"})
 
 
-def profiler_argv(out_json: str, module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "pyinstrument", "-r", "json", "-o", out_json, "--show-all", "-m", module, *args]
+PROFILERS = ("pyinstrument", "py-spy")
+PY_SPY_RATE = 500  # samples per second
+
+
+def profiler_argv(out: str, module: str, *args: str, profiler: str = "pyinstrument") -> list[str]:
+    if profiler == "py-spy":
+        exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        return [exe, "record", "-r", str(PY_SPY_RATE), "-f", "raw", "--full-filenames", "-o", out, "--",
+                sys.executable, "-m", module, *args]  # fmt: skip
+    return [sys.executable, "-m", "pyinstrument", "-r", "json", "-o", out, "--show-all", "-m", module, *args]
 
 
 # The checkout this harness runs from: its files belong to `proxy`, `adapters`, ... whatever the
@@ -53,9 +67,7 @@ def fold(tree: dict[str, Any]) -> dict[str, Any]:
         node, key, seen = stack.pop()
         children = node.get("children", [])
         if node["function"] != "[self]":
-            path = node["file_path"]
-            package, stem = _package(path), os.path.basename(path).removesuffix(".py")
-            key = f"{package}/{stem}:{node['function']}" if stem != package else f"{package}:{node['function']}"
+            key = _key(node["function"], node["file_path"])
             seen = seen | {key}
         own = node["time"] - sum(c["time"] for c in children)
         if own > 0:
@@ -71,9 +83,40 @@ def fold(tree: dict[str, Any]) -> dict[str, Any]:
             "packages": dict(pkg)}  # fmt: skip
 
 
-def summary(path: str, top: int = 20) -> dict[str, Any]:
+_FRAME = re.compile(r"(.*) \((.*):\d+\)$")
+
+
+def _key(function: str, path: str) -> str:
+    package, stem = _package(path), os.path.basename(path).removesuffix(".py")
+    return f"{package}/{stem}:{function}" if stem != package else f"{package}:{function}"
+
+
+def fold_collapsed(lines: Iterable[str], rate: float = PY_SPY_RATE) -> dict[str, Any]:
+    """`fold` for py-spy's raw output: one `frame;frame;...;leaf COUNT` line per distinct stack, each
+    frame `function (path:line)`, outermost first; a sample is 1/rate seconds of busy time."""
+    self_t: dict[str, float] = defaultdict(float)
+    incl: dict[str, float] = defaultdict(float)
+    pkg: dict[str, float] = defaultdict(float)
+    for line in lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        seconds = int(count) / rate
+        keys = []
+        for frame in stack.split(";"):
+            m = _FRAME.match(frame)
+            keys.append(_key(m.group(1), m.group(2)) if m else frame)
+        self_t[keys[-1]] += seconds
+        pkg[keys[-1].split("/")[0].split(":")[0]] += seconds
+        for k in set(keys):
+            incl[k] += seconds
+    return {"busy_s": sum(self_t.values()), "idle_s": 0.0, "self": dict(self_t), "inclusive": dict(incl),
+            "packages": dict(pkg)}  # fmt: skip
+
+
+def summary(path: str, top: int = 20, profiler: str = "pyinstrument") -> dict[str, Any]:
     with open(path) as f:
-        folded = fold(json.load(f))
+        folded = fold_collapsed(f) if profiler == "py-spy" else fold(json.load(f))
     busy = folded["busy_s"] or 1.0
 
     def ranked(d: dict[str, float], keep=lambda k: True) -> list[tuple[str, float]]:

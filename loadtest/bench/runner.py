@@ -47,7 +47,8 @@ class Options:
     compare_model: str | None = None
     compare_profile: str = "zero"
     seed: int = 1
-    hot_path: int = 0  # requests per path for the pyinstrument profile (0 = skip)
+    hot_path: int = 0  # requests per path for the profile (0 = skip)
+    profiler: str = "pyinstrument"  # or "py-spy" (hotpath.PROFILERS)
     hops: tuple[str, ...] = ("bare",)  # reference hops to run: "bare" and/or "minimal" (HOPS)
 
 
@@ -285,11 +286,13 @@ class Harness:
 
     # -- profile ----------------------------------------------------------------------------------------
     async def hot_path(self, requests: int) -> dict:
-        """A separate proxy under pyinstrument, driven on the pass-through and a translated path
+        """A separate proxy under the profiler, driven on the pass-through and a translated path
         (non-stream and stream); returns where its busy time went."""
-        out_json = os.path.join(self.opts.out_dir, "hotpath.json")
+        profiler = self.opts.profiler
+        out = os.path.join(self.opts.out_dir, "hotpath.txt" if profiler == "py-spy" else "hotpath.json")
         port = free_port()
-        argv = hotpath.profiler_argv(out_json, "proxy.cli", "serve", "--config", self.config_path, "--port", str(port))
+        argv = hotpath.profiler_argv(out, "proxy.cli", "serve", "--config", self.config_path, "--port", str(port),
+                                     profiler=profiler)  # fmt: skip
         svc = self._spawn("proxy-profiled", argv, port, env=self.proxy_env)
         await svc.wait_ready("/health/live")
         for path, stream in (("openai->openai", False), ("openai->openai", True), ("openai->anthropic", False),
@@ -297,7 +300,7 @@ class Harness:
             ep = scenario.proxied(svc.url, PATHS[path], "zero", stream)
             await closed_loop(self.session, ep, 8, requests // (4 if stream else 1), 120)
         await asyncio.to_thread(svc.stop, 60)
-        return hotpath.summary(out_json)
+        return hotpath.summary(out, profiler=profiler)
 
 
 async def wait_redis(port: int, timeout: float = 10.0) -> None:

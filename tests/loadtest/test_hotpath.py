@@ -28,3 +28,24 @@ def test_fold_splits_self_time_and_drops_idle():
     assert out["idle_s"] == pytest.approx(3.0)
     assert out["packages"] == {"proxy": pytest.approx(1.5), "adapters": pytest.approx(0.5)}
     assert out["inclusive"]["proxy/relay:feed"] == pytest.approx(2.0)
+
+
+def test_fold_collapsed_reads_py_spy_raw_stacks():
+    relay, sse = hotpath.ROOT + "proxy/relay.py", hotpath.ROOT + "adapters/sse.py"
+    lines = [
+        f"main (<frozen runpy>:1);feed ({relay}:10);split ({sse}:20) 30\n",
+        f"main (<frozen runpy>:1);feed ({relay}:11) 20\n",
+        "\n",  # blank and malformed lines are skipped
+    ]
+    out = hotpath.fold_collapsed(lines, rate=100)
+    assert out["busy_s"] == pytest.approx(0.5)
+    assert out["self"] == {"adapters/sse:split": pytest.approx(0.3), "proxy/relay:feed": pytest.approx(0.2)}
+    assert out["inclusive"]["proxy/relay:feed"] == pytest.approx(0.5)
+    assert out["packages"] == {"adapters": pytest.approx(0.3), "proxy": pytest.approx(0.2)}
+
+
+def test_py_spy_argv_records_raw_full_filenames():
+    argv = hotpath.profiler_argv("/tmp/o.txt", "proxy.cli", "serve", profiler="py-spy")
+    assert argv[0].endswith("py-spy") and argv[1] == "record"
+    assert argv[argv.index("-f") + 1] == "raw" and "--full-filenames" in argv
+    assert argv[argv.index("--") + 1 :][1:] == ["-m", "proxy.cli", "serve"]
