@@ -156,6 +156,9 @@ def error_event(err: ProxyError) -> bytes:
     return encode_data(jsonio.dumps({"error": error_object(err)}))
 
 
+_TEXT_HEAD = b'data: {"candidates":[{"content":{"role":"model","parts":[{"text":'
+
+
 class GeminiStreamEncoder:
     """IR events -> Gemini SSE chunks for one response.
 
@@ -170,7 +173,8 @@ class GeminiStreamEncoder:
     `data: {"error": {...}}` instead; nothing is written after it.
     """
 
-    __slots__ = ("_model", "_id", "_tools", "_reasoning", "_held_sig", "_finish", "_usage", "_saw_tool", "_closed")
+    __slots__ = ("_model", "_id", "_tools", "_reasoning", "_held_sig", "_finish", "_usage", "_saw_tool", "_closed",
+                 "_text_tail")
 
     def __init__(self, req: ir.ChatRequest, model: str) -> None:
         self._model = model
@@ -182,6 +186,7 @@ class GeminiStreamEncoder:
         self._usage: ir.Usage | None = None
         self._saw_tool = False
         self._closed = False
+        self._text_tail: tuple[str, bytes] | None = None  # (response id, bytes after a text part's value)
 
     def feed(self, ev: ir.Event) -> bytes:
         if self._closed:
@@ -189,7 +194,9 @@ class GeminiStreamEncoder:
         if isinstance(ev, ir.Start):
             self._id = ev.id or self._id
         elif isinstance(ev, ir.TextDelta):
-            return self._part({"text": ev.text}) if ev.text else b""
+            if not ev.text:
+                return b""
+            return self._part({"text": ev.text}) if self._held_sig else self._text(ev.text)
         elif isinstance(ev, ir.ReasoningDelta):
             if ev.text:
                 self._reasoning.setdefault(ev.index, [None, False, None])[1] = True
@@ -235,6 +242,15 @@ class GeminiStreamEncoder:
             return self._chunk([{"text": "", "thought": True, "thoughtSignature": r[2]}])
         self._held_sig = r[2]
         return b""
+
+    def _text(self, text: str) -> bytes:
+        """`self._chunk([{"text": text}])`, written around the text: what follows it is encoded once per
+        response id, not once per chunk."""
+        tail = self._text_tail
+        if tail is None or tail[0] != self._id:
+            tail = self._text_tail = (self._id, b'}]},"index":0}],"modelVersion":' + jsonio.dumps(self._model)
+                                      + b',"responseId":' + jsonio.dumps(self._id) + b"}\n\n")  # fmt: skip
+        return _TEXT_HEAD + jsonio.dumps(text) + tail[1]
 
     def _part(self, part: dict[str, Any]) -> bytes:
         if self._held_sig:

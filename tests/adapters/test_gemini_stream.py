@@ -182,3 +182,16 @@ def test_encoder_empty_stream_still_finishes():
     chunks, _ = encode([ir.Start(), ir.End()])
     assert chunks == [{"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP", "index": 0}],
                        "modelVersion": "client-model", "responseId": chunks[0]["responseId"]}]
+
+
+def test_text_chunk_template_is_the_generic_chunk_byte_for_byte():
+    """Text deltas are written around the text; the bytes must be those of the generic chunk, also
+    after the response id changes."""
+    from adapters.gemini_stream import GeminiStreamEncoder
+
+    enc = GeminiStreamEncoder(ir.ChatRequest(model="m"), 'gemini "quoted" 🦙')
+    for start_id in (None, "resp-1", "resp-2"):
+        if start_id:
+            enc.feed(ir.Start(id=start_id))
+        for text in ("hi", 'quote " backslash \\', "line\nbreak\r\ttab", "🦙 \u2028 \x00", "x" * 5000):
+            assert enc._text(text) == enc._chunk([{"text": text}])
