@@ -278,15 +278,16 @@ class Connection(asyncio.Protocol):
         self._informational = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Checked here too: a block that arrived in one read, and a chunked body's trailers.
+        self._header_size += len(name) + len(value)
+        if self._header_size > MAX_HEADER_BYTES:
+            raise BadResponse(f"response header block over {MAX_HEADER_BYTES} bytes")
         resp = self.response
         if resp is not None and resp.status and not self._informational:
-            return  # a chunked body's trailers: not used
+            return  # trailers: not used
         headers = self._headers
         if len(headers) >= MAX_HEADERS:
             raise BadResponse(f"more than {MAX_HEADERS} response headers")
-        self._header_size += len(name) + len(value)  # a block that arrived in one read is checked here
-        if self._header_size > MAX_HEADER_BYTES:
-            raise BadResponse(f"response header block over {MAX_HEADER_BYTES} bytes")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         old = headers.get(key)

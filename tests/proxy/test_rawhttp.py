@@ -194,6 +194,13 @@ async def test_header_block_is_bounded_when_it_arrives_in_one_read():
         await exchange([raw])
 
 
+async def test_trailers_are_bounded_too():
+    raw = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+           b"X-Trailer: " + b"t" * MAX_HEADER_BYTES + b"\r\n\r\n")
+    with pytest.raises(BadResponse, match="header block"):
+        await exchange([raw])
+
+
 async def test_header_count_is_bounded():
     raw = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n"
     with pytest.raises(BadResponse, match="headers"):

@@ -8,12 +8,14 @@ import asyncio
 import datetime
 import ssl
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from adapters.errors import ProxyError
 from proxy.rawpool import RawClient
 from proxy.upstream_client import ConnectFailed, ConnectionBroken, ConnectTimeout
+from tests.conftest import proxy_url
 from tests.proxy.test_upstream import _closed_port
 
 
@@ -401,3 +403,24 @@ async def test_tls_refuses_a_certificate_for_another_name(tls_server, certificat
     with pytest.raises(ConnectFailed):
         await get(client(), f"https://127.0.0.1:{port}/v1")
     assert not peers
+
+
+async def test_an_https_backend_through_the_gateway(tls_server, certificate, start_proxy, monkeypatch):
+    """The default client on an https base_url: verified against the trust store OpenSSL reads;
+    an untrusted certificate is a 502 that names neither host nor port."""
+    port, peers = tls_server
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    config = {"backends": {"b": {"provider": "openai", "base_url": f"https://localhost:{port}/v1"}},
+              "models": [{"name": "m", "backend": "b"}]}
+    untrusted = await start_proxy(config)
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    trusted = await start_proxy(config)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(untrusted, "/v1/chat/completions"), json=body) as r:
+            assert r.status == 502
+            message = (await r.json())["error"]["message"]
+            assert message == "could not connect to backend 'b'" and str(port) not in message
+        assert not peers
+        async with s.post(proxy_url(trusted, "/v1/chat/completions"), json=body) as r:
+            assert r.status == 502 and (await r.json())["error"]["message"] == "the backend answered with invalid JSON"
+    assert len(peers) == 1  # reached over TLS (the test server answers "secure", not a completion)
