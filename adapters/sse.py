@@ -7,11 +7,22 @@ is kept undecoded, so a multi-byte UTF-8 character split across reads is joined 
 decodes it; a trailing lone CR is held until the next byte shows whether it is half of a CRLF.
 Event data stays `bytes` (JSON decoders take bytes; the pass-through relay never decodes at all).
 Rules follow the WHATWG "event stream interpretation" algorithm (see shared/protocols/sse.md).
+Everything a parser holds is bounded: an unterminated line, and an event's data lines together, past
+MAX_EVENT_BYTES raise ProxyError (upstream_protocol) -- an upstream that never sends a line end
+cannot grow the gateway's memory.  One event never legitimately comes near it (a whole Responses
+`response.completed` with images is a few MiB).
 """
 
 from __future__ import annotations
 
+from .errors import ProxyError
+
 _BOM = b"\xef\xbb\xbf"
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # one line, or one SSE event's data, held while incomplete
+
+
+def _too_long(what: str) -> ProxyError:
+    return ProxyError("upstream_protocol", f"the backend's stream sent {what} over {MAX_EVENT_BYTES} bytes")
 
 
 class SSEEvent:
@@ -71,11 +82,11 @@ class _LineSplitter:
             self._cr_held = True
         elif end != 0x0A:
             tail = lines.pop()
-            if not lines:
-                self._partial += tail
-                return lines
-            self._join_partial(lines)
+            if lines:
+                self._join_partial(lines)
             self._partial += tail
+            if len(self._partial) > MAX_EVENT_BYTES:
+                raise _too_long("a line without a line end")
             return lines
         self._join_partial(lines)
         return lines
@@ -99,11 +110,12 @@ class _LineSplitter:
 class SSEParser:
     """Incremental SSE parser.  `unterminated` is set when close() had to dispatch a partial event."""
 
-    __slots__ = ("_lines", "_data", "_event", "last_event_id", "retry", "unterminated")
+    __slots__ = ("_lines", "_data", "_size", "_event", "last_event_id", "retry", "unterminated")
 
     def __init__(self) -> None:
         self._lines = _LineSplitter()
         self._data: list[bytes] = []
+        self._size = 0  # bytes in _data
         self._event: str | None = None
         self.last_event_id: str | None = None
         self.retry: int | None = None
@@ -137,6 +149,9 @@ class SSEParser:
             value = value[1:]
         if name == b"data":
             self._data.append(value)
+            self._size += len(value)
+            if self._size > MAX_EVENT_BYTES:
+                raise _too_long("an event")
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
         elif name == b"id":
@@ -153,6 +168,7 @@ class SSEParser:
                 SSEEvent(data[0] if len(data) == 1 else b"\n".join(data), self._event, self.last_event_id)
             )
             self._data = []
+            self._size = 0
         self._event = None
 
 

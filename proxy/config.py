@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+MAX_UPSTREAM_BODY_BYTES = 64 * 1024 * 1024
+
+
 class Timeouts(Struct, forbid_unknown_fields=True, kw_only=True):
     connect: float = 5.0  # TCP (and TLS) connect
     first_byte: float = 60.0  # request sent -> response headers
@@ -52,6 +55,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     port: int = 4000
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
+    max_upstream_body_bytes: int = MAX_UPSTREAM_BODY_BYTES  # a read-all upstream answer; more is a 502
     request_read_timeout: float = 30.0  # seconds to receive a request's whole body (else 408)
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
@@ -211,6 +215,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("server.workers: must be >= 1")
     if cfg.server.max_body_bytes < 1024:
         raise ConfigError("server.max_body_bytes: must be >= 1024")
+    if cfg.server.max_upstream_body_bytes < 1024:
+        raise ConfigError("server.max_upstream_body_bytes: must be >= 1024")
     if cfg.server.request_read_timeout <= 0:
         raise ConfigError("server.request_read_timeout: must be > 0")
     for name, b in cfg.backends.items():

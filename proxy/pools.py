@@ -16,7 +16,7 @@ from adapters.base import Backend
 from adapters.errors import ProxyError
 
 from . import upstream_auth
-from .config import BackendConfig, Config, ConfigError
+from .config import MAX_UPSTREAM_BODY_BYTES, BackendConfig, Config, ConfigError
 from .load import ServerLoad, signal_names
 from .rawpool import RawClient
 from .upstream_client import AiohttpClient, UpstreamClient
@@ -29,9 +29,10 @@ _MASKED_BYTES = re.compile(_MASKED.pattern.encode())
 class BackendRuntime:
     """A configured backend: its adapter (built once) and, once the app runs, its HTTP client."""
 
-    __slots__ = ("name", "adapter", "config", "client", "family", "provider", "auth", "load", "_secrets", "_mark")
+    __slots__ = ("name", "adapter", "config", "client", "family", "provider", "auth", "load", "max_body", "_secrets",
+                 "_mark")
 
-    def __init__(self, name: str, config: BackendConfig, options) -> None:
+    def __init__(self, name: str, config: BackendConfig, options, max_body: int = MAX_UPSTREAM_BODY_BYTES) -> None:
         cls = registry.provider_class(config.provider)
         self.name = name
         self.config = config
@@ -43,6 +44,7 @@ class BackendRuntime:
         self.family: str | None = self.adapter.family
         self.auth = upstream_auth.build(name, self.adapter)  # signing / token step, or None
         self.client: UpstreamClient | None = None
+        self.max_body = max_body  # server.max_upstream_body_bytes: the most a read-all answer may hold
         self.load: ServerLoad | None = self._server_load(name, config)
         # What must never reach a client or a log in an upstream's error text, longest first: its URL,
         # host with and without port, key and configured header values (often credentials too).
@@ -105,4 +107,5 @@ class BackendRuntime:
 
 
 def build_backends(cfg: Config) -> dict[str, BackendRuntime]:
-    return {name: BackendRuntime(name, bc, cfg.backend_options.get(name)) for name, bc in cfg.backends.items()}
+    limit = cfg.server.max_upstream_body_bytes
+    return {name: BackendRuntime(name, bc, cfg.backend_options.get(name), limit) for name, bc in cfg.backends.items()}

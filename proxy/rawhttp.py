@@ -4,7 +4,8 @@ response it is reading.
 How this works.  The pool (proxy/rawpool.py) opens a Connection and `send`s a request's bytes; the
 Connection creates a RawResponse and feeds every read straight into the parser.  The parser's
 callbacks fill the response: headers (bounded in size and count), then the body as the bytes objects
-llhttp hands out (one per read, not re-joined), de-chunked and, for gzip/deflate, decompressed.  The
+llhttp hands out (one per read, not re-joined), de-chunked and, for gzip/deflate, decompressed in
+steps as the reader drains them (a small compressed body cannot inflate past HIGH_WATER at once).  The
 reader awaits a future that the callbacks resolve; its deadline is a loop timer, not a task-level
 timeout scope, so a chunk that is already buffered costs no timer at all.  When the reader falls
 behind by more than HIGH_WATER bytes the socket stops being read (pause_reading) until it catches up.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .upstream_client import BadResponse, ConnectionBroken, UpstreamError
+from .upstream_client import BadResponse, BodyTooLarge, ConnectionBroken, UpstreamError, too_large
 
 if TYPE_CHECKING:
     from .rawpool import RawClient
@@ -34,6 +35,7 @@ MAX_HEADER_BYTES = 64 * 1024  # status line and header block of one response
 MAX_HEADERS = 128
 HIGH_WATER = 256 * 1024  # body bytes buffered for a slow reader before the socket is paused
 LOW_WATER = 64 * 1024  # ... and resumed once the reader is back under this
+INFLATE_STEP = 64 * 1024  # decoded bytes produced by one decompress call
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -70,7 +72,7 @@ class RawResponse:
     """The response to one request: `status` is 0 until the headers are in."""
 
     __slots__ = ("_conn", "_loop", "status", "headers", "head_only", "any_bytes", "_chunks", "_buffered", "_done",
-                 "_error", "_waiter", "_decoder", "until_eof")
+                 "_error", "_waiter", "_decoder", "_compressed", "_ending", "until_eof")
 
     def __init__(self, conn: Connection, head_only: bool) -> None:
         self._conn: Connection | None = conn
@@ -85,6 +87,8 @@ class RawResponse:
         self._error: UpstreamError | None = None
         self._waiter: asyncio.Future | None = None
         self._decoder = None
+        self._compressed = b""  # received, not yet inflated: waits for the reader (a zip bomb stays small)
+        self._ending = False  # the message ended while _compressed was not empty
         self.until_eof = False  # no Content-Length, not chunked: the body ends when the upstream closes
 
     # -- the reader's side ------------------------------------------------------------------------
@@ -109,12 +113,19 @@ class RawResponse:
         self._drained()
         return data
 
-    async def read(self, deadline: float) -> bytes:
-        """The whole body."""
+    async def read(self, deadline: float, limit: int) -> bytes:
+        """The whole body, of at most `limit` bytes (decoded) else BodyTooLarge."""
+        length = self.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:  # announced too large: not a byte of it is read
+            raise self._refuse(limit)
         parts: list[bytes] = []
+        size = 0
         chunks = self._chunks
         while True:
             if chunks:
+                size += sum(map(len, chunks))
+                if size > limit:
+                    raise self._refuse(limit)
                 parts.extend(chunks)
                 chunks.clear()
                 self._drained()
@@ -124,6 +135,15 @@ class RawResponse:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
             else:
                 await self._wait(deadline)
+
+    def _refuse(self, limit: int) -> BodyTooLarge:
+        """Stop reading a body over `limit`: the error makes release() close the connection, even
+        when the last byte had already arrived."""
+        error = self._error = too_large(limit)
+        self._chunks.clear()
+        if self._conn is not None:
+            self._conn.abort()
+        return error
 
     def release(self) -> None:
         """Give the connection back (read to its end) or close it (anything else); idempotent."""
@@ -143,8 +163,18 @@ class RawResponse:
 
     def _drained(self) -> None:
         self._buffered = 0
+        if self._compressed:  # the reader caught up: inflate the next part of what is already here
+            try:
+                self._inflate(self._compressed)
+                if self._ending and not self._compressed:
+                    self._complete()
+            except UpstreamError as exc:
+                self._fail(exc)
+                if self._conn is not None:
+                    self._conn.abort()
+                return
         conn = self._conn
-        if conn is not None and conn.paused:
+        if conn is not None and conn.paused and not self._compressed and self._buffered <= HIGH_WATER:
             conn.resume()
 
     # -- the connection's side --------------------------------------------------------------------
@@ -167,21 +197,40 @@ class RawResponse:
         self._wake()
 
     def _feed(self, data: bytes) -> None:
-        decoder = self._decoder
-        if decoder is not None:
-            try:
-                data = decoder.decompress(data)
-            except zlib.error:
-                raise BadResponse("invalid compressed body") from None
-            if not data:
-                return
+        if self._decoder is not None:
+            self._inflate(self._compressed + data if self._compressed else data)
+        else:
+            self._push(data)
+
+    def _push(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > HIGH_WATER and self._conn is not None and not self._conn.paused:
             self._conn.pause()
         self._wake()
 
+    def _inflate(self, data: bytes) -> None:
+        """Decode `data` in steps while the reader keeps up (at most HIGH_WATER decoded bytes buffered):
+        a few KiB of gzip can stand for GiBs.  The rest is kept, and the socket paused, until the
+        reader drains what was decoded."""
+        decoder = self._decoder
+        assert decoder is not None
+        while data and self._buffered <= HIGH_WATER:
+            try:
+                out = decoder.decompress(data, INFLATE_STEP)
+            except zlib.error:
+                raise BadResponse("invalid compressed body") from None
+            data = decoder.unconsumed_tail
+            if out:
+                self._push(out)
+        self._compressed = data
+        if data and self._conn is not None and not self._conn.paused:
+            self._conn.pause()
+
     def _complete(self) -> None:
+        if self._compressed:  # inflated as the reader drains; completes then
+            self._ending = True
+            return
         if self._decoder is not None:
             tail = self._decoder.flush()
             if not self._decoder.eof:

@@ -19,6 +19,7 @@ from adapters.errors import ProxyError
 from .pools import BackendRuntime
 from .upstream_client import (
     BadResponse,
+    BodyTooLarge,
     ConnectFailed,
     ConnectTimeout,
     UpstreamError,
@@ -49,7 +50,7 @@ class Exchange:
     async def read(self) -> bytes:
         """The whole body (non-streaming responses)."""
         try:
-            return await self.response.read(self.deadline)
+            return await self.response.read(self.deadline, self.backend.max_body)
         except TimeoutError:
             raise _timeout(self.backend, "total") from None
         except UpstreamError as exc:
@@ -77,6 +78,11 @@ class Exchange:
 
 
 def _failed(backend: BackendRuntime, exc: UpstreamError, what: str, says: str) -> ProxyError:
+    if isinstance(exc, BodyTooLarge):  # an operator's limit was hit, not a fault: worth a warning
+        log.warning("backend %s: %s: response body over server.max_upstream_body_bytes (%d): connection closed",
+                    backend.name, what, backend.max_body)
+        return ProxyError("upstream_protocol", f"backend {backend.name!r} sent a response body larger than "
+                          f"the gateway accepts ({backend.max_body} bytes)")
     log.debug("backend %s: %s: %s: %s", backend.name, what, type(exc).__name__, backend.scrub_text(exc.detail))
     if isinstance(exc, BadResponse):
         return ProxyError("upstream_protocol", f"backend {backend.name!r} sent a malformed response")

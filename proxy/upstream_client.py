@@ -7,10 +7,12 @@ through the same calls, so the relay has one path:
 
     response = await client.request(method, url, headers, body, deadline)   # headers received
     response.status, response.headers["Retry-After"]                          # case-insensitive
-    await response.chunk(deadline) -> bytes (b"" at the end)  |  await response.read(deadline)
+    await response.chunk(deadline) -> bytes (b"" at the end)  |  await response.read(deadline, limit)
     response.release()   # keep-alive when the body was read to its end, else the connection is closed
 
-`deadline` is a loop.time(); past it the call raises TimeoutError.  Transport failures raise an
+`deadline` is a loop.time(); past it the call raises TimeoutError.  `read` buffers the whole body, so
+it is bounded: past `limit` bytes (announced by Content-Length, or decoded so far) it raises
+BodyTooLarge and the connection is closed, never pooled.  Transport failures raise an
 UpstreamError subclass whose `detail` is for the debug log only (it may name the host: the caller
 scrubs it).  Redirects are never followed: a 3xx is returned like any other status.
 """
@@ -50,13 +52,21 @@ class BadResponse(UpstreamError):
     """The upstream's bytes are not a valid HTTP/1.1 response (or exceed a bound, e.g. header size)."""
 
 
+class BodyTooLarge(BadResponse):
+    """A body read whole (not streamed) is larger than the caller's limit."""
+
+
+def too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"response body over {limit} bytes")
+
+
 class UpstreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]  # case-insensitive names
 
     async def chunk(self, deadline: float) -> bytes: ...
 
-    async def read(self, deadline: float) -> bytes: ...
+    async def read(self, deadline: float, limit: int) -> bytes: ...
 
     def release(self) -> None: ...
 
@@ -91,12 +101,26 @@ class AiohttpResponse:
         except aiohttp.ClientError as exc:
             raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from None
 
-    async def read(self, deadline: float) -> bytes:
+    async def read(self, deadline: float, limit: int) -> bytes:
+        response = self._response
+        if (response.content_length or 0) > limit:
+            raise self._refuse(limit)
+        parts: list[bytes] = []
+        size = 0
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._response.read()
+                while chunk := await response.content.readany():
+                    size += len(chunk)  # decoded bytes: a small gzip body cannot inflate past the bound
+                    if size > limit:
+                        raise self._refuse(limit)
+                    parts.append(chunk)
         except aiohttp.ClientError as exc:
             raise ConnectionBroken(f"{type(exc).__name__}: {exc}") from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _refuse(self, limit: int) -> BodyTooLarge:
+        self._response.close()  # the rest of the body is not read: the connection cannot be reused
+        return too_large(limit)
 
     def release(self) -> None:
         response = self._response

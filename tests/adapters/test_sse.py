@@ -133,3 +133,53 @@ def test_line_splitter_any_endings_any_cuts_match_splitlines(lines, tail, cuts):
         pos = cut
     rest = splitter.finish()
     assert got + ([rest] if rest is not None else []) == data.splitlines()
+
+
+# -- bounds: an upstream that never ends a line or an event cannot grow the parser's memory ---------
+
+import pytest  # noqa: E402
+
+from adapters import sse  # noqa: E402
+from adapters.errors import ProxyError  # noqa: E402
+
+
+def _feed_until_refused(parser, piece: bytes, limit: int) -> tuple[int, str]:
+    """Feed `piece` repeatedly: (bytes fed, including the refused piece; the error's message).  The
+    parser must refuse within 4x the limit."""
+    fed = 0
+    with pytest.raises(ProxyError) as info:
+        while fed < 4 * limit:
+            fed += len(piece)
+            parser.feed(piece)
+    assert info.value.kind == "upstream_protocol"
+    return fed, info.value.message
+
+
+@pytest.mark.parametrize("make", [SSEParser, NDJSONParser])
+def test_a_line_without_end_is_refused_past_the_bound(monkeypatch, make):
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 4096)
+    parser = make()
+    parser.feed(b'data: {"a": 1}\n\n' if make is SSEParser else b'{"a": 1}\n')  # complete frames are fine
+    fed, message = _feed_until_refused(parser, b"x" * 1000, 4096)
+    assert fed == 5000 and message == "the backend's stream sent a line without a line end over 4096 bytes"
+
+
+def test_an_event_without_its_blank_line_is_refused_past_the_bound(monkeypatch):
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 4096)
+    fed, message = _feed_until_refused(SSEParser(), b"data: " + b"y" * 994 + b"\n", 4096)  # lines end, the event never
+    assert fed == 5 * 1001 and message == "the backend's stream sent an event over 4096 bytes"  # 5 x 994 data bytes
+
+
+def test_an_event_at_the_bound_passes_whole_and_byte_by_byte(monkeypatch):
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 4096)
+    data = b"z" * 4090
+    frame = b"data: " + data + b"\n\n"  # the line is 4096 bytes, the event's data 4090
+    assert parse_whole(frame) == parse_bytewise(frame) == [SSEEvent(data)]
+
+
+def test_an_ndjson_line_at_the_bound_passes_whole_and_byte_by_byte(monkeypatch):
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 4096)
+    line = b"z" * 4096
+    for pieces in ([line + b"\n"], [bytes([b]) for b in line + b"\n"]):
+        parser = NDJSONParser()
+        assert [x for piece in pieces for x in parser.feed(piece)] + parser.close() == [line]

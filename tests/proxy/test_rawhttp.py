@@ -9,8 +9,8 @@ import gzip
 
 import pytest
 
-from proxy.rawhttp import HIGH_WATER, MAX_HEADER_BYTES, MAX_HEADERS, Connection
-from proxy.upstream_client import BadResponse, ConnectionBroken
+from proxy.rawhttp import HIGH_WATER, INFLATE_STEP, MAX_HEADER_BYTES, MAX_HEADERS, Connection
+from proxy.upstream_client import BadResponse, BodyTooLarge, ConnectionBroken
 
 
 class Transport:
@@ -73,7 +73,7 @@ async def exchange(pieces: list[bytes], *, eof: Exception | None | bool = False,
     deadline = asyncio.get_running_loop().time() + 1
     try:
         await resp.wait_headers(deadline)
-        body = await resp.read(deadline)
+        body = await resp.read(deadline, 1 << 20)
     finally:
         resp.release()
     return resp.status, dict(resp.headers), body, pool.released[-1]
@@ -262,3 +262,39 @@ async def test_a_closed_transport_fails_the_send():
     with pytest.raises(ConnectionBroken):
         await resp.wait_headers(asyncio.get_running_loop().time() + 1)
     assert not resp.any_bytes and transport.sent == []
+
+
+BOMB = gzip.compress(b"\0" * (16 << 20), 1)  # 16 MiB in ~70 KiB
+BOMB_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(BOMB), BOMB)
+
+
+async def test_a_compressed_body_is_inflated_only_as_the_reader_drains():
+    conn, transport, pool = connection()
+    resp = conn.send(b"GET / HTTP/1.1\r\n\r\n", None, False)
+    conn.data_received(BOMB_RESPONSE)  # all of it in one read, message end included
+    assert resp._buffered <= HIGH_WATER + INFLATE_STEP and transport.paused
+    deadline = asyncio.get_running_loop().time() + 5
+    total = 0
+    while chunk := await resp.chunk(deadline):
+        assert len(chunk) <= HIGH_WATER + INFLATE_STEP and chunk.count(0) == len(chunk)
+        total += len(chunk)
+    assert total == 16 << 20 and not transport.paused
+    resp.release()
+    assert pool.released == [True]  # read to its end: reusable
+
+
+@pytest.mark.parametrize("response", [
+    BOMB_RESPONSE,  # small on the wire, over the limit once decoded
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000,  # announced, and all here
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n" + b"c" * 5000 + b"\r\n0\r\n\r\n",
+], ids=["inflated", "content-length", "chunked"])
+async def test_read_all_over_the_limit_closes_the_connection_even_when_the_body_is_complete(response):
+    conn, transport, pool = connection()
+    resp = conn.send(b"GET / HTTP/1.1\r\n\r\n", None, False)
+    conn.data_received(response)
+    deadline = asyncio.get_running_loop().time() + 1
+    await resp.wait_headers(deadline)
+    with pytest.raises(BodyTooLarge, match="over 4096 bytes"):
+        await resp.read(deadline, 4096)
+    resp.release()
+    assert pool.released == [False] and transport.closing

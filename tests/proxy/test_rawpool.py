@@ -26,7 +26,7 @@ def deadline(seconds: float = 5.0) -> float:
 async def get(client: RawClient, url: str, body: bytes | None = None, headers=None) -> tuple[int, bytes]:
     resp = await client.request("POST" if body is not None else "GET", url, headers or {}, body, deadline())
     try:
-        return resp.status, await resp.read(deadline())
+        return resp.status, await resp.read(deadline(), 1 << 20)
     finally:
         resp.release()
 

@@ -5,6 +5,7 @@ clean 502 in the caller's format -- with either client."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from adapters import sse
 from proxy.config import ConfigError, load_config_dict
 from tests.conftest import proxy_url
 
@@ -203,4 +205,88 @@ async def test_stream_deadlines_end_the_stream_with_an_error_event(aiohttp_serve
             assert r.status == 200
             text = await r.text()
     assert '"content":"x"' in text and phase in text and "timed out" in text
+    await asyncio.wait_for(gone.wait(), 5)
+
+
+@pytest.mark.parametrize("http_client", ["raw", "aiohttp"])
+async def test_an_upstream_body_over_the_bound_is_a_502_in_the_callers_format(aiohttp_server, start_proxy, caplog,
+                                                                              http_client):
+    """server.max_upstream_body_bytes bounds what is read whole: an answer and an error body alike."""
+    async def huge(request: web.Request) -> web.Response:
+        model = (await request.json())["model"]
+        if model == "error":
+            return web.json_response({"error": {"message": "e" * 8192}}, status=500)
+        return completion("x" * 8192)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", huge)
+    up = await aiohttp_server(app)
+    server = await start_proxy({"server": {"max_upstream_body_bytes": 4096},
+                                "backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1")),
+                                                   "http_client": http_client}},
+                                "models": [{"name": "answer", "backend": "b"}, {"name": "error", "backend": "b"}]})
+    caplog.set_level(logging.DEBUG)
+    expected = "backend 'b' sent a response body larger than the gateway accepts (4096 bytes)"
+    async with aiohttp.ClientSession() as s:
+        for model in ("answer", "error"):
+            async with s.post(proxy_url(server, "/v1/chat/completions"), json={**BODY, "model": model}) as r:
+                assert r.status == 502
+                assert (await r.json())["error"]["message"] == expected
+            async with s.post(proxy_url(server, "/v1/messages"), json={**BODY, "model": model, "max_tokens": 5}) as r:
+                assert r.status == 502
+                body = await r.json()
+                assert body["type"] == "error" and body["error"]["message"] == expected
+    lines = [rec.getMessage() for rec in caplog.records if rec.name.startswith("llm_proxy")]
+    assert any("server.max_upstream_body_bytes (4096): connection closed" in line for line in lines)
+    for line in lines:
+        assert "127.0.0.1" not in line and str(up.port) not in line
+
+
+def test_max_upstream_body_bytes_is_checked():
+    assert load_config_dict({}).server.max_upstream_body_bytes == 64 * 1024 * 1024
+    with pytest.raises(ConfigError, match="server.max_upstream_body_bytes"):
+        load_config_dict({"server": {"max_upstream_body_bytes": 100}})
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])  # pass-through, translated
+async def test_a_stream_line_without_end_is_refused_at_the_bound(aiohttp_server, start_proxy, monkeypatch, path):
+    """An upstream that starts a line and never ends it: the client gets what came, then an error event,
+    and the upstream connection is closed -- the gateway holds at most the bound."""
+    monkeypatch.setattr(sse, "MAX_EVENT_BYTES", 64 * 1024)
+    gone, seen = asyncio.Event(), asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
+                         b'"choices":[{"index":0,"delta":{"content":"first"},"finish_reason":null}]}\n\n')
+        await seen.wait()  # the client has the first event: the endless line comes in later reads
+        try:
+            await resp.write(b"data: ")
+            for _ in range(1024):  # 16 MiB at most: far past the bound, never a line end
+                await resp.write(b"y" * 16384)
+        except (ConnectionError, asyncio.CancelledError):
+            gone.set()
+            raise
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", endless)
+    up = await aiohttp_server(app)
+    server = await start_proxy({"backends": {"b": {"provider": "openai", "base_url": str(up.make_url("/v1"))}},
+                                "models": [{"name": "m", "backend": "b"}]})
+    async with aiohttp.ClientSession() as s:
+        async with s.post(proxy_url(server, path), json={**BODY, "stream": True, "max_tokens": 5}) as r:
+            assert r.status == 200
+            first = await asyncio.wait_for(r.content.readuntil(b"\n\n"), 5)
+            while b"first" not in first:  # the Anthropic stream opens with message_start
+                first = await asyncio.wait_for(r.content.readuntil(b"\n\n"), 5)
+            seen.set()
+            text = (await asyncio.wait_for(r.content.read(), 10)).decode()
+    error = json.loads(text[text.rindex("data: ") + 6:])  # the last event, in the caller's format
+    message = f"the backend's stream sent a line without a line end over {64 * 1024} bytes"
+    if path == "/v1/messages":
+        assert "event: error\n" in text and error["type"] == "error"
+    assert error["error"]["message"] == message
+    assert len(text) < 16384
     await asyncio.wait_for(gone.wait(), 5)
