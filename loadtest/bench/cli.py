@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from . import hopratio, hotpath, plot, report, runner
 from .plan import PRESETS
-from .scenario import PATHS
+from .scenario import ALL_PATHS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -26,7 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     preset.add_argument("--full", action="store_const", const="full", dest="preset", help="the published run (default)")
     p.add_argument("--out", help="output directory (default bench-results/<preset>-<time>)")
     p.add_argument("--profiles", help="comma-separated latency profiles to keep (default: all of the preset)")
-    p.add_argument("--paths", help=f"comma-separated paths to keep, from: {', '.join(PATHS)}")
+    p.add_argument("--paths", help=f"comma-separated paths to keep, from: {', '.join(ALL_PATHS)}")
     p.add_argument("--open-streams", type=int, help="concurrent streams for the memory test (0 = skip)")
     p.add_argument("--soak-seconds", "--soak", type=float, metavar="SECONDS", dest="soak_seconds",
                    help="constant-load duration for the RSS growth check (0 = skip; 600 for the published figure)")
@@ -45,6 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="--hot-path's sampler: pyinstrument (in process) or py-spy (from outside, `pip install py-spy`)")
     p.add_argument("--key-stores", help="also measure a limited client key with these state stores: sqlite,redis "
                    "(redis needs redis-server on PATH)")
+    p.add_argument("--response-stores", help="state stores of the Responses API points' `store: true` proxies: "
+                   "sqlite,redis (the `responses` preset's default; redis needs redis-server on PATH)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-plot", action="store_true")
     return p.parse_args(argv)
@@ -75,6 +77,8 @@ def build_plan(args: argparse.Namespace):
         plan.soak_seconds = args.soak_seconds
     if args.key_stores is not None:
         plan.key_stores = tuple(s for s in args.key_stores.split(",") if s)
+    if args.response_stores is not None:
+        plan.response_stores = tuple(s for s in args.response_stores.split(",") if s)
     return plan
 
 

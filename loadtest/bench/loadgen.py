@@ -23,9 +23,12 @@ TOKEN_MARKERS = {
     "openai": re.compile(rb'"content":\s*"[^"]'),
     "anthropic": re.compile(rb'"text_delta"'),
     "ollama": re.compile(rb'"content":\s*"[^"]'),
+    "responses": re.compile(rb'"response\.output_text\.delta"'),
 }
 # What ends one stream event: SSE events end with a blank line, NDJSON objects with a newline.
-EVENT_ENDS = {"openai": b"\n\n", "anthropic": b"\n\n", "ollama": b"\n"}
+EVENT_ENDS = {"openai": b"\n\n", "anthropic": b"\n\n", "ollama": b"\n", "responses": b"\n\n"}
+# A Responses API answer's id: the first `resp_` id of the JSON object or of the stream (response.created).
+RESPONSE_ID = re.compile(rb'"id":\s*"(resp_[A-Za-z0-9_-]{1,200})"')
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,32 @@ class Endpoint:
     headers: dict[str, str]
     stream: bool
     fmt: str
+    chain: int = 0  # > 0: Responses API, each request continues the previous answer, at most `chain` turns
+
+
+class Chain:
+    """One sender's `previous_response_id` chain: each request continues the last answer seen, and
+    after `length` continuations (or an answer without an id) the next starts afresh, so the history
+    the gateway reads and sends upstream stays bounded."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.turns = 0
+        self.last: bytes | None = None
+
+    def body(self, base: bytes) -> bytes:
+        """`base` (a JSON object) with the previous answer's id added, or as is to start a chain."""
+        if self.last is None or self.turns >= self.length:
+            self.last, self.turns = None, 0
+            return base
+        self.turns += 1
+        return base[:-1] + (b"," if base[:-1].strip() != b"{" else b"") + b'"previous_response_id":"' + self.last + b'"}'
+
+    def saw(self, data: bytes) -> bool:
+        """Take the answer's id from (the start of) its bytes; True once found."""
+        m = RESPONSE_ID.search(data)
+        self.last = m.group(1) if m else None
+        return m is not None
 
 
 @dataclass
@@ -68,25 +97,33 @@ def new_session(max_connections: int = 4096) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120), skip_auto_headers=("User-Agent",))
 
 
-async def request_once(session: aiohttp.ClientSession, ep: Endpoint, t0: float, batch: Batch) -> None:
-    """One request; latency measured from `t0` (the intended start in an open loop) to the last byte."""
+async def request_once(session: aiohttp.ClientSession, ep: Endpoint, t0: float, batch: Batch,
+                       chain: Chain | None = None) -> None:  # fmt: skip
+    """One request; latency measured from `t0` (the intended start in an open loop) to the last byte.
+    With a `chain`, the body continues its last answer and the answer's id is kept for the next."""
+    data = chain.body(ep.body) if chain is not None else ep.body
     try:
-        async with session.post(ep.url, data=ep.body, headers=ep.headers) as r:
+        async with session.post(ep.url, data=data, headers=ep.headers) as r:
             if r.status != 200:
                 text = (await r.read())[:200]
                 raise RuntimeError(f"HTTP {r.status}: {text!r}")
             if not ep.stream:
-                await r.read()
+                answer = await r.read()
                 batch.latencies.append(perf_counter() - t0)
+                if chain is not None:
+                    chain.saw(answer[:4096])
                 return
             marker, end = TOKEN_MARKERS[ep.fmt], EVENT_ENDS[ep.fmt]
             ttft, tail, events = None, b"", 0
+            want_id = chain is not None
             async for chunk in r.content.iter_any():
                 if ttft is None:
                     # Keep a little of the previous chunk: the marker may straddle two reads.
                     if marker.search(tail + chunk):
                         ttft = perf_counter() - t0
                     tail = chunk[-32:]
+                if want_id:  # the id is in the first event (response.created)
+                    want_id = not chain.saw(chunk[:4096])
                 events += chunk.count(end)
             batch.latencies.append(perf_counter() - t0)
             batch.events += events
@@ -108,9 +145,10 @@ async def closed_loop(session: aiohttp.ClientSession, ep: Endpoint, concurrency:
 
     async def worker() -> None:
         nonlocal issued
+        chain = Chain(ep.chain) if ep.chain else None  # one chain per sender
         while issued < requests and perf_counter() < stop_at:
             issued += 1
-            await request_once(session, ep, perf_counter(), batch)
+            await request_once(session, ep, perf_counter(), batch, chain)
 
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     batch.wall = perf_counter() - start
@@ -136,6 +174,7 @@ async def open_loop(session: aiohttp.ClientSession, ep: Endpoint, rate: float, r
     batch = Batch()
     start = perf_counter()
     tasks: set[asyncio.Task] = set()
+    chain = Chain(ep.chain) if ep.chain else None  # arrivals continue the last answer seen
     for at in arrival_times(rate, requests, deadline, rng):
         delay = start + at - perf_counter()
         if delay > 0:
@@ -143,7 +182,7 @@ async def open_loop(session: aiohttp.ClientSession, ep: Endpoint, rate: float, r
         if len(tasks) >= max_in_flight:
             batch.errors += 1
             continue
-        task = asyncio.create_task(request_once(session, ep, start + at, batch))
+        task = asyncio.create_task(request_once(session, ep, start + at, batch, chain))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:

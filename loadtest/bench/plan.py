@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .scenario import PATHS
+from .scenario import PATHS, RESPONSES
 
 DELAY_PROFILES = ("vllm-llama3-8b", "mistral-medium", "together-qwen2.5-32b")
 
@@ -39,6 +39,10 @@ class Plan:
     warmup: int = 50  # untimed requests per target before each load point
     key_stores: tuple[str, ...] = ()  # also a proxy whose client key is limited, per state store
     state_cost_requests: int = 3000  # then the store's own admit + settle cost, timed in the harness
+    # Responses API points: per state store, a proxy storing answers (`store: true`) and continuing
+    # them in `previous_response_id` chains of at most `chain_length` turns.
+    response_stores: tuple[str, ...] = ()
+    chain_length: int = 4
     extras: dict = field(default_factory=dict)
 
     def profiles(self) -> list[str]:
@@ -75,7 +79,8 @@ def full() -> Plan:
                 points.append(LoadPoint(profile, path, stream, concurrency=32, requests=128, rounds=2, deadline=60))
     for path in ("openai->openai", "openai->anthropic"):
         points.append(LoadPoint("zero", path, False, concurrency=64, requests=4000, rounds=2, workers=(1, 2)))
-    return Plan("full", points, open_streams=1000, soak_seconds=30.0, warmup=100)
+    points += responses().points
+    return Plan("full", points, open_streams=1000, soak_seconds=30.0, warmup=100, response_stores=("sqlite", "redis"))
 
 
 def smoke() -> Plan:
@@ -99,6 +104,14 @@ def keys() -> Plan:
     return Plan("keys", points, warmup=100, key_stores=("sqlite", "redis"))
 
 
+def responses() -> Plan:
+    """The cost of stored responses: the Responses API frontend with `store: false` (the proxy),
+    `store: true` and `previous_response_id` chains, per state store, at concurrency 1, interleaved."""
+    points = [LoadPoint("zero", RESPONSES.name, stream, requests=200 if stream else 400, rounds=4, deadline=20)
+              for stream in (False, True)]  # fmt: skip
+    return Plan("responses", points, warmup=50, response_stores=("sqlite", "redis"))
+
+
 def hop() -> Plan:
     """What `--compare-hop minimal` reports (issue 16): latency at concurrency 1, throughput at 32 (JSON
     and streams), CPU per relayed chunk on paced 128-chunk streams, 1,000 open streams and a soak
@@ -110,4 +123,4 @@ def hop() -> Plan:
     return Plan("hop", points, open_streams=1000, soak_seconds=20.0, warmup=50)
 
 
-PRESETS = {"full": full, "smoke": smoke, "keys": keys, "hop": hop}
+PRESETS = {"full": full, "smoke": smoke, "keys": keys, "hop": hop, "responses": responses}

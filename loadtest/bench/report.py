@@ -86,7 +86,28 @@ def point_result(lp: Any, rate_rps: float, measured: dict[str, Any], self_hist: 
         "self_reported": self_reported(self_hist, external) if proxy else None,
         # limited-key proxies (state stores): their own added-latency histograms, for the same model
         "self_reported_keys": {name: self_reported(h, None) for name, h in (key_hists or {}).items()},
+        "store_cost": store_cost(targets),
     }  # fmt: skip
+
+
+STORED = ("proxy-store-", "proxy-chain-")  # Responses API targets with `store: true` (runner.responses_targets)
+
+
+def store_cost(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Store on minus store off: each stored target against the `store: false` proxy of the same
+    load point (interleaved with it), at p50 / p99 / mean and in CPU per request."""
+    off = targets.get("proxy")
+    out: dict[str, dict[str, float | None]] = {}
+    for name, t in targets.items():
+        if off is None or not name.startswith(STORED):
+            continue
+        d = added(off, t) or {}
+        cpu = None
+        if t["cpu_us_per_req"] is not None and off["cpu_us_per_req"] is not None:
+            cpu = _r(t["cpu_us_per_req"] - off["cpu_us_per_req"], 1)
+        out[name] = {"p50_ms": d.get("p50_ms"), "p99_ms": d.get("p99_ms"), "mean_ms": d.get("mean_ms"),
+                     "cpu_us_per_req": cpu}  # fmt: skip
+    return out
 
 
 def open_streams_result(n: int, batch: Batch, base_mib: float, peak_mib: float, end: Any) -> dict[str, Any]:
@@ -174,6 +195,18 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {s['seconds']:g} | {s['requests']} | {s['errors']} | {_f(s['throughput_rps'], 0)} "
                 f"| {_f(s['rss_start_mib'], 1)} / {_f(s['rss_middle_mib'], 1)} / {_f(s['rss_end_mib'], 1)} "
                 f"| {_f(s['rss_slope_mib_per_min'], 3)} |\n")  # fmt: skip
+    stored = [p for p in results["points"] if p.get("store_cost")]
+    if stored:
+        out += ("\n| Path | Load | Target | Added p50 / p99 (ms) | CPU / req (µs) | Store on − off p50 / p99 (ms) "
+                "| Store on − off mean (ms) | Store on − off CPU / req (µs) |\n|---|---|---|---|---|---|---|---|\n")
+        for p in stored:
+            load = p["label"].split(",")[0] + (", stream" if p["stream"] else "")
+            for name in ("proxy", *p["store_cost"]):
+                add, t, c = p["added"].get(name) or {}, p["targets"][name], p["store_cost"].get(name)
+                diff = f"{_f(c['p50_ms'], 3)} / {_f(c['p99_ms'], 3)}" if c else "store off"
+                out += (f"| {p['path']} | {load} | {name} | {_f(add.get('p50_ms'), 3)} / {_f(add.get('p99_ms'), 3)} "
+                        f"| {_f(t['cpu_us_per_req'], 0)} | {diff} | {_f(c['mean_ms'], 3) if c else '–'} "
+                        f"| {_f(c['cpu_us_per_req'], 0) if c else '–'} |\n")  # fmt: skip
     if results.get("state_cost"):
         out += ("\n| State store | Phase | Requests | p50 / p95 / p99 (ms) | Mean (ms) |\n|---|---|---|---|---|\n"
                 + "".join(f"| {store} | {phase} | {s['n']} | {_f(s['p50_ms'], 4)} / {_f(s['p95_ms'], 4)} / "

@@ -29,7 +29,7 @@ from . import hotpath, promscrape, report, scenario, state_cost
 from .loadgen import Batch, Endpoint, closed_loop, new_session, open_loop, request_once
 from .plan import LoadPoint, Plan
 from .procs import Service, free_port, python_module
-from .scenario import PATHS
+from .scenario import ALL_PATHS, PATHS, RESPONSES
 
 FORMATS = ("openai", "anthropic", "ollama")
 # Reference hops: target name and module.  The bare hop serves the pass-through paths (client and
@@ -82,7 +82,9 @@ class Harness:
         self.emulators: dict[str, str] = {}
         self.proxies: dict[int, Service] = {}  # worker count -> proxy
         self.key_proxies: dict[str, Service] = {}  # state store -> proxy serving a limited key
-        self.state_urls: dict[str, str] = {}  # state store -> its URL
+        self.state_urls: dict[str, str] = {}  # state store -> its URL (limited keys)
+        self.store_proxies: dict[str, Service] = {}  # state store -> proxy storing Responses API answers
+        self.redis_url: str | None = None  # the run's redis-server, shared by every Redis target
         self.hops: dict[str, Service] = {}  # target name -> reference hop process
         self.compare_url = opts.compare_url
         self.max_rate: dict[tuple[str, str, bool], float] = {}
@@ -111,6 +113,7 @@ class Harness:
             svc = self._spawn(f"proxy-{n}w", argv, port, env=env)
             self.proxies[n] = svc
         await self._start_key_proxies(base, env)
+        await self._start_store_proxies(base, env)
         routes = [f"--route={k.replace(':', '-')}={url}" for k, url in self.emulators.items()]
         for hop in self.opts.hops:
             name, module = HOPS[hop]
@@ -126,29 +129,46 @@ class Harness:
                 continue
             await svc.wait_ready("/health/live" if svc.name.startswith("proxy") else "/health")
 
-    async def _start_key_proxies(self, base: dict, env: dict[str, str]) -> None:
-        """One proxy per state store in `plan.key_stores`, serving a limited key (Redis: a
-        redis-server of its own, skipped with a note when the binary is absent)."""
-        for kind in self.plan.key_stores:
-            if kind == "sqlite":
-                url = "sqlite:///" + os.path.abspath(os.path.join(self.opts.out_dir, "state.db"))
-            elif kind == "redis":
-                if shutil.which("redis-server") is None:
-                    print("bench: redis-server not found; the Redis limited-key target is skipped", flush=True)
-                    continue
-                port = free_port()
-                argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-                await wait_redis(self._spawn("redis", argv, port).port)
-                url = f"redis://127.0.0.1:{port}/0"
-            else:
-                raise ValueError(f"unknown state store {kind!r} (sqlite, redis)")
-            self.state_urls[kind] = url
-            path = os.path.join(self.opts.out_dir, f"proxy-key-{kind}.yaml")
-            with open(path, "w") as f:
-                json.dump(scenario.limited_key_config(base, url), f, indent=1)
+    async def _state_url(self, kind: str, sqlite_file: str) -> str | None:
+        """The URL of a state store: a SQLite file in the output directory, or the run's one
+        redis-server (started on first use; None with a note when the binary is absent)."""
+        if kind == "sqlite":
+            return "sqlite:///" + os.path.abspath(os.path.join(self.opts.out_dir, sqlite_file))
+        if kind != "redis":
+            raise ValueError(f"unknown state store {kind!r} (sqlite, redis)")
+        if self.redis_url is None:
+            if shutil.which("redis-server") is None:
+                print("bench: redis-server not found; the Redis targets are skipped", flush=True)
+                return None
             port = free_port()
-            argv = python_module("proxy.cli", "serve", "--config", path, "--port", str(port), "--workers", "1")
-            self.key_proxies[kind] = self._spawn(f"proxy-key-{kind}", argv, port, env=env)
+            argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            await wait_redis(self._spawn("redis", argv, port).port)
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+        return self.redis_url
+
+    def _spawn_proxy(self, name: str, cfg: dict, env: dict[str, str]) -> Service:
+        path = os.path.join(self.opts.out_dir, f"{name}.yaml")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1)
+        port = free_port()
+        argv = python_module("proxy.cli", "serve", "--config", path, "--port", str(port), "--workers", "1")
+        return self._spawn(name, argv, port, env=env)
+
+    async def _start_key_proxies(self, base: dict, env: dict[str, str]) -> None:
+        """One proxy per state store in `plan.key_stores`, serving a limited key."""
+        for kind in self.plan.key_stores:
+            url = await self._state_url(kind, "state.db")
+            if url is not None:
+                self.state_urls[kind] = url
+                self.key_proxies[kind] = self._spawn_proxy(f"proxy-key-{kind}", scenario.limited_key_config(base, url), env)
+
+    async def _start_store_proxies(self, base: dict, env: dict[str, str]) -> None:
+        """One proxy per state store in `plan.response_stores`, storing Responses API answers there."""
+        for kind in self.plan.response_stores:
+            url = await self._state_url(kind, "responses.db")
+            if url is not None:
+                cfg = scenario.stored_responses_config(base, url)
+                self.store_proxies[kind] = self._spawn_proxy(f"proxy-store-{kind}", cfg, env)
 
     def _spawn(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> Service:
         svc = Service(name, argv, port, self._log(name), env=env)
@@ -172,9 +192,11 @@ class Harness:
 
     # -- one load point -------------------------------------------------------------------------------
     def targets(self, lp: LoadPoint) -> list[Target]:
-        path, chunks = PATHS[lp.path], PROFILES[lp.profile].chunks
+        path, chunks = ALL_PATHS[lp.path], PROFILES[lp.profile].chunks
         emulator = self.emulators[scenario.emulator_key(path.backend, lp.profile)]
         out = [Target("native", scenario.native(emulator, path, chunks, lp.stream))]
+        if path is RESPONSES:
+            return out + self.responses_targets(lp)
         for n in lp.workers or (1,):
             proxy = self.proxies[n]
             name = f"proxy-{n}w" if lp.workers else "proxy"
@@ -190,6 +212,18 @@ class Harness:
         if self.compare_url and path.name == "openai->openai" and lp.profile == self.opts.compare_profile:
             svc = next((s for s in self.services if s.name == "compare"), None)
             out.append(Target("compare", scenario.compare(self.compare_url, self.opts.compare_model, chunks, lp.stream), svc))
+        return out
+
+    def responses_targets(self, lp: LoadPoint) -> list[Target]:
+        """`store: false` on the proxy; per state store, `store: true` (a write per request) and
+        `previous_response_id` chains (a read of the chain, then a write) on that store's proxy."""
+        proxy = self.proxies[1]
+        out = [Target("proxy", scenario.proxied(proxy.url, RESPONSES, lp.profile, lp.stream), proxy)]
+        for kind, svc in self.store_proxies.items():
+            out.append(Target(f"proxy-store-{kind}", scenario.proxied(svc.url, RESPONSES, lp.profile, lp.stream,
+                                                                      store=True), svc))  # fmt: skip
+            ep = scenario.proxied(svc.url, RESPONSES, lp.profile, lp.stream, store=True, chain=self.plan.chain_length)
+            out.append(Target(f"proxy-chain-{kind}", ep, svc))
         return out
 
     def rate_for(self, lp: LoadPoint) -> float:
@@ -211,7 +245,7 @@ class Harness:
         for t in targets.values():
             await closed_loop(self.session, t.endpoint, min(lp.concurrency, 8), self.plan.warmup, lp.deadline)
         proxy_url = self.proxies[1].url
-        model = scenario.proxy_model(lp.profile, PATHS[lp.path].backend)
+        model = scenario.proxy_model(lp.profile, ALL_PATHS[lp.path].backend)
         before = await promscrape.scrape(self.session, proxy_url, model, lp.stream)
         keyed = {n: t.service for n, t in targets.items() if n.startswith("proxy-key-")}
         keys_before = {n: await promscrape.scrape(self.session, svc.url, model, lp.stream) for n, svc in keyed.items()}

@@ -44,7 +44,13 @@ PATHS: dict[str, Path] = {
     )
 }
 
-API_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+# The Responses API frontend to the OpenAI-compatible emulator: its own points (`llm-proxy bench
+# responses`), where `store: true` and `previous_response_id` chains are measured against `store: false`.
+RESPONSES = Path("responses->openai", "responses", "openai")
+ALL_PATHS = {**PATHS, RESPONSES.name: RESPONSES}
+
+API_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat",
+             "responses": "/v1/responses"}  # fmt: skip
 # The provider's base URL relative to the emulator root (OpenAI clients put /v1 in the base URL).
 BASE_SUFFIX = {"openai": "/v1", "anthropic": "", "ollama": ""}
 
@@ -58,9 +64,12 @@ def proxy_model(profile: str, backend: str) -> str:
     return f"{profile}--{backend}"
 
 
-def body(fmt: str, model: str, stream: bool) -> bytes:
-    """The benchmark conversation in one wire format."""
-    if fmt == "anthropic":
+def body(fmt: str, model: str, stream: bool, store: bool = False) -> bytes:
+    """The benchmark conversation in one wire format (`store`: the Responses API's only)."""
+    if fmt == "responses":
+        doc = {"model": model, "instructions": SYSTEM, "input": PROMPT, "max_output_tokens": MAX_TOKENS,
+               "stream": stream, "store": store}  # fmt: skip
+    elif fmt == "anthropic":
         doc = {"model": model, "max_tokens": MAX_TOKENS, "system": SYSTEM, "stream": stream,
                "messages": [{"role": "user", "content": PROMPT}]}  # fmt: skip
     else:
@@ -87,10 +96,12 @@ def native(emulator_url: str, path: Path, chunks: int, stream: bool) -> Endpoint
     return Endpoint(emulator_url + API_PATHS[fmt], body(fmt, backend_model(chunks), stream), headers(fmt), stream, fmt)
 
 
-def proxied(proxy_url: str, path: Path, profile: str, stream: bool, key: str = "bench") -> Endpoint:
+def proxied(proxy_url: str, path: Path, profile: str, stream: bool, key: str = "bench", store: bool = False,
+            chain: int = 0) -> Endpoint:  # fmt: skip
+    """`store` / `chain` (previous_response_id chains of at most `chain` turns): Responses API only."""
     fmt = path.client
     model = proxy_model(profile, path.backend)
-    return Endpoint(proxy_url + API_PATHS[fmt], body(fmt, model, stream), headers(fmt, key), stream, fmt)
+    return Endpoint(proxy_url + API_PATHS[fmt], body(fmt, model, stream, store), headers(fmt, key), stream, fmt, chain)
 
 
 def bare(hop_url: str, route: str, path: Path, chunks: int, stream: bool) -> Endpoint:
@@ -129,6 +140,11 @@ def proxy_config(emulators: dict[str, str], chunks_of: dict[str, int], log_level
 LIMITED_KEY = "bench-limited-key"
 
 
+def stored_responses_config(cfg: dict, state_url: str) -> dict:
+    """The same gateway with its stored responses (and everything else kept state) in `state_url`."""
+    return {**cfg, "state": {"url": state_url, "timeout": 1.0}}
+
+
 def limited_key_config(cfg: dict, state_url: str) -> dict:
     """The same gateway with one client key that has every limit (rpm, tpm, max_parallel, a budget)
     set far above what the run sends, and prices on every model: each request is admitted and
@@ -136,4 +152,4 @@ def limited_key_config(cfg: dict, state_url: str) -> dict:
     models = [{**m, "price": {"input": 0.5, "output": 1.5}} for m in cfg["models"]]
     key = {"key": LIMITED_KEY, "name": "bench", "rpm": 10_000_000, "tpm": 10_000_000_000, "max_parallel": 100_000,
            "budget": {"usd": 1_000_000, "period": "1d"}}  # fmt: skip
-    return {**cfg, "models": models, "state": {"url": state_url, "timeout": 1.0}, "auth": {"keys": [key]}}
+    return {**stored_responses_config(cfg, state_url), "models": models, "auth": {"keys": [key]}}

@@ -133,7 +133,7 @@ def test_presets_use_known_profiles_and_paths(preset):
     assert plan.points
     for lp in plan.points:
         assert lp.profile in PROFILES
-        assert lp.path in scenario.PATHS
+        assert lp.path in scenario.ALL_PATHS
         assert lp.requests > 0 and lp.rounds > 0 and lp.deadline > 0
     assert set(plan.profiles()) <= set(PROFILES)
 
