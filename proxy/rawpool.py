@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from adapters.errors import ProxyError
 
+from .dnscache import DnsCache
 from .rawhttp import Connection, RawResponse
 from .upstream_client import ConnectFailed, ConnectionBroken, ConnectTimeout
 
@@ -56,6 +57,7 @@ class RawClient:
         self._keepalive = keepalive
         self._ssl = ssl_context or default_ssl_context()
         self._loop = asyncio.get_running_loop()
+        self._dns = DnsCache(self._loop.getaddrinfo)
         self._idle: dict[Origin, list[Connection]] = {}
         self._conns: set[Connection] = set()  # every live connection, for close()
         self._open = 0  # connections counted against the limit: busy, idle or connecting
@@ -145,9 +147,7 @@ class RawClient:
         connect_by = loop.time() + self._connect_timeout
         try:
             async with asyncio.timeout_at(min(connect_by, deadline)):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self, origin, loop), host, port,
-                    ssl=self._ssl if tls else None, server_hostname=host if tls else None)
+                conn = await self._connect_any(origin, tls)
         except BaseException as exc:
             self._open -= 1
             self._busy -= 1
@@ -163,6 +163,25 @@ class RawClient:
         self.opened += 1
         self._conns.add(conn)
         return conn
+
+    async def _connect_any(self, origin: Origin, tls: bool) -> Connection:
+        """Connect to the host's first address that answers (cached addresses, tried in order)."""
+        _, host, port = origin
+        loop = self._loop
+        error: OSError | None = None
+        for info in await self._dns.addresses(host, port):  # never empty
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: Connection(self, origin, loop), info[4][0], info[4][1],
+                    ssl=self._ssl if tls else None, server_hostname=host if tls else None)
+                return conn
+            except ssl.SSLError:
+                raise  # the host answered: another of its addresses would present the same certificate
+            except OSError as exc:
+                error = exc
+        self._dns.forget(host, port)  # none answered: look the host up again next time
+        assert error is not None
+        raise error
 
     async def _wait_turn(self, deadline: float, again: bool) -> None:
         """Wait in line for a free slot; one who was woken and lost the slot to a newcomer stays first."""

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from adapters.errors import ProxyError
+from proxy.dnscache import DnsCache
 from proxy.rawpool import RawClient
 from proxy.upstream_client import ConnectFailed, ConnectionBroken, ConnectTimeout
 from tests.conftest import proxy_url
@@ -199,6 +200,53 @@ async def test_connect_failures(client):
         await get(client(), f"http://127.0.0.1:{_closed_port()}/")
     with pytest.raises(ConnectFailed):
         await get(client(), "ftp://127.0.0.1/")
+
+
+class Resolver:
+    """getaddrinfo's stand-in: `answers` for any name, every lookup counted."""
+
+    def __init__(self, *addresses: tuple[str, int]) -> None:
+        self.answers = [(2, 1, 6, "", address) for address in addresses]
+        self.lookups: list[tuple[str, int]] = []
+
+    async def __call__(self, host: str, port: int, *, type: int) -> list:
+        self.lookups.append((host, port))
+        return self.answers
+
+
+async def test_addresses_are_cached_and_the_next_one_tried_when_one_refuses(aiohttp_server, client):
+    async def closing(request):
+        resp = web.Response(text="ok")
+        resp.force_close()  # each request opens a new connection
+        return resp
+
+    base, seen = await counting_app(aiohttp_server, closing)
+    port = int(base.rsplit(":", 1)[1].strip("/"))
+    c = client()
+    dns = c._dns = DnsCache(Resolver(("127.0.0.1", _closed_port()), ("127.0.0.1", port)))
+    for _ in range(3):
+        assert await get(c, f"http://backend.test:{port}/") == (200, b"ok")
+    assert dns._resolve.lookups == [("backend.test", port)] and c.opened == 3 and len(seen["connections"]) == 3
+
+
+async def test_a_host_none_of_whose_addresses_answers_is_looked_up_again(client):
+    c = client()
+    dns = c._dns = DnsCache(Resolver(("127.0.0.1", _closed_port()), ("127.0.0.1", _closed_port())))
+    for _ in range(2):
+        with pytest.raises(ConnectFailed):
+            await get(c, "http://backend.test:81/")
+    assert dns._resolve.lookups == [("backend.test", 81)] * 2 and len(dns) == 0 and c.in_use() == 0
+
+
+async def test_the_lookup_has_the_connect_deadline(client):
+    async def never(host, port, *, type):
+        await asyncio.sleep(10)
+
+    c = client(connect_timeout=0.05)
+    c._dns = DnsCache(never)
+    with pytest.raises(ConnectTimeout):
+        await get(c, "http://backend.test:81/")
+    assert c.in_use() == 0
 
 
 async def test_connect_timeout_covers_the_tls_handshake(client):
