@@ -134,6 +134,7 @@ class Turn:
     history: list[str]  # ids of the stored items the request continued (before `input_items`)
     previous_response_id: str | None = None
     conversation_id: str | None = None
+    instructions: str | None = None  # echoed on the answer (never carried to a continuation)
     final: dict[str, Any] | None = None
 
 

@@ -147,7 +147,7 @@ class ResponsesState:
         req.extra[STATE_KEY] = Turn(
             response_id=synth_id("resp_"), store=plan.store, input_items=[stored_item(i) for i in inputs],
             history=item_ids(context), previous_response_id=plan.previous_response_id,
-            conversation_id=plan.conversation_id,
+            conversation_id=plan.conversation_id, instructions=plan.body.instructions,
         )  # fmt: skip
         return req
 

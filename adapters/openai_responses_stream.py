@@ -130,7 +130,7 @@ def request_echo(req: ir.ChatRequest | None) -> dict[str, Any]:
     reasoning = {"effort": req.reasoning.effort} if req.reasoning is not None else None
     turn = req.extra.get(STATE_KEY)
     stored = {} if turn is None else {
-        "store": turn.store, "previous_response_id": turn.previous_response_id,
+        "store": turn.store, "previous_response_id": turn.previous_response_id, "instructions": turn.instructions,
         "conversation": {"id": turn.conversation_id} if turn.conversation_id else None}  # fmt: skip
     return {**stored, "tools": tools, "tool_choice": choice,
             "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,

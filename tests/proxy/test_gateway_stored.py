@@ -85,6 +85,9 @@ async def test_previous_response_id_continues_on_any_backend(gateway, first, sec
         r1 = await create(c, stream, model=first, input="my name is Ada", instructions="be brief")
         r2 = await create(c, stream, model=second, input="what is my name?", previous_response_id=r1.id)
         assert r2.previous_response_id == r1.id and r2.output_text == "echo: what is my name?"
+        # Each answer echoes its own instructions; they are not carried to a continuation (as on OpenAI).
+        assert (r1.instructions, r2.instructions) == ("be brief", None)
+        assert (await c.responses.retrieve(r1.id)).instructions == "be brief"
         r3 = await create(c, not stream, model=first, input="and again?", previous_response_id=r2.id)
     # Each backend got the whole chain before the new input: user, assistant, user, assistant, user.
     assert texts_seen(seen[BACKENDS[second]][-1]) == ["my name is Ada", "echo: my name is Ada", "what is my name?"]
