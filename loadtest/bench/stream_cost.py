@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import time
 from dataclasses import dataclass
 
@@ -27,14 +26,13 @@ from adapters.base import ChatOp, InBody, Target
 from loadtest.emulators.server import start
 from loadtest.profiles import PROFILES
 
+from .lean_backend import frames
+
 BACKENDS = ("openai", "anthropic", "ollama", "gemini")
 CLIENTS = ("openai", "anthropic", "ollama", "gemini")
 # Paths as `client->backend`; the ones issue 16 names first.
 COMMON = ("openai->anthropic", "anthropic->openai", "openai->ollama", "openai->gemini", "gemini->openai")
 PROMPT = "Count slowly from one to two hundred, one number per word, and say nothing else at all please. " * 3
-# Where one event ends: a blank line (SSE; Gemini's lines end in CRLF) or a newline (NDJSON).
-FRAME_END = re.compile(rb"\r\n\r\n|\n\n")
-NDJSON = frozenset({"ollama"})
 
 
 @dataclass
@@ -87,16 +85,6 @@ async def record(fmt: str, chunks: int) -> bytes:
             return body
     finally:
         await runner.cleanup()
-
-
-def frames(body: bytes, fmt: str) -> list[bytes]:
-    """`body` cut after each event: one read per event."""
-    ends = re.finditer(rb"\n", body) if fmt in NDJSON else FRAME_END.finditer(body)
-    out, pos = [], 0
-    for m in ends:
-        out.append(body[pos : m.end()])
-        pos = m.end()
-    return out + ([body[pos:]] if pos < len(body) else [])
 
 
 def measure(pair: str, reads: list[bytes], repeat: int) -> Cost:
