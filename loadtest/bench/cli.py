@@ -10,7 +10,9 @@ import time
 from dataclasses import replace
 
 from . import hopratio, hotpath, plot, report, runner
-from .plan import PRESETS
+from . import isolated as isolated_run
+from .plan import PRESETS, isolated
+from .procs import usable_cpus
 from .scenario import ALL_PATHS
 
 
@@ -33,6 +35,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--compare-hop", metavar="HOPS",
                    help="reference hops in the same run, comma-separated: bare (default), minimal (issue 16's "
                         "minimal aiohttp + uvloop hop: adds the gateway / hop ratios; without a preset it runs `hop`)")
+    p.add_argument("--isolated", action="store_true",
+                   help="issue 16's setup (with --compare-hop minimal, implied): gateway and hop each pinned alone on "
+                        "one CPU, a lean canned backend and the load on the others, wrk for throughput "
+                        "(docs/PERFORMANCE.md); needs >= 2 CPUs")
+    p.add_argument("--wrk-seconds", type=int, default=5, metavar="S", help="--isolated: seconds per wrk round")
+    p.add_argument("--rounds", type=int, default=3, help="--isolated: wrk rounds per target (interleaved)")
+    p.add_argument("--latency-requests", type=int, default=300, metavar="N",
+                   help="--isolated: JSON requests per target and round at concurrency 1 (streams: half)")
+    p.add_argument("--one-write", action="store_true",
+                   help="--isolated: the lean backend writes each stream at once, not one write per event")
     p.add_argument("--compare", metavar="URL", help="another OpenAI-compatible proxy to run through the same harness")
     p.add_argument("--compare-cmd", metavar="CMD",
                    help="start command for the other proxy; {port} and {openai_url} (the emulator) are filled in")
@@ -53,16 +65,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def hops(args: argparse.Namespace) -> tuple[str, ...]:
-    names = tuple(h for h in (args.compare_hop or "bare").split(",") if h)
+    names = tuple(h for h in (args.compare_hop or ("minimal" if args.isolated else "bare")).split(",") if h)
     unknown = set(names) - set(runner.HOPS)
     if unknown:
         raise SystemExit(f"llm-proxy bench: unknown --compare-hop {', '.join(sorted(unknown))} (bare, minimal)")
+    if args.isolated and names != ("minimal",):
+        raise SystemExit("llm-proxy bench --isolated compares against the minimal hop only (--compare-hop minimal)")
     return names
 
 
 def build_plan(args: argparse.Namespace):
-    default = "hop" if args.compare_hop and "minimal" in hops(args) else "full"
-    plan = PRESETS[args.preset or args.preset_name or default]()
+    if args.isolated:
+        if args.preset or args.preset_name:
+            raise SystemExit("llm-proxy bench --isolated runs its own plan; drop the preset")
+        plan = isolated(args.wrk_seconds, args.rounds, args.latency_requests)
+    else:
+        default = "hop" if args.compare_hop and "minimal" in hops(args) else "full"
+        plan = PRESETS[args.preset or args.preset_name or default]()
     points = plan.points
     if args.profiles:
         keep = set(args.profiles.split(","))
@@ -86,6 +105,8 @@ def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str
     files = {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json")}
     with open(files["markdown"], "w") as f:
         f.write(report.markdown(results))
+        if results.get("wrk_points") or results.get("skipped"):
+            f.write("\n" + isolated_run.markdown(results))
         if results.get("hop_ratios"):
             f.write("\n" + hopratio.markdown(results["hop_ratios"]))
         if results.get("hot_path"):
@@ -97,6 +118,10 @@ def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str
         if png:
             files["plot"] = png
     return files
+
+
+def _progress(message: str) -> None:
+    print(message, flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -119,8 +144,14 @@ def main(argv: list[str]) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
+    if args.isolated:
+        cpus = usable_cpus()
+        isolated_run.split_cpus(cpus)  # refuse before starting anything
+        run = isolated_run.run(plan, opts, cpus, args.one_write, progress=_progress)
+    else:
+        run = runner.run(plan, opts, progress=_progress)
     started, load_start = time.monotonic(), os.getloadavg()
-    results = asyncio.run(runner.run(plan, opts, progress=lambda m: print(m, flush=True)))
+    results = asyncio.run(run)
     results["seconds"] = round(time.monotonic() - started, 1)
     # Other processes on the machine share its cores: every figure is read with the load next to it.
     results["machine"] = {"cpus": os.cpu_count(), "uname": " ".join(os.uname()), "loadavg_start": load_start,
@@ -129,8 +160,10 @@ def main(argv: list[str]) -> int:
         results["hop_ratios"] = hopratio.compare(results)
     files = write_outputs(results, out_dir, not args.no_plot)
     print(report.markdown(results))
+    if results.get("wrk_points") or results.get("skipped"):
+        print(isolated_run.markdown(results))
     if results.get("hop_ratios"):
         print(hopratio.markdown(results["hop_ratios"]))
     print("wrote " + ", ".join(files.values()))
-    errors = sum(t["errors"] for p in results["points"] for t in p["targets"].values())
+    errors = sum(t["errors"] for p in results["points"] + results.get("wrk_points", []) for t in p["targets"].values())
     return 1 if errors else 0

@@ -106,7 +106,8 @@ def memory_rows(results: dict[str, Any], hop: str = HOP) -> list[dict[str, Any]]
 
 
 def compare(results: dict[str, Any], hop: str = HOP) -> dict[str, Any]:
-    rows = [r for p in results["points"] for r in point_rows(p, hop)] + memory_rows(results, hop)
+    points = results["points"] + results.get("wrk_points", [])  # wrk_points: `--isolated` runs
+    rows = [r for p in points for r in point_rows(p, hop)] + memory_rows(results, hop)
     return {"hop": hop, "rows": rows, "machine": results.get("machine", {})}
 
 

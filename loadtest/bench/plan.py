@@ -123,4 +123,15 @@ def hop() -> Plan:
     return Plan("hop", points, open_streams=1000, soak_seconds=20.0, warmup=50)
 
 
+def isolated(seconds: int = 5, rounds: int = 3, requests: int = 300) -> Plan:
+    """Issue 16's setup (`--isolated`, run by isolated.py): each path at concurrency 1 (`requests`
+    JSON / half as many streams x 4 interleaved rounds: added latency) and at concurrency 32 under
+    `wrk` (`rounds` rounds of `seconds` s per target: throughput), JSON and stream."""
+    points = [LoadPoint("zero", path, stream, requests=max(1, requests // 2) if stream else requests, rounds=4)
+              for path in PATHS for stream in (False, True)]  # fmt: skip
+    points += [LoadPoint("zero", path, stream, concurrency=32, rounds=rounds, deadline=seconds)
+               for path in PATHS for stream in (False, True)]  # fmt: skip
+    return Plan("isolated", points, warmup=50)
+
+
 PRESETS = {"full": full, "smoke": smoke, "keys": keys, "hop": hop, "responses": responses}

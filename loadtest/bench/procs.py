@@ -164,3 +164,62 @@ def _dies_with_parent(argv: list[str]) -> list[str]:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+# -- CPU pinning (`--isolated`) --------------------------------------------------------------------------
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask, which a container or taskset may narrow)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def tasks(pid: int) -> list[int]:
+    """Every thread of a process (empty when it is gone)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of every process in `pids` on `cpus` (threads and children made later inherit it)."""
+    for pid in pids:
+        for tid in tasks(pid):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def affinity(pid: int) -> set[int]:
+    """The union of the CPUs the threads of `pid` may run on."""
+    out: set[int] = set()
+    for tid in tasks(pid):
+        try:
+            out |= os.sched_getaffinity(tid)
+        except OSError:
+            pass
+    return out
+
+
+def cpu_busy_jiffies() -> dict[int, tuple[int, int]]:
+    """Per CPU, (busy, total) clock ticks since boot from /proc/stat (busy = total - idle - iowait)."""
+    out = {}
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if not line.startswith(b"cpu") or line[3:4] == b" ":
+                continue
+            name, *values = line.split()
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            total = sum(ticks)
+            out[int(name[3:])] = (total - ticks[3] - ticks[4], total)
+    return out
+
+
+def busy_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpu: int) -> float | None:
+    """The share (0-1) of the time `cpu` was busy between two `cpu_busy_jiffies` readings."""
+    if cpu not in before or cpu not in after:
+        return None
+    busy, total = after[cpu][0] - before[cpu][0], after[cpu][1] - before[cpu][1]
+    return busy / total if total > 0 else None
