@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from .accesslog import flush_at_exit
+from .aiohttp_io import aiohttp_route
 from .config import Config
 from .gateway import UNROUTED, Gateway
 from .metrics import PROCESS_SAMPLE_INTERVAL, sample_process
@@ -33,7 +34,9 @@ def create_app(cfg: Config) -> web.Application:
     app.on_cleanup.append(_flush_access_log)
     app.cleanup_ctx.append(_process_sampler)
     for method, path in gw.handlers:  # every route the registered frontends declare
-        if method == "GET":
+        if (method, path) in gw.api_routes:
+            app.router.add_route(method, path, aiohttp_route(switch.route(method, path)))
+        elif method == "GET":
             app.router.add_get(path, switch.route(method, path))  # (answers HEAD too)
         else:
             app.router.add_route(method, path, switch.route(method, path))

@@ -30,8 +30,6 @@ import asyncio
 import random
 from time import perf_counter
 
-from aiohttp import web
-
 from adapters.base import ChatOp
 from adapters.errors import ProxyError
 
@@ -41,6 +39,7 @@ from .config import RoutingConfig
 from .handlers import Call
 from .metrics import FALLBACKS, RETRIES
 from .routing import Deployment, Route, Router
+from .serverio import Reply
 
 
 class Dispatcher:
@@ -49,7 +48,7 @@ class Dispatcher:
         self.routing = routing or RoutingConfig()
         self.balancer = Balancer(self.routing, backends or [])
 
-    async def dispatch(self, call: Call, route: Route) -> web.StreamResponse:
+    async def dispatch(self, call: Call, route: Route) -> Reply:
         visited = {route.config.name}
         pending: list[str] = []  # fallbacks named by models already tried, not yet used
         while True:
@@ -82,7 +81,7 @@ class Dispatcher:
         return None, reason, []
 
     # -- one model: attempts with retries ----------------------------------------------------------------
-    async def _serve_model(self, call: Call, route: Route) -> web.StreamResponse:
+    async def _serve_model(self, call: Call, route: Route) -> Reply:
         cfg = route.config
         hedge = cfg.hedge_after if cfg.hedge_after is not None and not call.ctx.stream else None
         queue_timeout = route.deployments[0].backend.config.timeouts.first_byte
@@ -121,7 +120,7 @@ class Dispatcher:
                 delay = max(delay, min(err.retry_after, r.max_retry_after))
         return delay
 
-    async def _attempt(self, call: Call, slot: Slot) -> web.StreamResponse:
+    async def _attempt(self, call: Call, slot: Slot) -> Reply:
         """One upstream attempt on the slot's deployment; its outcome feeds the breaker."""
         ctx = call.ctx
         t0 = perf_counter()
@@ -140,7 +139,7 @@ class Dispatcher:
             slot.close(outcome)
 
     async def _hedged(self, call: Call, route: Route, first: Slot, tried: list[Deployment],
-                      hedge_after: float) -> web.StreamResponse:
+                      hedge_after: float) -> Reply:
         tasks: dict[asyncio.Task, Slot] = {asyncio.ensure_future(self._attempt(call, first)): first}
         try:
             done, _ = await asyncio.wait(tasks, timeout=hedge_after)
@@ -165,7 +164,7 @@ class Dispatcher:
             return None
 
     @staticmethod
-    async def _first_answer(call: Call, tasks: dict[asyncio.Task, Slot]) -> web.StreamResponse:
+    async def _first_answer(call: Call, tasks: dict[asyncio.Task, Slot]) -> Reply:
         pending = set(tasks)
         error: BaseException | None = None
         while pending:

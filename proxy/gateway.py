@@ -18,6 +18,7 @@ from .context import RequestContext, new_request_id
 from .dispatch import Dispatcher
 from .handlers import ApiHandler, error_response, read_body
 from .admin import AdminAPI
+from .aiohttp_io import AiohttpInbound, answer_response
 from .keys import KeyRing
 from .limiter import Limiter
 from .metrics import Recorder, exposition, sample_process
@@ -53,7 +54,9 @@ class Gateway:
         self.read_timeout = cfg.server.request_read_timeout
         self.tracing = Tracing(cfg.tracing)
         self.log_prompts = cfg.server.log_prompts
-        # (method, path) -> handler, for every route every frontend declares.
+        # (method, path) -> handler, for every route every frontend declares; the API calls among them
+        # take a serverio.Inbound (either server), the others aiohttp's web.Request.
+        self.api_routes: set[tuple[str, str]] = set()
         self.handlers: dict[tuple[str, str], Handler] = self._build_handlers()
 
     def _limits(self, cfg: Config) -> tuple[StateStore | None, Limiter, AdminAPI | None]:
@@ -82,6 +85,7 @@ class Gateway:
                 if isinstance(route, ApiRoute):
                     handler: Handler = ApiHandler(self, route, frontend)
                     key = (route.method, route.path)
+                    self.api_routes.add(key)
                 elif isinstance(route, StoreRoute):
                     handler = self.stored.handler(route, frontend, self._owner, self._read_body)
                     key = (route.method, route.path)
@@ -103,7 +107,7 @@ class Gateway:
         return key.name if key is not None else ""
 
     async def _read_body(self, request: web.Request) -> bytes:
-        return await read_body(request, self.max_body, self.read_timeout)
+        return await read_body(AiohttpInbound(request), self.max_body, self.read_timeout)
 
     async def _model_names(self, request: web.Request, frontend: Frontend) -> list[str]:
         """The configured models the caller's key may use."""
@@ -125,7 +129,7 @@ class Gateway:
             try:
                 names = await self._model_names(request, frontend)
             except ProxyError as err:
-                return error_response(frontend, err, RequestContext(new_request_id(), path))
+                return answer_response(error_response(frontend, err, RequestContext(new_request_id(), path)))
             return web.Response(body=route.render(names), content_type="application/json")
 
         return handler
@@ -138,10 +142,10 @@ class Gateway:
                 key = await self.keys.authenticate(request, frontend.client_key)
                 check_model_name(name)
             except ProxyError as err:
-                return error_response(frontend, err, ctx)
+                return answer_response(error_response(frontend, err, ctx))
             if self.router.resolve(name) is None or (key is not None and not key.may_use(name)):
                 err = ProxyError("not_found", f"model {name!r} is not configured on this gateway", code="model_not_found")
-                return error_response(frontend, err, ctx)
+                return answer_response(error_response(frontend, err, ctx))
             return web.Response(body=route.render(name), content_type="application/json")
 
         return handler
@@ -151,7 +155,7 @@ class Gateway:
             try:
                 await self.keys.authenticate(request, frontend.client_key)
             except ProxyError as err:
-                return error_response(frontend, err, RequestContext(new_request_id(), route.path))
+                return answer_response(error_response(frontend, err, RequestContext(new_request_id(), route.path)))
             return web.Response(body=route.render(), content_type="application/json")
 
         return handler
@@ -174,7 +178,7 @@ class Gateway:
     def error(self, request: web.Request, err: ProxyError) -> web.Response:
         """`err` for a request outside the API routes, in the format of the frontend claiming its path."""
         path = request.path
-        return error_response(self._format_of(path), err, RequestContext(new_request_id(), path))
+        return answer_response(error_response(self._format_of(path), err, RequestContext(new_request_id(), path)))
 
     async def root(self, request: web.Request) -> web.Response:
         # Clients probe the base URL for connectivity (Claude Code sends HEAD /).

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from aiohttp import web
-
 from adapters import ir, jsonio
 from adapters.base import ApiRoute, ChatOp, Frontend, InBody, Operation, Passthrough
 from adapters.errors import ProxyError, bad_request
@@ -23,6 +21,7 @@ from .accesslog import access_line
 from .context import RequestContext, request_id
 from .limiter import cost_usd
 from .routing import Route, check_model_name
+from .serverio import JSON_TYPE, Answer, BodyMalformed, BodyTooLarge, Inbound, Reply
 from .tracing import Tracing
 from .value_guards import client_values
 
@@ -39,7 +38,7 @@ class Call:
 
     __slots__ = ("request", "ctx", "frontend", "passthrough", "op", "body", "raw", "req", "tracing", "trace_headers")
 
-    def __init__(self, request: web.Request, ctx: RequestContext, frontend: Frontend, passthrough: Passthrough | None,
+    def __init__(self, request: Inbound, ctx: RequestContext, frontend: Frontend, passthrough: Passthrough | None,
                  op: Operation, body: bytes, raw: dict[str, msgspec.Raw], tracing: Tracing) -> None:
         self.request = request
         self.ctx = ctx
@@ -74,19 +73,17 @@ class ApiHandler:
         self.passthrough = frontend if isinstance(frontend, Passthrough) else None
         self.in_flight = gw.recorder.in_flight(route.path)  # the route's gauge child, bound once
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: Inbound) -> Reply:
         route, frontend = self.route.path, self.frontend
         ctx = RequestContext(request_id(request.headers.get("x-request-id")), route)
         ctx.span = self.gw.tracing.start_request(request.headers, route, ctx.request_id)
         gauge = self.in_flight
         gauge.inc()
-        resp: web.StreamResponse | None = None
+        resp: Reply | None = None
         try:
             resp = await self._serve(request, ctx)
         except ProxyError as err:
             resp = error_response(frontend, err, ctx)
-            if err.kind == "request_timeout":
-                await _answer_and_close(request, resp)
         except (asyncio.CancelledError, ConnectionError):
             # The client went away (cancelled handler, or a write on its closed connection); the
             # relay has released the upstream exchange.
@@ -103,7 +100,7 @@ class ApiHandler:
             self.gw.tracing.end_request(ctx.span, ctx.status, ctx.client_model, ctx.error_kind)
         return resp
 
-    async def _serve(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse:
+    async def _serve(self, request: Inbound, ctx: RequestContext) -> Reply:
         gw = self.gw
         key = await gw.keys.authenticate(request, self.frontend.client_key)
         if key is not None:
@@ -153,7 +150,7 @@ class ApiHandler:
         finally:
             await gw.limiter.settle(ticket, ctx, outcome)
 
-    async def _call(self, call: Call, route: Route) -> web.StreamResponse:
+    async def _call(self, call: Call, route: Route) -> Reply:
         resp = await self.gw.dispatcher.dispatch(call, route)
         stored = call.op.stored if isinstance(call.op, ChatOp) else None
         if stored is not None:
@@ -162,7 +159,7 @@ class ApiHandler:
             await self.gw.stored.save(stored.turn(call.req), call.ctx.key_name or "")
         return resp
 
-    def _locate(self, request: web.Request, raw: dict[str, msgspec.Raw], ctx: RequestContext) -> tuple[str, Operation]:
+    def _locate(self, request: Inbound, raw: dict[str, msgspec.Raw], ctx: RequestContext) -> tuple[str, Operation]:
         """The model and the operation, from where the route declares them; sets `ctx.stream`."""
         where = self.route.target
         if isinstance(where, InBody):
@@ -199,22 +196,27 @@ class ApiHandler:
         access_line(ctx, total, added, ttft)
 
 
-async def read_body(request: web.Request, max_body: int, timeout: float) -> bytes:
+_CLOSING = frozenset({"request_timeout", "request_too_large"})
+
+
+async def read_body(request: Inbound, max_body: int, timeout: float) -> bytes:
     if request.content_length is not None and request.content_length > max_body:
         raise ProxyError("request_too_large", f"request body exceeds {max_body} bytes")
     try:
-        if request.content.is_eof():  # the whole body came with the headers: no wait, no timer
+        if request.body_complete():  # the whole body came with the headers: no wait, no timer
             return await request.read()
         # A client trickling its body (slowloris) must not hold a connection and a slot for ever.
         async with asyncio.timeout(timeout):
             return await request.read()
-    except web.HTTPRequestEntityTooLarge:
+    except BodyTooLarge:
         raise ProxyError("request_too_large", f"request body exceeds {max_body} bytes") from None
+    except BodyMalformed:
+        raise bad_request("the request body is not validly framed (the server closes the connection)") from None
     except TimeoutError:
         raise ProxyError("request_timeout", f"the request body was not received within {timeout:g}s") from None
 
 
-def error_response(frontend: Frontend, err: ProxyError, ctx: RequestContext) -> web.Response:
+def error_response(frontend: Frontend, err: ProxyError, ctx: RequestContext) -> Answer:
     """`err` in the caller's own format, with the request id and (if one was tried) the deployment."""
     ctx.error_kind = err.kind
     status, body = frontend.render_error(err)
@@ -224,23 +226,13 @@ def error_response(frontend: Frontend, err: ProxyError, ctx: RequestContext) -> 
     if ctx.deployment:
         headers[relay.DEPLOYMENT_HEADER] = ctx.deployment
     ctx.status = status
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+    headers["Content-Type"] = JSON_TYPE
+    # What is left of a trickled or refused body is not waited for: the connection goes.
+    return Answer(status, body, headers, close=err.kind in _CLOSING)
 
 
 def _forbidden(model: str) -> ProxyError:
     return ProxyError("permission", f"this API key may not use model {model!r}", param="model", code="model_not_allowed")
-
-
-async def _answer_and_close(request: web.Request, resp: web.StreamResponse) -> None:
-    """Send `resp`, then drop the connection: what is left of a trickled body is not waited for
-    (aiohttp would otherwise linger up to 10 s reading it)."""
-    resp.force_close()
-    try:
-        await resp.prepare(request)
-        await resp.write_eof()
-    except ConnectionError:
-        pass
-    request.protocol.force_close()
 
 
 def _top_level(raw: dict[str, msgspec.Raw], key: str, typ: type) -> Any:

@@ -21,12 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
-from aiohttp import web
 
 from adapters.base import KeyIn
 from adapters.errors import ProxyError
 
 from .config import AuthConfig, KeyLimits, key_configs, period_seconds
+from .serverio import RequestHead
 from .state.base import KeyRecord, StateStore, StoreUnavailable
 
 NEGATIVE_TTL = 5.0  # seconds an unknown key hash is not looked up again
@@ -81,7 +81,7 @@ def sha256_hex(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def supplied_key(request: web.Request, places: Sequence[KeyIn]) -> str:
+def supplied_key(request: RequestHead, places: Sequence[KeyIn]) -> str:
     """The key from the first of the places the route's format declares (`Frontend.client_key`)."""
     for place in places:
         if place.query is not None:
@@ -127,7 +127,7 @@ class KeyRing:
     def is_public(self, path: str) -> bool:
         return path in self.public or (bool(self.public_prefixes) and path.startswith(self.public_prefixes))
 
-    async def authenticate(self, request: web.Request, places: Sequence[KeyIn]) -> Identity | None:
+    async def authenticate(self, request: RequestHead, places: Sequence[KeyIn]) -> Identity | None:
         """The caller's identity, from the key in `places` (the route's format's); None when auth is
         off or the path is public (`auth.public`: any key sent there is ignored).  Raises ProxyError
         401 for a missing or wrong key.  Every route but the admin API's goes through here."""

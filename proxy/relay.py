@@ -23,7 +23,6 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 import msgspec
-from aiohttp import web
 
 from adapters import ir, jsonio
 from adapters.base import ChatOp, CountTokensOp, EmbeddingsOp, FollowUp, Passthrough, StreamEncoder
@@ -33,6 +32,7 @@ from adapters.sse import NDJSONParser, SSEEvent, SSEParser, encode_event
 
 from .context import RequestContext
 from .routing import Deployment
+from .serverio import Answer, Reply, StreamOut, json_answer
 from .upstream import Exchange, send
 from .value_guards import client_values, upstream_values
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from .handlers import Call
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-JSON_TYPE = "application/json"
 DEPLOYMENT_HEADER = "x-llm-proxy-deployment"
 EMBED_FANOUT = 8  # embedding requests in flight at once for one client request (Titan: one per input)
 ESTIMATE_HEADER = "x-llm-proxy-token-count"  # set on a token count the gateway estimated
@@ -57,7 +56,7 @@ def response_headers(ctx: RequestContext, dep: Deployment | None) -> dict[str, s
     return headers
 
 
-async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
+async def serve(call: Call, dep: Deployment) -> Reply:
     backend = dep.backend
     ctx = call.ctx
     ctx.backend = backend.name
@@ -81,7 +80,7 @@ async def serve(call: Call, dep: Deployment) -> web.StreamResponse:
         call.trace_headers = base
 
 
-async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
+async def _serve(call: Call, dep: Deployment) -> Reply:
     """Decided per attempt: a fallback may land on a deployment of another family."""
     op, dialect = call.op, call.passthrough
     if dialect is not None and dep.family == dialect.name:
@@ -93,19 +92,19 @@ async def _serve(call: Call, dep: Deployment) -> web.StreamResponse:
     return await _translated(call, dep, op)
 
 
-def _estimate_tokens(call: Call, dep: Deployment, op: CountTokensOp) -> web.Response:
+def _estimate_tokens(call: Call, dep: Deployment, op: CountTokensOp) -> Answer:
     """A token count for a backend that cannot count in the client's format: the frontend estimates."""
     with client_values(call.body):
         n = op.estimate(call.body)
     headers = {**response_headers(call.ctx, dep), ESTIMATE_HEADER: "estimate"}
-    return web.Response(body=op.render(n), content_type=JSON_TYPE, headers=headers)
+    return json_answer(op.render(n), headers)
 
 
 # --------------------------------------------------------------------------------------------------
 # Pass-through
 
 
-async def _passthrough(call: Call, dep: Deployment, frontend: Passthrough) -> web.StreamResponse:
+async def _passthrough(call: Call, dep: Deployment, frontend: Passthrough) -> Reply:
     ctx, adapter = call.ctx, dep.backend.adapter
     raw = dict(call.raw)
     # Formats that name the model in the URL (Gemini) have none in the body; the backend puts
@@ -124,7 +123,7 @@ async def _passthrough(call: Call, dep: Deployment, frontend: Passthrough) -> we
     if not ctx.stream:
         data = await _read_all(ex, ctx)
         ctx.usage = frontend.usage_from_body(data)  # also refuses a body that is not valid JSON
-        return web.Response(body=data, status=ex.status, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+        return json_answer(data, response_headers(ctx, dep), ex.status)
     if not isinstance(call.op, ChatOp):
         raise ProxyError("server", f"operation {call.op.name!r} does not stream")
     return await _pump(call, dep, ex, _Relay(call, dep, frontend, call.op, hide_usage))
@@ -188,7 +187,7 @@ def _marker_gate(markers: tuple[bytes, ...]) -> bytes:
 # Translated
 
 
-async def _translated(call: Call, dep: Deployment, op: ChatOp) -> web.StreamResponse:
+async def _translated(call: Call, dep: Deployment, op: ChatOp) -> Reply:
     ctx, adapter, target = call.ctx, dep.backend.adapter, dep.target
     # Each attempt gets its own shallow copy: the policy may drop different fields per backend.
     req = msgspec.structs.replace(call.chat_request(op))
@@ -215,11 +214,11 @@ async def _translated(call: Call, dep: Deployment, op: ChatOp) -> web.StreamResp
             body = op.render_with_request(result, ctx.client_model, req)
         else:
             body = op.render(result, ctx.client_model)
-    return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+    return json_answer(body, response_headers(ctx, dep))
 
 
 async def _relay_translated(call: Call, dep: Deployment, op: ChatOp, req: ir.ChatRequest,
-                            ex: Exchange) -> web.StreamResponse:
+                            ex: Exchange) -> Reply:
     decoder = dep.backend.adapter.stream_decoder(req, dep.target)
     return await _pump(call, dep, ex, _Translation(decoder, op.stream_encoder(req, call.ctx.client_model), call.ctx))
 
@@ -253,12 +252,12 @@ class _Translation:
         return self.encoder
 
 
-async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamResponse:
+async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> Reply:
     """Relay a stream: each upstream read is translated by `step` and written at once.  Until the
     first write a failure propagates (the dispatcher may retry); after it, it ends the stream with an
     in-band error event in the client's format."""
     ctx = call.ctx
-    resp: web.StreamResponse | None = None
+    resp: StreamOut | None = None
     try:
         try:
             with upstream_values(dep, None):
@@ -273,7 +272,7 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
                 if out:
                     resp = await _write(call, dep, resp, out, ex)
         except _ClientTooSlow:
-            pass  # the upstream exchange is released below; aiohttp finds the connection gone
+            pass  # the upstream exchange is released below; the server finds the connection gone
         except ProxyError as err:
             dep.backend.scrub(err)  # an in-band upstream error carries the upstream's own words
             if resp is None:
@@ -287,7 +286,7 @@ async def _pump(call: Call, dep: Deployment, ex: Exchange, step) -> web.StreamRe
     return resp
 
 
-async def _embeddings(call: Call, dep: Deployment, op: EmbeddingsOp) -> web.Response:
+async def _embeddings(call: Call, dep: Deployment, op: EmbeddingsOp) -> Answer:
     ctx = call.ctx
     with client_values(call.body):
         req = op.parse(call.body)
@@ -302,7 +301,7 @@ async def _embeddings(call: Call, dep: Deployment, op: EmbeddingsOp) -> web.Resp
     ctx.usage = result.usage
     with upstream_values(dep, result):
         body = op.render(result, ctx.client_model, req.encoding_format)
-    return web.Response(body=body, content_type=JSON_TYPE, headers=response_headers(ctx, dep))
+    return json_answer(body, response_headers(ctx, dep))
 
 
 async def _embed(call: Call, dep: Deployment, http, req: ir.EmbeddingRequest) -> ir.EmbeddingResponse:
@@ -373,8 +372,7 @@ class _ClientTooSlow(Exception):
     """The client did not take a write within the exchange's deadlines; its connection is dropped."""
 
 
-async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, data: bytes,
-                 ex: Exchange) -> web.StreamResponse:
+async def _write(call: Call, dep: Deployment, resp: StreamOut | None, data: bytes, ex: Exchange) -> StreamOut:
     """Write stream bytes, sending the headers first if this is the first write (commit point).
 
     A write waits while the client does not read; it gets the upstream's deadlines (`idle` for this
@@ -382,12 +380,11 @@ async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, d
     few of them the backend's whole pool.  Past them the client's connection is dropped."""
     ctx = call.ctx
     if resp is None:
-        resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **response_headers(ctx, dep)})
-        resp.content_type = call.frontend.stream_content_type
-        await resp.prepare(call.request)
+        headers = {**SSE_HEADERS, **response_headers(ctx, dep), "Content-Type": call.frontend.stream_content_type}
+        resp = await call.request.stream(200, headers)
         ctx.first_write = perf_counter()
         ctx.status = 200
-    transport = call.request.transport
+    transport = resp.transport
     # Only a write that may block pays for a timer: one that finds the transport's buffer empty and
     # is well under its high-water mark (64 KiB) goes out without waiting for the client.
     if transport is None or (not transport.get_write_buffer_size() and len(data) < _UNBLOCKED_WRITE):
@@ -403,7 +400,7 @@ async def _write(call: Call, dep: Deployment, resp: web.StreamResponse | None, d
     return resp
 
 
-async def _write_error(resp: web.StreamResponse, encoder, err: ProxyError) -> None:
+async def _write_error(resp: StreamOut, encoder, err: ProxyError) -> None:
     try:
         await resp.write(encoder.error(err))
     except ConnectionError:

@@ -66,13 +66,18 @@ class StreamOut(Protocol):
     async def write(self, data: bytes) -> None: ...
 
 
-class Inbound(Protocol):
-    """One client request as the API handlers see it."""
+class RequestHead(Protocol):
+    """What the key check reads of any request (an Inbound, or aiohttp's web.Request on other routes)."""
 
-    method: str
     path: str  # percent-decoded, without the query
     headers: Mapping[str, str]  # case-insensitive names
     query: Mapping[str, str]  # first value of each name
+
+
+class Inbound(RequestHead, Protocol):
+    """One client request as the API handlers see it."""
+
+    method: str
     match_info: Mapping[str, str]  # the route's `{name}` segments
     content_length: int | None
 

@@ -39,8 +39,10 @@ from adapters.errors import ProxyError, bad_request
 from .config_state import ResponsesConfig, check_responses
 from .accesslog import access_line
 from .context import RequestContext, request_id
+from .aiohttp_io import aiohttp_reply
 from .handlers import error_response
 from .metrics import NOT_STORED
+from .serverio import json_answer
 from .state.base import StateStore, StoreUnavailable
 from .value_guards import client_values
 
@@ -162,7 +164,7 @@ class Stored:
                 ids = [fmt.check_id(request.match_info[name], name) for name in ("id", "item_id") if name in request.match_info]
                 body = await read_body(request) if request.method == "POST" else b""
                 out = await action(fmt, _scope(owner), time.time(), ids, request.query, body)
-                resp = web.Response(body=out, content_type="application/json", headers={"x-request-id": ctx.request_id})
+                resp = json_answer(out, {"x-request-id": ctx.request_id})
                 ctx.status = 200
             except StoreUnavailable:
                 resp = error_response(frontend, _unavailable(), ctx)
@@ -170,7 +172,7 @@ class Stored:
                 resp = error_response(frontend, err, ctx)
             total = ctx.elapsed()
             access_line(ctx, total, total, None)  # no upstream: all of it is the gateway's
-            return resp
+            return await aiohttp_reply(resp, request)
 
         return handle
 
