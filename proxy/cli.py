@@ -38,8 +38,7 @@ def _load_or_exit(path: str):
 def run_worker(config_path: str, host: str | None, port: int | None, reuse_port: bool) -> None:
     """One worker process: its own event loop, pools and metrics files."""
     _install_uvloop()
-    from aiohttp import web
-
+    from . import serve as served
     from .accesslog import setup_logging
     from .app import SWITCH, create_app
     from .reload import sighup_reload
@@ -48,21 +47,9 @@ def run_worker(config_path: str, host: str | None, port: int | None, reuse_port:
     setup_logging(cfg.server.log_level)
     app = create_app(cfg)
     app.on_startup.append(sighup_reload(app[SWITCH], lambda: load_config(config_path)))
-    # SIGTERM (run_app's GracefulExit): stop listening, close idle keep-alive connections, let running
-    # requests and streams finish for up to drain_timeout, cancel what is left, then close the pools.
-    web.run_app(
-        app,
-        host=host or cfg.server.host,
-        port=port if port is not None else cfg.server.port,
-        reuse_port=reuse_port,
-        handler_cancellation=True,
-        access_log=None,
-        shutdown_timeout=cfg.server.drain_timeout,
-        # aiohttp closes a connection that has not sent a whole request line and headers (or sits
-        # idle between requests) this long: the header half of the slowloris bound.
-        keepalive_timeout=cfg.server.request_read_timeout,
-        print=None,
-    )
+    # SIGTERM: stop listening, close idle keep-alive connections, let running requests and streams
+    # finish for up to drain_timeout, cancel what is left, then close the pools (proxy/serve.py).
+    served.run(cfg, app, host or cfg.server.host, port if port is not None else cfg.server.port, reuse_port=reuse_port)
 
 
 def _prepare_metrics_dir(workers: int) -> str | None:

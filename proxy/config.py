@@ -60,6 +60,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
     log_prompts: bool = False  # debug aid: request bodies (first 4 KiB) in access lines; prompts are user data
+    http: str = "aiohttp"  # the HTTP server: "raw" (proxy/rawserver.py; hands non-API routes to aiohttp) or "aiohttp"
 
 
 class LoadMetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -79,6 +80,7 @@ class LoadConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 HTTP_CLIENTS = ("raw", "aiohttp")
+HTTP_SERVERS = ("raw", "aiohttp")
 
 
 class BackendConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -219,6 +221,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("server.max_upstream_body_bytes: must be >= 1024")
     if cfg.server.request_read_timeout <= 0:
         raise ConfigError("server.request_read_timeout: must be > 0")
+    if cfg.server.http not in HTTP_SERVERS:
+        raise ConfigError(f"server.http: one of {', '.join(HTTP_SERVERS)}")
     for name, b in cfg.backends.items():
         if b.http_client not in HTTP_CLIENTS:
             raise ConfigError(f"backends.{name}.http_client: one of {', '.join(HTTP_CLIENTS)}")

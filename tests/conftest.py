@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import aiohttp
 import pytest
 
+from proxy import serve
 from proxy.app import create_app
 from proxy.config import load_config_dict
 
@@ -24,17 +26,37 @@ def start_emulator(aiohttp_server):
 
 
 @pytest.fixture
-def start_proxy(aiohttp_server, tmp_path):
-    """`await start_proxy(config_dict)` -> the running gateway's TestServer (handler cancellation on).
+async def start_proxy(tmp_path):
+    """`await start_proxy(config_dict)` -> the running gateway, served as `llm-proxy serve` serves it
+    (proxy/serve.py: the raw server unless `server.http` says aiohttp); stopped after the test.
     Without a `state` section its state store is a file in the test's directory (stored responses
     would otherwise land in the working directory)."""
+    running: list[serve.Served] = []
 
-    async def _start(config: dict[str, Any], env: dict[str, str] | None = None):
+    async def _start(config: dict[str, Any], env: dict[str, str] | None = None) -> serve.Served:
         config = {"state": {"url": f"sqlite:///{tmp_path}/state.db"}, **config}
         cfg = load_config_dict(config, env=env or {})
-        return await aiohttp_server(create_app(cfg))
+        running.append(await serve.start(cfg, create_app(cfg), "127.0.0.1", 0))
+        return running[-1]
 
-    return _start
+    yield _start
+    for served in reversed(running):
+        await served.close()
+
+
+@pytest.fixture
+async def gateway_client():
+    """`await gateway_client(server, **ClientSession options)` -> a session whose relative URLs go to
+    the gateway `start_proxy` returned (what `aiohttp_client` is to an aiohttp test server)."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def _client(server: serve.Served, **options: Any) -> aiohttp.ClientSession:
+        sessions.append(aiohttp.ClientSession(base_url=server.make_url("/"), **options))
+        return sessions[-1]
+
+    yield _client
+    for session in sessions:
+        await session.close()
 
 
 # Backend kind -> (emulator, base-url suffix, backend keys): how a test gateway reaches each emulated

@@ -77,7 +77,7 @@ def check_answer(path: str, stream: bool, status: int, raw: bytes) -> str:
     return "stream-error"
 
 
-async def test_random_failures_under_concurrent_load(aiohttp_server, aiohttp_client, start_proxy):
+async def test_random_failures_under_concurrent_load(aiohttp_server, gateway_client, start_proxy):
     rng = random.Random(20240601)
     ups = await start_upstreams(aiohttp_server, "a", "b", "c")
     ups["a"].chaos = chaos(rng, 0.35)
@@ -93,7 +93,7 @@ async def test_random_failures_under_concurrent_load(aiohttp_server, aiohttp_cli
     timeouts = {"connect": 1.0, "first_byte": 0.3, "idle": 1.0, "total": 5.0}
     server = await start_proxy(gateway_config({n: u.url for n, u in ups.items()}, models,
                                               {"breaker_failures": 3, "breaker_cooldown": 0.2}, timeouts))
-    client = await aiohttp_client(server, timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT))
+    client = await gateway_client(server, timeout=aiohttp.ClientTimeout(total=CLIENT_TIMEOUT))
     before = await metrics(client)
     sem = asyncio.Semaphore(CONCURRENCY)
 

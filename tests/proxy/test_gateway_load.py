@@ -68,10 +68,10 @@ async def ready(client) -> dict:
     return body
 
 
-async def test_scrapes_show_in_readiness_and_metrics(aiohttp_server, aiohttp_client, start_proxy):
+async def test_scrapes_show_in_readiness_and_metrics(aiohttp_server, gateway_client, start_proxy):
     a, b = await start_servers(aiohttp_server, batching.EngineProfile(), batching.EngineProfile())
     server = await start_proxy(config([url(a), url(b)], [url(a) + "/metrics", closed_port_url() + "/metrics"]))
-    client = await aiohttp_client(server)
+    client = await gateway_client(server)
     gw = server.app[SWITCH].current
     await wait_for(lambda: gw.backends["s0"].load.reading is not None and gw.backends["s1"].load.failures > 0)
     body = await ready(client)  # a failing scrape never fails readiness
@@ -86,12 +86,12 @@ async def test_scrapes_show_in_readiness_and_metrics(aiohttp_server, aiohttp_cli
     assert set(await where_answered(server, 6)) == {"s0", "s1"}
 
 
-async def test_load_aware_avoids_the_server_with_a_queue(aiohttp_server, aiohttp_client, start_proxy):
+async def test_load_aware_avoids_the_server_with_a_queue(aiohttp_server, gateway_client, start_proxy):
     # s0 has one slot and slow decoding: one long request fills it and the rest queue there.
     slow = batching.EngineProfile(slots=1, decode_ms=20.0)
     a, b = await start_servers(aiohttp_server, slow, batching.EngineProfile(slots=8))
     server = await start_proxy(config([url(a), url(b)], [url(a) + "/metrics", url(b) + "/metrics"]))
-    client = await aiohttp_client(server)
+    client = await gateway_client(server)
     engine_a = a.app[batching.ENGINE]
     # Another gateway replica's traffic (not ours) queues on s0.
     hogs = [asyncio.ensure_future(_raw_chat(url(a), 40)) for _ in range(3)]
@@ -112,12 +112,12 @@ async def _raw_chat(base: str, max_tokens: int) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["round-robin", "load-aware"])
-async def test_prefix_affinity_keeps_a_prefix_on_one_server(aiohttp_server, aiohttp_client, start_proxy, strategy):
+async def test_prefix_affinity_keeps_a_prefix_on_one_server(aiohttp_server, gateway_client, start_proxy, strategy):
     servers = await start_servers(aiohttp_server, *(batching.EngineProfile() for _ in range(3)))
     cfg = config([url(s) for s in servers], [url(s) + "/metrics" for s in servers], strategy,
                  prefix_affinity={"chars": 256, "max_imbalance": 1.25})
     server = await start_proxy(cfg)
-    client = await aiohttp_client(server)
+    client = await gateway_client(server)
     before = await metrics(client)
     oc = openai.AsyncOpenAI(base_url=str(server.make_url("/v1")), api_key="x", max_retries=0)
     where: dict[int, set[str]] = collections.defaultdict(set)

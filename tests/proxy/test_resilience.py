@@ -46,7 +46,7 @@ RETRYABLE_FAULTS = {
 
 
 @pytest.fixture
-async def gateway(aiohttp_server, aiohttp_client, start_proxy):
+async def gateway(aiohttp_server, gateway_client, start_proxy):
     """`await gateway(models, routing=...)` -> (client, proxy server, upstreams a and b)."""
     made = []
 
@@ -54,7 +54,7 @@ async def gateway(aiohttp_server, aiohttp_client, start_proxy):
         ups = await start_upstreams(aiohttp_server, "a", "b")
         urls = {name: up.url for name, up in ups.items()} | {"dead": closed_port_url()}
         server = await start_proxy(gateway_config(urls, models, routing, timeouts))
-        client = await aiohttp_client(server)
+        client = await gateway_client(server)
         made.append((server, ups))
         return client, server, ups
 
