@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import httptools
 
+from .headers import Headers
 from .upstream_client import BadResponse, BodyTooLarge, ConnectionBroken, UpstreamError, too_large
 
 if TYPE_CHECKING:
@@ -37,30 +37,6 @@ HIGH_WATER = 256 * 1024  # body bytes buffered for a slow reader before the sock
 LOW_WATER = 64 * 1024  # ... and resumed once the reader is back under this
 INFLATE_STEP = 64 * 1024  # decoded bytes produced by one decompress call
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-
-
-class Headers(Mapping[str, str]):
-    """Response headers with case-insensitive names (stored lower-case; repeats joined by ", ")."""
-
-    __slots__ = ("_d",)
-
-    def __init__(self, d: dict[str, str]) -> None:
-        self._d = d
-
-    def __getitem__(self, name: str) -> str:
-        return self._d[name.lower()]
-
-    def get(self, name: str, default=None):  # type: ignore[override]  # Mapping.get, without the extra lookups
-        return self._d.get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._d
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d)
-
-    def __len__(self) -> int:
-        return len(self._d)
 
 
 def _expire(waiter: asyncio.Future) -> None:
