@@ -15,8 +15,9 @@ import pytest
 import uvloop
 from aiohttp import web
 
+from proxy.rawconn import HEAD_LIMIT
 from proxy.rawroutes import Routes
-from proxy.rawserver import HEAD_LIMIT, RawServer
+from proxy.rawserver import RawServer
 from proxy.serverio import Answer, BodyMalformed, BodyTooLarge, Inbound, json_answer
 
 MAX_BODY = 1000
@@ -262,6 +263,24 @@ async def test_expect_100_continue(serve):
     writer.close()
 
 
+async def test_large_answer_body_and_many_pipelined_requests_past_the_read_ahead_bound(serve):
+    big = bytes(range(256)) * 1024  # 256 KiB: written after its head, not copied
+
+    async def large(request: Inbound):
+        return Answer(200, big + await request.read(), {"Content-Type": "application/octet-stream"})
+
+    served = await serve([("POST", "/large", large)])
+    reader, writer = await served.connect()
+    count = 150  # 150 x ~900 bytes pipelined: over AHEAD_LIMIT, reading pauses and resumes
+    writer.write(b"".join(post("/large", b"%04d" % i + b"p" * 850) for i in range(count)))
+    for i in range(count):
+        status, _, body = await read_answer(reader)
+        assert status == 200 and body[:len(big)] == big and body[len(big):len(big) + 4] == b"%04d" % i
+    writer.write(post("/v1/chat/completions", b"after"))
+    assert json.loads((await read_answer(reader))[2])["body"] == "after"
+    writer.close()
+
+
 # -- pipelining and handover ------------------------------------------------------------------------------
 
 async def test_pipelined_fast_requests_are_answered_in_order(serve):
@@ -295,7 +314,7 @@ async def test_pipelined_fast_then_non_fast_closes_after_the_fast_answer(serve):
     (post("/v1beta/models/a%2Fb", b"p"), 200, "a/b"),
     (b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi", 200, "/v1/chat/completions"),
     (b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nUpgrade: websocket\r\n"
-     b"Connection: upgrade\r\n\r\n", 200, "/v1/chat/completions"),
+     + b"Connection: upgrade\r\n\r\n", 200, "/v1/chat/completions"),
     (b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nExpect: other\r\n\r\n", 417, None),
     (b"\x00\x01garbage\r\n\r\n", 400, None),
     (b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nX-Big: " + b"b" * (HEAD_LIMIT + 10) + b"\r\n\r\n", 431, None),
@@ -437,7 +456,7 @@ async def test_client_going_away_cancels_the_handler(serve):
         return json_answer(b"{}")
 
     served = await serve([("POST", "/wait", waits)])
-    reader, writer = await served.connect()
+    _, writer = await served.connect()
     writer.write(post("/wait", b"x"))
     await asyncio.wait_for(started.wait(), 5)
     writer.close()
