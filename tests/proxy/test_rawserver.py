@@ -217,34 +217,25 @@ async def test_chunked_request_body_is_dechunked(serve):
     writer.close()
 
 
-async def test_body_over_max_body_announced_is_refused_at_once_and_connection_closed(serve):
-    served = await serve()
-    reader, writer = await served.connect()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
-    status, headers, body = await read_answer(reader)  # no byte of the body was sent
-    assert (status, json.loads(body), headers["connection"]) == (413, {"error": "too large"}, "close")
-    assert await closed(reader)
+CHUNKED_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-async def test_body_over_max_body_counted_is_refused_and_connection_closed(serve):
+@pytest.mark.parametrize("writes, status, error", [
+    # announced over the bound: refused before a byte of the body is sent
+    ([b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1)],
+     413, "too large"),
+    ([CHUNKED_HEAD] + [b"190\r\n" + b"x" * 400 + b"\r\n"] * 3, 413, "too large"),  # counted as it comes
+    ([CHUNKED_HEAD + b"zz\r\nabc\r\n"], 400, "malformed"),  # broken chunked framing
+], ids=["announced-too-large", "counted-too-large", "malformed-chunked"])
+async def test_body_refused_is_answered_then_the_connection_closed(serve, writes, status, error):
     served = await serve()
     reader, writer = await served.connect()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
-    for _ in range(3):
-        writer.write(b"190\r\n" + b"x" * 400 + b"\r\n")
+    for data in writes:
+        writer.write(data)
         await writer.drain()
         await asyncio.sleep(0.005)
-    status, headers, body = await read_answer(reader)
-    assert (status, json.loads(body), headers["connection"]) == (413, {"error": "too large"}, "close")
-    assert await closed(reader)
-
-
-async def test_malformed_chunked_body_is_body_malformed_and_connection_closed(serve):
-    served = await serve()
-    reader, writer = await served.connect()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n")
-    status, headers, body = await read_answer(reader)
-    assert (status, json.loads(body), headers["connection"]) == (400, {"error": "malformed"}, "close")
+    got, headers, body = await read_answer(reader)
+    assert (got, json.loads(body), headers["connection"]) == (status, {"error": error}, "close")
     assert await closed(reader)
 
 
@@ -442,8 +433,8 @@ async def test_stream_write_waits_for_a_slow_client_and_fails_once_it_is_gone(se
     assert seen["transport"] is None
 
 
-async def test_client_going_away_cancels_the_handler(serve):
-    started, cancelled = asyncio.Event(), asyncio.Event()
+def waits_until_cancelled(started: asyncio.Event, cancelled: asyncio.Event):
+    """A handler that reads the body, says so, and waits until cancelled (which it records)."""
 
     async def waits(request: Inbound):
         await request.read()
@@ -455,7 +446,12 @@ async def test_client_going_away_cancels_the_handler(serve):
             raise
         return json_answer(b"{}")
 
-    served = await serve([("POST", "/wait", waits)])
+    return waits
+
+
+async def test_client_going_away_cancels_the_handler(serve):
+    started, cancelled = asyncio.Event(), asyncio.Event()
+    served = await serve([("POST", "/wait", waits_until_cancelled(started, cancelled))])
     _, writer = await served.connect()
     writer.write(post("/wait", b"x"))
     await asyncio.wait_for(started.wait(), 5)
@@ -518,15 +514,7 @@ async def test_shutdown_closes_idle_finishes_in_flight_and_cancels_the_late(serv
         await asyncio.sleep(0.3)
         return json_answer(b'{"done":true}')
 
-    async def late(request: Inbound):
-        started["late"].set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return json_answer(b"{}")
-
+    late = waits_until_cancelled(started["late"], cancelled)
     served = await serve([("POST", "/quick", quick), ("POST", "/late", late)])
     idle_reader, idle_writer = await served.connect()
     idle_writer.write(post("/v1/chat/completions", b"x"))
