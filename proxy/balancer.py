@@ -170,6 +170,8 @@ class Balancer:
         now = monotonic()
         healthy = [d for d in route.deployments if self._available(d, now)]
         ordered = self._order(route, healthy)
+        if not tried:  # a request's first attempt: nothing to move to the back
+            return ordered
         seen = {d.label for d in tried}
         return [d for d in ordered if d.label not in seen] + [d for d in ordered if d.label in seen]
 

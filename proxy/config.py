@@ -60,7 +60,7 @@ class ServerConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     drain_timeout: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
     log_prompts: bool = False  # debug aid: request bodies (first 4 KiB) in access lines; prompts are user data
-    http: str = "aiohttp"  # the HTTP server: "raw" (proxy/rawserver.py; hands non-API routes to aiohttp) or "aiohttp"
+    http: str = "raw"  # the HTTP server: "raw" (proxy/rawserver.py; hands non-API routes to aiohttp) or "aiohttp"
 
 
 class LoadMetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):

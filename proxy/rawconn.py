@@ -23,7 +23,6 @@ from httptools import HttpParserError, HttpParserUpgrade
 from .rawrequest import (
     CONTINUE,
     INTERNAL_ERROR,
-    LAST_CHUNK,
     NO_VALUES,
     RawRequest,
     answer_head,
@@ -330,7 +329,7 @@ class RawConnection(asyncio.Protocol):
             self.close()
             return
         if reply is req._stream:
-            transport.write(LAST_CHUNK)
+            transport.write(reply.last())
         elif reply.__class__ is Answer or isinstance(reply, Answer):
             self._write(req, reply)
         else:

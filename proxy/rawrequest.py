@@ -147,9 +147,9 @@ class RawRequest:
         transport = conn.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("the client closed the connection")
-        transport.write(head)
         self._close = close
-        self._stream = stream = RawStream(conn, status)
+        # The head goes out with the first chunk (the relay writes one at once): one send, not two.
+        self._stream = stream = RawStream(conn, status, head)
         return stream
 
     # -- the connection's side --------------------------------------------------------------------
@@ -171,11 +171,17 @@ class RawRequest:
 class RawStream:
     """A committed chunked answer (a `StreamOut`)."""
 
-    __slots__ = ("_conn", "status")
+    __slots__ = ("_conn", "status", "_head")
 
-    def __init__(self, conn: RawConnection, status: int) -> None:
+    def __init__(self, conn: RawConnection, status: int, head: bytes) -> None:
         self._conn = conn
         self.status = status
+        self._head: bytes | None = head  # until the first write takes it along
+
+    def last(self) -> bytes:
+        """The bytes that end the answer (with the head, if nothing was written)."""
+        head, self._head = self._head, None
+        return head + LAST_CHUNK if head else LAST_CHUNK
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -188,6 +194,11 @@ class RawStream:
             raise ConnectionResetError("the client closed the connection")
         if not data:  # an empty chunk would end the answer
             return
-        transport.write(b"".join((b"%x\r\n" % len(data), data, b"\r\n")))
+        head = self._head
+        if head is None:
+            transport.write(b"".join((b"%x\r\n" % len(data), data, b"\r\n")))
+        else:
+            self._head = None
+            transport.write(b"".join((head, b"%x\r\n" % len(data), data, b"\r\n")))
         if conn.write_paused:
             await conn.drain()

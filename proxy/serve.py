@@ -23,12 +23,13 @@ from yarl import URL
 
 from .app import SWITCH
 from .config import Config
+from .rawserver import RawServer
 
 
 class Served:
     """A running worker: where it listens, and how to stop it."""
 
-    def __init__(self, app: web.Application, runner: web.AppRunner, raw, host: str, port: int,
+    def __init__(self, app: web.Application, runner: web.AppRunner, raw: RawServer | None, host: str, port: int,
                  drain_timeout: float) -> None:  # fmt: skip
         self.app, self.runner, self.raw = app, runner, raw
         self.host, self.port = host, port
@@ -65,8 +66,6 @@ async def start(cfg: Config, app: web.Application, host: str, port: int, *, reus
             site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
             await site.start()
             return Served(app, runner, None, host, runner.addresses[0][1], server.drain_timeout)
-        from .rawserver import RawServer
-
         switch = app[SWITCH]
         routes = [(method, path, switch.route(method, path)) for method, path in sorted(switch.current.api_routes)]
         raw = RawServer(routes, runner.server, max_body=server.max_body_bytes, keepalive_timeout=server.request_read_timeout)
