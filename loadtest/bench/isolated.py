@@ -33,8 +33,11 @@ from .plan import LoadPoint, Plan
 from .procs import Service, affinity, busy_share, cpu_busy_jiffies, pin, python_module, usable_cpus
 from .runner import FORMATS, Harness, Options, schedule
 
-DRIVEN = ("proxy", "minimal-hop")
-QUANTILES = ("p50", "p75", "p90", "p99")  # wrk's --latency percentiles  # the targets of a wrk point, in their interleaving order
+DRIVEN = ("proxy", "minimal-hop")  # the targets of a wrk point, in their interleaving order
+QUANTILES = ("p50", "p75", "p90", "p99")  # wrk's --latency percentiles
+# Per round, shares of one core (0-1): how busy the proxy core and the load side were (anyone's work,
+# /proc/stat), and how much of that was the target's, the backend's and wrk's own CPU time.
+SHARES = ("proxy_busy", "target_share", "load_busy", "backend_share", "wrk_share")
 
 
 def split_cpus(cpus: list[int]) -> tuple[set[int], set[int]]:
@@ -53,6 +56,7 @@ class WrkTarget:
     seconds: float = 0.0
     cpu: float = 0.0
     backend_cpu: float = 0.0
+    wrk_cpu: float = 0.0
     errors: int = 0
     rounds: list[dict[str, Any]] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
@@ -61,11 +65,12 @@ class WrkTarget:
         ok = self.requests > 0 and not self.errors
         per_req = (lambda s: round(s / self.requests * 1e6, 1)) if self.requests else (lambda s: None)
         lat = [r["latency_ms"] for r in self.rounds if r.get("latency_ms")]
-        busy = {k: _mean([r[k] for r in self.rounds if r.get(k) is not None]) for k in ("load_busy", "proxy_busy")}
+        busy = {k: _mean([r[k] for r in self.rounds if r.get(k) is not None]) for k in SHARES}
         return {
             "requests": self.requests, "errors": self.errors,
             "throughput_rps": round(self.requests / self.seconds, 1) if ok and self.seconds else None,
             "cpu_us_per_req": per_req(self.cpu), "backend_cpu_us_per_req": per_req(self.backend_cpu),
+            "wrk_cpu_us_per_req": per_req(self.wrk_cpu),
             "cpu_us_per_chunk": None,  # per relayed chunk: the c=1 stream points (wrk counts no events)
             "latency_ms": {q: _mean([x[q] for x in lat if q in x]) for q in QUANTILES} if lat else {},
             **busy, "rounds": self.rounds, "error_samples": self.error_samples[:5],
@@ -143,25 +148,39 @@ class IsolatedHarness(Harness):
         }  # fmt: skip
 
     async def _wrk_round(self, lp: LoadPoint, seconds: int, t: Any, script: str, m: WrkTarget) -> None:
-        u0, b0, j0 = t.service.usage().cpu, self.backend.usage().cpu, cpu_busy_jiffies()
+        u0, b0, w0, j0 = t.service.usage().cpu, self.backend.usage().cpu, _children_cpu(), cpu_busy_jiffies()
         try:
             r = await wrk.run(t.endpoint.url, script, lp.concurrency, seconds, self.load_cpus)
         except (RuntimeError, ValueError, OSError) as exc:
             m.errors += 1
             m.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
             return
-        u1, b1, j1 = t.service.usage().cpu, self.backend.usage().cpu, cpu_busy_jiffies()
+        u1, b1, w1, j1 = t.service.usage().cpu, self.backend.usage().cpu, _children_cpu(), cpu_busy_jiffies()
         m.requests += r.requests
         m.seconds += r.seconds
         m.cpu += u1 - u0
         m.backend_cpu += b1 - b0
+        m.wrk_cpu += w1 - w0
         m.errors += r.errors
         if r.errors:
             m.error_samples.append(f"wrk: {r.socket_errors} socket errors, {r.non_2xx} non-2xx answers")
         m.rounds.append({
             "rps": r.rps, "requests": r.requests, "latency_ms": r.latency_ms, "errors": r.errors,
-            "load_busy": _share(j0, j1, self.load_cpus), "proxy_busy": _share(j0, j1, self.proxy_cpus),
+            "proxy_busy": _share(j0, j1, self.proxy_cpus), "target_share": _per_s(u1 - u0, r.seconds),
+            "load_busy": _share(j0, j1, self.load_cpus), "backend_share": _per_s(b1 - b0, r.seconds),
+            "wrk_share": _per_s(w1 - w0, r.seconds),
         })  # fmt: skip
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for: each wrk run, once it ended
+    (clock ticks: 10 ms, fine over a run of seconds)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _per_s(cpu: float, seconds: float) -> float | None:
+    return round(cpu / seconds, 3) if seconds > 0 else None
 
 
 def _share(j0: dict, j1: dict, cpus: set[int]) -> float | None:
@@ -208,7 +227,8 @@ def markdown(results: dict[str, Any]) -> str:
     out = [(f"wrk points (`-t1`, closed loop): proxy core {pinning.get('proxy_cpus')}, load side "
             f"{pinning.get('load_cpus')} (lean backend, wrk, this process)."), "",
            ("| Path | Load | Target | req/s | per round | p50 / p90 / p99 (ms) | CPU / req (µs) "
-            "| backend CPU / req (µs) | proxy core busy | load side busy | errors |"),
+            "| backend + wrk CPU / req (µs) | proxy core: target / all busy | load side: backend + wrk / all busy "
+            "| errors |"),
            "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for p in results.get("wrk_points", []):
         for name, t in p["targets"].items():
@@ -216,11 +236,17 @@ def markdown(results: dict[str, Any]) -> str:
             cells = [p["path"], p["label"], name, _f(t["throughput_rps"]),
                      " / ".join(_f(r["rps"]) for r in t["rounds"]),
                      " / ".join(_f(lat.get(q), 2) for q in ("p50", "p90", "p99")), _f(t["cpu_us_per_req"], 1),
-                     _f(t["backend_cpu_us_per_req"], 1), _pct(t["proxy_busy"]), _pct(t["load_busy"]),
+                     f"{_f(t['backend_cpu_us_per_req'], 1)} + {_f(t['wrk_cpu_us_per_req'], 1)}",
+                     f"{_pct(t['target_share'])} / {_pct(t['proxy_busy'])}",
+                     f"{_pct(_sum(t['backend_share'], t['wrk_share']))} / {_pct(t['load_busy'])}",
                      str(t["errors"]) + (f" ({t['error_samples'][0]})" if t["error_samples"] else "")]  # fmt: skip
             out.append("| " + " | ".join(cells) + " |")
     out += [f"\n{note}" for note in results.get("skipped", [])]
     return "\n".join(out) + "\n"
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 def _pct(x: float | None) -> str:

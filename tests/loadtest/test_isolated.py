@@ -39,22 +39,27 @@ def test_the_cli_refuses_one_cpu_before_starting_anything(tmp_path):
 
 
 def test_a_wrk_target_with_errors_reports_no_throughput():
-    t = isolated.WrkTarget(requests=1000, seconds=2.0, cpu=0.2, backend_cpu=0.02)
-    t.rounds = [{"rps": 500.0, "latency_ms": {"p50": 1.0, "p99": 3.0}, "load_busy": 0.5, "proxy_busy": 1.0},
-                {"rps": 500.0, "latency_ms": {"p50": 2.0, "p99": 5.0}, "load_busy": 0.3, "proxy_busy": 0.9}]
+    t = isolated.WrkTarget(requests=1000, seconds=2.0, cpu=0.2, backend_cpu=0.02, wrk_cpu=0.03)
+    t.rounds = [{"rps": 500.0, "latency_ms": {"p50": 1.0, "p99": 3.0}, "load_busy": 0.5, "proxy_busy": 1.0,
+                 "target_share": 0.1},
+                {"rps": 500.0, "latency_ms": {"p50": 2.0, "p99": 5.0}, "load_busy": 0.3, "proxy_busy": 0.9,
+                 "target_share": 0.3}]  # fmt: skip
     r = t.result()
-    assert r["throughput_rps"] == 500.0 and r["cpu_us_per_req"] == 200.0 and r["backend_cpu_us_per_req"] == 20.0
+    assert r["throughput_rps"] == 500.0 and r["cpu_us_per_req"] == 200.0
+    assert (r["backend_cpu_us_per_req"], r["wrk_cpu_us_per_req"]) == (20.0, 30.0)
     assert r["latency_ms"]["p50"] == 1.5 and r["latency_ms"]["p99"] == 4.0
-    assert (r["load_busy"], r["proxy_busy"]) == (0.4, 0.95)
+    assert (r["load_busy"], r["proxy_busy"], r["target_share"]) == (0.4, 0.95, 0.2)
+    assert r["wrk_share"] is None  # not measured in any round
     t.errors = 3
     assert t.result()["throughput_rps"] is None
 
 
 def _wrk_point(gw_rps, hop_rps, path="openai->openai", stream=False):
     def target(rps, cpu):
-        return {"throughput_rps": rps, "cpu_us_per_req": cpu, "backend_cpu_us_per_req": 10.0, "cpu_us_per_chunk": None,
-                "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0}, "rounds": [{"rps": rps}], "errors": 0,
-                "error_samples": [], "load_busy": 0.4, "proxy_busy": 0.99, "requests": 100}  # fmt: skip
+        return {"throughput_rps": rps, "cpu_us_per_req": cpu, "backend_cpu_us_per_req": 10.0, "wrk_cpu_us_per_req": 5.0,
+                "cpu_us_per_chunk": None, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0}, "rounds": [{"rps": rps}],
+                "errors": 0, "error_samples": [], "load_busy": 0.4, "proxy_busy": 0.99, "target_share": 0.9,
+                "backend_share": 0.1, "wrk_share": 0.2, "requests": 100}  # fmt: skip
 
     return {"profile": "zero", "path": path, "stream": stream, "mode": "closed", "driver": "wrk",
             "label": "closed c=32, non-stream, wrk", "concurrency": 32,
@@ -69,7 +74,8 @@ def test_wrk_points_give_the_throughput_ratios_and_a_table():
                                                                  ("openai->anthropic", 0.75, False)]  # fmt: skip
     table = isolated.markdown(results).splitlines()
     assert "proxy core [1], load side [0]" in table[0]
-    assert sum(line.startswith("| openai->") for line in table) == 4 and "| 99 % | 40 % |" in table[4]
+    assert sum(line.startswith("| openai->") for line in table) == 4
+    assert "| 10.0 + 5.0 | 90 % / 99 % | 30 % / 40 % |" in table[4]
 
 
 async def test_without_wrk_the_throughput_points_are_skipped(monkeypatch, tmp_path):
@@ -115,6 +121,7 @@ def test_a_tiny_isolated_run_end_to_end(tmp_path):
             t = p["targets"][name]
             assert t["errors"] == 0 and t["requests"] > 0 and t["throughput_rps"] > 0 and t["cpu_us_per_req"] > 0
             assert len(t["rounds"]) == 1 and t["latency_ms"]["p99"] > 0
+            assert t["target_share"] > 0 and t["wrk_share"] > 0 and t["backend_cpu_us_per_req"] > 0
     measures = {(r["measure"], r["load"]): r["ratio"] for r in results["hop_ratios"]["rows"]}
     assert measures[("throughput (req/s)", "closed c=32, non-stream, wrk")] > 0
     assert measures[("added p50 (ms)", "closed c=1, non-stream")] is not None
