@@ -231,13 +231,12 @@ class RawConnection(asyncio.Protocol):
         """The RawRequest for the head just parsed, or None when it is for aiohttp."""
         parser = self._parser
         found = self._server.routes.match(parser.get_method(), self._url)
-        if found is None or parser.should_upgrade() or parser.get_http_version() != "1.1":
-            return None
         headers = self._headers
+        # (llhttp's upgrade flag needs an Upgrade header, or CONNECT, which no fast route has)
+        if found is None or "upgrade" in headers or parser.get_http_version() != "1.1":
+            return None
         expect = headers.get("expect")
         if expect is not None and expect.lower() != "100-continue":
-            return None
-        if "upgrade" in headers:
             return None
         length = headers.get("content-length")
         chunked = headers.get("transfer-encoding")
