@@ -338,6 +338,39 @@ async def test_keep_alive_connection_whose_next_request_is_not_fast_is_handed_ov
     writer.close()
 
 
+async def test_non_fast_request_arriving_while_one_is_served_is_handed_over_after_its_answer(serve):
+    started = asyncio.Event()
+
+    async def slow(request: Inbound):
+        started.set()
+        await asyncio.sleep(0.2)
+        return json_answer(b'{"slow":true}')
+
+    served = await serve([("POST", "/slow", slow)])
+    reader, writer = await served.connect()
+    writer.write(post("/slow"))
+    await asyncio.wait_for(started.wait(), 5)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")  # its own read: its first byte is known
+    status, headers, body = await read_answer(reader)
+    assert (status, body, headers.get("connection")) == (200, b'{"slow":true}', None)
+    status, headers, _ = await read_answer(reader)
+    assert (status, headers["x-served-by"]) == (200, "aiohttp")
+    writer.close()
+
+
+async def test_head_still_incomplete_past_the_limit_is_handed_over(serve):
+    served = await serve()
+    reader, writer = await served.connect()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n" + b"X-Many: %05d\r\n" % 1 * 1500)
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    assert not served.server.conns  # over HEAD_LIMIT and not complete: aiohttp's already
+    writer.write(b"Content-Length: 0\r\n\r\n")
+    status, headers, _ = await read_answer(reader)
+    assert "aiohttp" in headers.get("server", "") and status in (200, 400, 431)
+    writer.close()
+
+
 # -- timers --------------------------------------------------------------------------------------------------
 
 async def test_idle_keep_alive_connection_is_closed(serve):
