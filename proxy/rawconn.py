@@ -294,11 +294,11 @@ class RawConnection(asyncio.Protocol):
         self._server.conns.discard(self)
         proto = self._server.fallback()
         transport.set_protocol(proto)
+        if self._read_paused:  # before aiohttp sees a byte: it may pause reading itself
+            transport.resume_reading()
         proto.connection_made(transport)
         if data:
             proto.data_received(data)
-        if self._read_paused:
-            transport.resume_reading()
 
     # -- serving -----------------------------------------------------------------------------------
 

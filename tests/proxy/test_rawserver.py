@@ -348,13 +348,18 @@ async def test_non_fast_request_arriving_while_one_is_served_is_handed_over_afte
 
     served = await serve([("POST", "/slow", slow)])
     reader, writer = await served.connect()
-    writer.write(post("/slow"))
-    await asyncio.wait_for(started.wait(), 5)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")  # its own read: its first byte is known
-    status, headers, body = await read_answer(reader)
-    assert (status, body, headers.get("connection")) == (200, b'{"slow":true}', None)
-    status, headers, _ = await read_answer(reader)
-    assert (status, headers["x-served-by"]) == (200, "aiohttp")
+    for other in (b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", post("/other", b"o" * 300_000)):
+        started.clear()
+        writer.write(post("/slow"))
+        await asyncio.wait_for(started.wait(), 5)
+        writer.write(other)  # its own read: its first byte is known (the long one is kept with reads paused)
+        status, headers, body = await read_answer(reader)
+        assert (status, body, headers.get("connection")) == (200, b'{"slow":true}', None)
+        status, headers, body = await read_answer(reader)
+        assert (status, headers["x-served-by"]) == (200, "aiohttp")
+        assert json.loads(body)["path"] == other.split(b" ")[1].decode()
+        assert len(json.loads(body)["body"]) == len(other.partition(b"\r\n\r\n")[2])
+        reader, writer = await served.connect()  # the next round on a connection of ours
     writer.close()
 
 
