@@ -50,7 +50,7 @@ class RawConnection(asyncio.Protocol):
     __slots__ = ("_server", "loop", "_time", "transport", "_parser", "_url", "_headers", "_in_message",
                  "_boundary", "_start_known", "_head_done", "_head_len", "_big", "_hbytes", "_target", "_current", "_queue", "_task",
                  "_raw", "_raw_more", "_raw_len", "_state", "_read_paused", "_ahead", "write_paused", "_drain",
-                 "_deadline", "_timer")
+                 "_deadline", "_timer", "_unsent")
 
     def __init__(self, server: RawServer, loop: asyncio.AbstractEventLoop) -> None:
         self._server = server
@@ -81,6 +81,7 @@ class RawConnection(asyncio.Protocol):
         self._drain: asyncio.Future | None = None
         self._deadline = 0.0  # when the idle / head timer closes the connection (unless busy)
         self._timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # bytes written, not yet sent, when the timer last saw some
 
     @property
     def busy(self) -> bool:
@@ -324,6 +325,8 @@ class RawConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        self._current = None
+        self._task = None
         if reply is None:  # the answer is broken mid-way: the client can only see it end
             self.close()
             return
@@ -334,8 +337,6 @@ class RawConnection(asyncio.Protocol):
         else:
             log.error("the API handler for %s %s returned a %s", req.method, _where(req), type(reply).__qualname__)
             self._write(req, INTERNAL_ERROR)
-        self._current = None
-        self._task = None
         if req._close or self._server.closing:
             self.close()
         else:
@@ -400,13 +401,18 @@ class RawConnection(asyncio.Protocol):
 
     def _expire(self) -> None:
         self._timer = None
-        deadline = self._deadline
-        if self.transport is None or self.busy:
+        transport = self.transport
+        if transport is None or self.busy:
             return
-        if self._time() < deadline:
-            self._timer = self.loop.call_at(deadline, self._expire)
+        if self._time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+        elif not (unsent := transport.get_write_buffer_size()):
+            transport.close()  # idle, or a head too slow
+        elif not self._unsent or unsent < self._unsent:
+            self._unsent = unsent  # the client reads what was written, if slowly: one more period
+            self._arm()
         else:
-            self.close()  # idle, or a head too slow
+            transport.abort()  # its client has read nothing of it for keepalive_timeout
 
     def _pause(self) -> None:
         if not self._read_paused and self.transport is not None:
@@ -419,8 +425,11 @@ class RawConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        """Close once what was written has gone out; a client that does not read it within
+        keepalive_timeout is dropped (the timer aborts the connection)."""
         if self.transport is not None:
             self.transport.close()
+            self._arm()
 
     def abort(self) -> asyncio.Task | None:
         """Shutdown's deadline passed: cancel the handler, drop the connection."""

@@ -388,6 +388,25 @@ async def test_idle_keep_alive_connection_is_closed(serve):
     assert await closed(reader, 2.0)
 
 
+@pytest.mark.parametrize("close", [False, True])
+async def test_client_not_reading_its_answer_is_dropped_after_the_keep_alive_timeout(serve, close):
+    async def huge(request: Inbound):
+        return Answer(200, b"h" * 8_000_000, {"Content-Type": "application/octet-stream"}, close=close)
+
+    served = await serve([("POST", "/huge", huge)], keepalive_timeout=0.3)
+    sock = socket.create_connection(("127.0.0.1", served.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(post("/huge"))
+    await asyncio.sleep(0.1)
+    assert served.server.conns  # the answer is stuck in the server's buffer
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if not served.server.conns:
+            break
+    assert not served.server.conns
+    sock.close()
+
+
 async def test_head_not_complete_in_time_is_closed_even_while_bytes_trickle(serve):
     served = await serve(keepalive_timeout=0.4)
     reader, writer = await served.connect()
