@@ -316,7 +316,7 @@ class RawConnection(asyncio.Protocol):
             log.error("unhandled %s in the API handler for %s %s:\n%s", type(exc).__qualname__, req.method,
                       _where(req),
                       "".join(traceback.format_tb(exc.__traceback__)).rstrip())
-            reply = INTERNAL_ERROR if req._stream is None else None
+            reply = None if req.sent() else INTERNAL_ERROR
         else:
             if req._stream is not None and reply is not req._stream:
                 log.error("the API handler for %s %s committed a stream and returned something else",

@@ -154,6 +154,11 @@ class RawRequest:
 
     # -- the connection's side --------------------------------------------------------------------
 
+    def sent(self) -> bool:
+        """Whether a byte of the answer went out (a stream's head waits for its first chunk)."""
+        stream = self._stream
+        return stream is not None and stream._head is None
+
     def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:

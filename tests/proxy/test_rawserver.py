@@ -539,6 +539,28 @@ async def test_handler_exception_is_a_500_and_the_log_has_no_request_content(ser
     writer.close()
 
 
+async def test_handler_failing_in_a_stream_is_a_500_until_a_chunk_went_out_then_a_cut(serve, caplog):
+    async def fails(request: Inbound):
+        out = await request.stream(200, {"Content-Type": "text/event-stream"})
+        if request.query.get("after"):
+            await out.write(b"data: one\n\n")
+        raise KeyError("x")
+
+    served = await serve([("POST", "/fails", fails)])
+    reader, writer = await served.connect()
+    with caplog.at_level(logging.ERROR, logger="llm_proxy"):
+        writer.write(post("/fails"))
+        status, headers, body = await read_answer(reader)  # the head was not sent yet: a clean 500
+        assert status == 500 and json.loads(body)["error"]["type"] == "server_error"
+        writer.write(post("/fails?after=1"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Transfer-Encoding: chunked" in head
+        rest = await asyncio.wait_for(reader.read(), 5)  # one chunk, then the connection ends: no last chunk
+    assert rest == b"b\r\ndata: one\n\n\r\n"
+    assert caplog.text.count("unhandled KeyError") == 2
+    writer.close()
+
+
 @pytest.mark.parametrize("name, value", [("X-Bad", "a\r\nInjected: 1"), ("X-Bad", "a\nInjected: 1"),
                                          ("X-Bad\r\nInjected", "1"), ("X-Bad", "a\x00b"), ("X-Bad", "\udcff")])
 async def test_answer_header_with_cr_lf_or_nul_is_never_written(serve, name, value, caplog):
