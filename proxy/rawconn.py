@@ -224,7 +224,8 @@ class RawConnection(asyncio.Protocol):
         if req is not None:
             self._target = None
             req._complete = True
-            req.wake()
+            if req._waiter is not None:  # (the common case, a body that came with its head, has none)
+                req.wake()
 
     # -- what the head asks for --------------------------------------------------------------------
 
