@@ -619,23 +619,33 @@ async def test_shutdown_closes_idle_finishes_in_flight_and_cancels_the_late(serv
 
 # -- on uvloop, as in production ------------------------------------------------------------------------------
 
-def test_fast_path_stream_and_handover_on_uvloop():
+def test_fast_path_stream_flow_control_and_handover_on_uvloop():
+    big = b"z" * 300_000  # over the transport's high-water mark: writev, pause_writing / resume_writing
+
     async def scenario() -> list:
         async def streamer(request: Inbound):
             out = await request.stream(200, {"Content-Type": "text/plain"})
             await out.write(b"a")
-            await out.write(b"b")
+            await out.write(big)
             return out
+
+        async def large(request: Inbound):
+            return Answer(200, big + await request.read(), {"Content-Type": "application/octet-stream"})
 
         runner = web.AppRunner(aiohttp_app(), handler_cancellation=True, access_log=None)
         await runner.setup()
-        server = RawServer([("POST", "/v1/chat/completions", echo), ("POST", "/stream", streamer)], runner.server,
-                           max_body=MAX_BODY, keepalive_timeout=5)
+        routes = [("POST", "/v1/chat/completions", echo), ("POST", "/stream", streamer), ("POST", "/large", large)]
+        server = RawServer(routes, runner.server, max_body=MAX_BODY, keepalive_timeout=5)
         await server.start("127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         got = []
-        for request in (post("/v1/chat/completions", b"u"), post("/stream"), b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
-                        post("/v1/chat/completions", b"v")):
+        for request in (post("/v1/chat/completions", b"u"), post("/stream")):
+            writer.write(request)
+            got.append(await read_answer(reader))
+        # pipelined past the read-ahead bound (reads pause, then resume), big answers written as they drain
+        writer.write(b"".join(post("/large", b"%03d" % i + b"p" * 900) for i in range(100)))
+        got.append([(await read_answer(reader))[2][len(big):len(big) + 3] for _ in range(100)])
+        for request in (b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", post("/v1/chat/completions", b"v")):
             writer.write(request)
             got.append(await read_answer(reader))
         writer.close()
@@ -643,7 +653,8 @@ def test_fast_path_stream_and_handover_on_uvloop():
         await runner.cleanup()
         return got
 
-    first, streamed, metrics, after = uvloop.run(scenario())
+    first, streamed, pipelined, metrics, after = uvloop.run(scenario())
     assert json.loads(first[2])["body"] == "u" and first[1]["x-served-by"] == "raw"
-    assert streamed[1]["transfer-encoding"] == "chunked" and streamed[2] == b"ab"
+    assert streamed[1]["transfer-encoding"] == "chunked" and streamed[2] == b"a" + big
+    assert pipelined == [b"%03d" % i for i in range(100)]
     assert metrics[1]["x-served-by"] == "aiohttp" and after[1]["x-served-by"] == "aiohttp"
