@@ -17,6 +17,7 @@ Conventions every adapter relies on:
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Literal, Union
 
 import msgspec
@@ -148,9 +149,10 @@ class ChatRequest(Struct, omit_defaults=True):
 
     def sampling_params_set(self) -> list[str]:
         """Names (IR spelling) of the optional parameters the client actually set."""
-        return [name for name in OPTIONAL_PARAMS if getattr(self, name) not in (None, [], {})] + (
-            ["n"] if self.n != 1 else []
-        )
+        names = [name for name, v in zip(OPTIONAL_PARAMS, _optional_values(self)) if v is not None and v not in _EMPTY]
+        if self.n != 1:
+            names.append("n")
+        return names
 
 
 # IR fields a backend may be unable to honour: the unsupported-parameter policy checks these.
@@ -175,6 +177,9 @@ OPTIONAL_PARAMS = (
     "tool_choice",
     "parallel_tool_calls",
 )
+# Read in one C call per request (the policy checks every request); an empty list or dict is unset.
+_optional_values = operator.attrgetter(*OPTIONAL_PARAMS)
+_EMPTY = ([], {})
 
 
 class EmbeddingRequest(Struct, omit_defaults=True):
