@@ -1,5 +1,8 @@
 """SSE and NDJSON framing: the WHATWG checklist, and identical events for every split of the input."""
 
+import re
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,6 +104,34 @@ def test_any_split_yields_same_events(lines, data):
     assert parse_bytewise(stream) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(sse_line, line_end), max_size=12))
+def test_one_read_per_event_yields_the_same_events(lines):
+    """Reads cut after every blank line (the parser's one-event path) give what byte-wise reads give."""
+    stream = b"".join(line + end for line, end in lines)
+    reads = [r for r in re.split(rb"(?<=\n\n)", stream) if r]
+    p = SSEParser()
+    assert [ev for r in reads for ev in p.feed(r)] + p.close() == parse_bytewise(stream)
+
+
+@pytest.mark.parametrize(
+    ("reads", "expected"),
+    [
+        ([b"data: x\n\n", b"data: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"y")]),
+        ([b"data: x\n\n", b"event: e\ndata: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"y", "e")]),
+        ([b"data: x\n\n", b"event: e\n", b"data: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"y", "e")]),  # name held
+        ([b"data: x\n\n", b"data: a", b"data: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"adata: y")]),  # line held
+        ([b"data: x\n\n", b"data: a\r", b"data: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"a\ny")]),  # CR held
+        ([b"data: x\n\n", b"data: a\n", b"data: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"a\ny")]),  # data held
+        ([b"id: 7\ndata: x\n\n", b"data: y\n\n"], [SSEEvent(b"x", id="7"), SSEEvent(b"y", id="7")]),
+        ([b"data: x\n\n", b"event: e\nid: 2\n\n", b"data: y\n\n"], [SSEEvent(b"x"), SSEEvent(b"y", id="2")]),
+    ],
+)
+def test_whole_event_reads_after_pending_state(reads, expected):
+    p = SSEParser()
+    assert [ev for r in reads for ev in p.feed(r)] + p.close() == expected
+
+
 def test_encode_roundtrip_multiline():
     raw = encode_event(b"line1\nline2", "output") + encode_event(b'{"a":1}')
     assert parse_whole(raw) == [SSEEvent(b"line1\nline2", "output"), SSEEvent(b'{"a":1}')]
@@ -137,7 +168,6 @@ def test_line_splitter_any_endings_any_cuts_match_splitlines(lines, tail, cuts):
 
 # -- bounds: an upstream that never ends a line or an event cannot grow the parser's memory ---------
 
-import pytest  # noqa: E402
 
 from adapters import sse  # noqa: E402
 from adapters.errors import ProxyError  # noqa: E402
