@@ -294,9 +294,12 @@ class ChatStreamDecoder:
             out.append(ir.Start(id=chunk.id or None, model=chunk.model or None, created=chunk.created or None))
         if chunk.usage is not None:
             self.usage = usage_to_ir(chunk.usage)
-        choice = next((c for c in chunk.choices if c.index == 0), None)
-        if choice is not None and not self.finished:
-            self._choice(choice, out)
+        choices = chunk.choices
+        if choices and not self.finished:
+            # Choice 0 is nearly always first: no generator for the common case.
+            choice = choices[0] if choices[0].index == 0 else next((c for c in choices if c.index == 0), None)
+            if choice is not None:
+                self._choice(choice, out)
 
     def _choice(self, c: ChoiceWire, out: list[ir.Event]) -> None:
         d = c.delta
@@ -307,8 +310,9 @@ class ChatStreamDecoder:
             text = d.content or d.refusal
             if text:
                 self._text(text, out)
-            for pos, tc in enumerate(d.tool_calls or ()):
-                self._tool(tc.index if tc.index is not None else pos, tc.id, tc.function, out)
+            if d.tool_calls:
+                for pos, tc in enumerate(d.tool_calls):
+                    self._tool(tc.index if tc.index is not None else pos, tc.id, tc.function, out)
             if d.function_call is not None:
                 self._tool(0, None, d.function_call, out)
         elif c.text:
@@ -335,7 +339,8 @@ class ChatStreamDecoder:
         out.append(ir.ReasoningDelta(self.reasoning_block, text))
 
     def _text(self, text: str, out: list[ir.Event]) -> None:
-        self._close_reasoning(out)
+        if self.reasoning_block is not None:
+            self._close_reasoning(out)
         if self.text_block is None:
             self.text_block = self._open("text", out)
         out.append(ir.TextDelta(self.text_block, text))
