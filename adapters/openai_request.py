@@ -295,10 +295,12 @@ def _stop(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def _common(r: _Sampling) -> dict[str, Any]:
+def _common(r: _Sampling) -> ir.ChatRequest:
+    """The request with the fields chat and completion requests share; the caller sets the rest.
+    One Struct built from keywords: no intermediate dict to build and unpack (a few µs a request)."""
     if r.n is not None and r.n < 1:
         raise bad_request("n must be at least 1", param="n")
-    return dict(
+    return ir.ChatRequest(
         model=r.model,
         temperature=r.temperature,
         top_p=r.top_p,
@@ -328,21 +330,15 @@ def parse_chat(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest:
     if r.reasoning_effort is not None:
         off = r.reasoning_effort == "none"
         reasoning = ir.ReasoningConfig(effort=r.reasoning_effort, enabled=False if off else None)
-    return ir.ChatRequest(
-        **_common(r),
-        messages=messages,
-        system=system,
-        tools=tools,
-        tool_choice=tool_choice,
-        parallel_tool_calls=r.parallel_tool_calls,
-        max_tokens=r.max_completion_tokens if r.max_completion_tokens is not None else r.max_tokens,
-        response_format=response_format_to_ir(r.response_format),
-        reasoning=reasoning,
-        logprobs=r.logprobs,
-        top_logprobs=r.top_logprobs,
-        metadata=r.metadata,
-        extra=jsonio.unknown_fields(body, _CHAT_FIELDS, raw),
-    )
+    req = _common(r)
+    req.messages, req.system, req.tools, req.tool_choice = messages, system, tools, tool_choice
+    req.parallel_tool_calls = r.parallel_tool_calls
+    req.max_tokens = r.max_completion_tokens if r.max_completion_tokens is not None else r.max_tokens
+    req.response_format = response_format_to_ir(r.response_format)
+    req.reasoning = reasoning
+    req.logprobs, req.top_logprobs, req.metadata = r.logprobs, r.top_logprobs, r.metadata
+    req.extra = jsonio.unknown_fields(body, _CHAT_FIELDS, raw)
+    return req
 
 
 def _prompt(prompt: Any) -> str:
@@ -360,14 +356,13 @@ def parse_completion(body: bytes, raw: TopLevel | None = None) -> ir.ChatRequest
     r: CompletionRequestIn = decode_client_body(_completion_decoder, body, "completion request")
     if r.prompt is None:
         raise bad_request("prompt is required", param="prompt")
-    return ir.ChatRequest(
-        **_common(r),
-        prompt=_prompt(r.prompt),
-        max_tokens=16 if r.max_tokens is None else r.max_tokens,
-        logprobs=True if r.logprobs is not None else None,
-        top_logprobs=r.logprobs or None,
-        extra=jsonio.unknown_fields(body, _COMPLETION_FIELDS, raw),
-    )
+    req = _common(r)
+    req.prompt = _prompt(r.prompt)
+    req.max_tokens = 16 if r.max_tokens is None else r.max_tokens
+    req.logprobs = True if r.logprobs is not None else None
+    req.top_logprobs = r.logprobs or None
+    req.extra = jsonio.unknown_fields(body, _COMPLETION_FIELDS, raw)
+    return req
 
 
 def _embedding_inputs(inp: str | list[Any]) -> list[str] | list[list[int]]:
