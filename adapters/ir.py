@@ -311,32 +311,32 @@ def fold_events(events: list[Event], *, model: str, id: str, created: int) -> Ch
     parts: dict[int, Text | Reasoning | ToolCall] = {}
     finish = Finish(reason="stop")
     usage: Usage | None = None
+    # Dispatch on the exact type (no event Struct is subclassed), deltas first: no isinstance calls.
     for ev in events:
-        if isinstance(ev, Start):
-            id = ev.id or id
-            model = ev.model or model
-            created = ev.created or created
-        elif isinstance(ev, BlockStart):
+        t = type(ev)
+        if t is TextDelta or t is ReasoningDelta:
+            parts[ev.index].text += ev.text  # type: ignore[union-attr]
+        elif t is ToolArgsDelta:
+            parts[ev.index].arguments += ev.fragment  # type: ignore[union-attr]
+        elif t is BlockStart:
             if ev.kind == "text":
                 parts[ev.index] = Text(text="")
             elif ev.kind == "reasoning":
                 parts[ev.index] = Reasoning(text="", provider=ev.provider)
             else:
                 parts[ev.index] = ToolCall(id=ev.tool_call_id or "", name=ev.tool_name or "", arguments="")
-        elif isinstance(ev, TextDelta):
-            parts[ev.index].text += ev.text  # type: ignore[union-attr]
-        elif isinstance(ev, ReasoningDelta):
-            parts[ev.index].text += ev.text  # type: ignore[union-attr]
-        elif isinstance(ev, ReasoningSignature):
+        elif t is Start:
+            id = ev.id or id
+            model = ev.model or model
+            created = ev.created or created
+        elif t is ReasoningSignature:
             part = parts[ev.index]
             part.signature = (part.signature or "") + ev.signature  # type: ignore[union-attr]
-        elif isinstance(ev, RedactedReasoning):
+        elif t is RedactedReasoning:
             parts[ev.index] = Reasoning(redacted_data=ev.data, provider="anthropic")
-        elif isinstance(ev, ToolArgsDelta):
-            parts[ev.index].arguments += ev.fragment  # type: ignore[union-attr]
-        elif isinstance(ev, Finish):
+        elif t is Finish:
             finish = ev
-        elif isinstance(ev, UsageEvent):
+        elif t is UsageEvent:
             usage = ev.usage
     ordered = [parts[i] for i in sorted(parts)]
     return ChatResponse(
