@@ -92,6 +92,9 @@ class AnthropicStreamEncoder:
     def feed(self, event: ir.Event) -> bytes:
         if self._done:
             return b""
+        if type(event) is ir.TextDelta and event.index == self._open and event.text:
+            # Most of a stream: more text for the open text block (what _block_event writes).
+            return _TEXT_DELTA_HEAD % self._next + jsonio.dumps(event.text) + _TEXT_DELTA_TAIL
         out: list[bytes] = []
         if not self._started:
             self._message_start(event if isinstance(event, ir.Start) else ir.Start(), out)
@@ -309,14 +312,15 @@ class AnthropicStreamDecoder(FramedStreamDecoder):
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise ProxyError("upstream_protocol", "Anthropic stream sent an event that is not valid JSON") from None
         t = ev.type
-        if t == "message_start" and ev.message is not None:
+        if t == "content_block_delta":  # most events: tested first
+            if ev.delta is not None and ev.index in self._map:
+                self._block_delta(self._map[ev.index], ev.delta, out)  # type: ignore[index]
+        elif t == "message_start" and ev.message is not None:
             if ev.message.usage is not None:
                 self._usage = ev.message.usage
             out.append(ir.Start(id=ev.message.id or None, model=ev.message.model or None))
         elif t == "content_block_start" and ev.content_block is not None and ev.index is not None:
             self._block_start(ev.index, ev.content_block, out)
-        elif t == "content_block_delta" and ev.delta is not None and ev.index in self._map:
-            self._block_delta(self._map[ev.index], ev.delta, out)  # type: ignore[index]
         elif t == "content_block_stop" and ev.index in self._map:
             self._block_stop(self._map.pop(ev.index), out)  # type: ignore[arg-type]
         elif t == "message_delta":

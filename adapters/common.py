@@ -211,7 +211,8 @@ class FramedStreamDecoder:
         raise NotImplementedError
 
     def feed(self, chunk: bytes) -> list[ir.Event]:
-        self._raise_held()
+        if self._held_error is not None:
+            self._raise_held()
         out: list[ir.Event] = []
         try:
             for frame in self._framer.feed(chunk):

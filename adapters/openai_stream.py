@@ -131,6 +131,9 @@ class ChatStreamEncoder(_EncoderBase):
     def feed(self, ev: ir.Event) -> bytes:
         if self.closed:
             return b""
+        if type(ev) is ir.TextDelta and self.started and ev.text:  # most of a stream
+            self.held = None
+            return self._text_delta("content", ev.text)
         if isinstance(ev, ir.Start):
             self._adopt(ev)
             return self._role()
