@@ -192,7 +192,7 @@ class NDJSONParser:
         self._lines = _LineSplitter()
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        return [line for line in self._lines.feed(chunk) if line.strip()]
+        return [line for line in self._lines.feed(chunk) if line and not line.isspace()]  # no stripped copy
 
     def close(self) -> list[bytes]:
         line = self._lines.finish()
