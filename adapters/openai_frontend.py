@@ -43,6 +43,8 @@ def _finish(choice: ir.Choice) -> str:
 
 
 def _message(choice: ir.Choice) -> dict[str, Any]:
+    if len(choice.parts) == 1 and type(choice.parts[0]) is ir.Text:  # most answers: what the walk below gives
+        return {"role": "assistant", "content": choice.parts[0].text, "refusal": None}
     texts = [p.text for p in choice.parts if isinstance(p, ir.Text)]
     thoughts = [p.text for p in choice.parts if isinstance(p, ir.Reasoning) and p.text]
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
