@@ -70,14 +70,15 @@ def chat_op(client: str) -> ChatOp:
     raise LookupError(f"{client}: no chat operation")
 
 
-async def record(fmt: str, chunks: int) -> bytes:
-    """One streamed answer of `fmt`'s emulator, as the backend adapter requests it."""
+async def record(fmt: str, chunks: int, req: ir.ChatRequest | None = None) -> bytes:
+    """One answer of `fmt`'s emulator to `req` (default: the streamed benchmark request), as the backend
+    adapter requests it."""
     module = __import__(f"loadtest.emulators.{fmt}", fromlist=["create_app"])
     runner, url = await start(module.create_app(PROFILES["zero"]))
     try:
         suffix = "/v1" if fmt == "openai" else ""
         adapter = backend(fmt, url + suffix)
-        http = adapter.chat_request(request(), Target(model=f"bench-model::chunks={chunks}"))
+        http = adapter.chat_request(req or request(), Target(model=f"bench-model::chunks={chunks}"))
         async with aiohttp.ClientSession() as s, s.post(http.url, data=http.body, headers=http.headers) as r:
             body = await r.read()
             if r.status != 200:

@@ -21,36 +21,17 @@ import pstats
 import time
 from collections.abc import Callable
 
-import aiohttp
 import msgspec
 
 from adapters import jsonio
 from adapters.base import Target
 from adapters.params import apply_policy
-from loadtest.emulators.server import start
-from loadtest.profiles import PROFILES
 
 from . import scenario
-from .stream_cost import backend, chat_op
+from .stream_cost import backend, chat_op, record
 
 PAIRS = ("openai->anthropic", "anthropic->openai", "openai->ollama")
 STEPS = ("raw", "parse", "policy", "request", "response", "render")
-
-
-async def record(fmt: str, req: object) -> bytes:
-    """The emulator's JSON answer to the backend request built from `req` (an IR ChatRequest)."""
-    module = __import__(f"loadtest.emulators.{fmt}", fromlist=["create_app"])
-    runner, url = await start(module.create_app(PROFILES["zero"]))
-    try:
-        adapter = backend(fmt, url + scenario.BASE_SUFFIX.get(fmt, ""))
-        http = adapter.chat_request(req, Target(model=scenario.backend_model(8)))
-        async with aiohttp.ClientSession() as s, s.post(http.url, data=http.body, headers=http.headers) as r:
-            data = await r.read()
-            if r.status != 200:
-                raise RuntimeError(f"{fmt} emulator answered {r.status}: {data[:200]!r}")
-            return data
-    finally:
-        await runner.cleanup()
 
 
 def steps(pair: str, answer: bytes | None = None) -> tuple[dict[str, Callable[[], object]], object]:
@@ -102,7 +83,7 @@ async def answers(pairs: list[str]) -> dict[str, bytes]:
     for pair in pairs:
         fmt = pair.partition("->")[2]
         _, req = steps(pair)
-        out[pair] = await record(fmt, req)
+        out[pair] = await record(fmt, 8, req)  # its JSON answer (req.stream is False)
     return out
 
 
