@@ -177,7 +177,7 @@ class RawConnection(asyncio.Protocol):
         key = _NAMES.get(name)
         if key is None:
             key = name.decode("utf-8", "surrogateescape").lower()
-            if len(_NAMES) < 512:
+            if len(_NAMES) < 512 and len(name) <= 64:
                 _NAMES[name] = key
         if key not in self._headers:  # a repeated name keeps its first value
             self._headers[key] = value.decode("utf-8", "surrogateescape")
@@ -447,4 +447,4 @@ def _where(req: RawRequest) -> str:
     return req.path if req.match_info is NO_VALUES else "(templated route)"
 
 
-_NAMES: dict[bytes, str] = {}  # raw header name -> lower-cased (bounded: names are client text)
+_NAMES: dict[bytes, str] = {}  # raw header name -> lower-cased (bounded in count and size: names are client text)

@@ -151,6 +151,21 @@ async def test_header_names_case_insensitive_first_value_kept_and_non_utf8_bytes
     writer.close()
 
 
+async def test_the_header_name_cache_stays_bounded_whatever_names_clients_send(serve):
+    from proxy.rawconn import _NAMES
+
+    served = await serve()
+    reader, writer = await served.connect()
+    for batch in range(8):  # 600 short names (past the count bound) and 48 long ones (past the size bound)
+        long = batch % 2 == 0
+        names = b"".join(b"X-%s-%04d: v\r\n" % (b"n" * (900 if long else 1), i + 200 * batch)
+                         for i in range(12 if long else 150))
+        writer.write(post("/v1/chat/completions", b"", names))
+        assert (await read_answer(reader))[0] == 200
+    assert len(_NAMES) <= 512 and max(map(len, _NAMES)) <= 64
+    writer.close()
+
+
 def test_routes_refuse_templates_other_than_one_last_segment():
     for template in ("/a/{x}/b", "/a/{x}{y}", "/a{x}", "/a/{}"):
         with pytest.raises(ValueError):
