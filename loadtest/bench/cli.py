@@ -45,6 +45,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="--isolated: JSON requests per target and round at concurrency 1 (streams: half)")
     p.add_argument("--one-write", action="store_true",
                    help="--isolated: the lean backend writes each stream at once, not one write per event")
+    p.add_argument("--server-http", metavar="SERVERS",
+                   help="the gateway's HTTP server (config server.http: raw, aiohttp); with --isolated a list: the "
+                        "first is the gateway's, each other one a gateway target of its own (proxy-<server>)")
     p.add_argument("--compare", metavar="URL", help="another OpenAI-compatible proxy to run through the same harness")
     p.add_argument("--compare-cmd", metavar="CMD",
                    help="start command for the other proxy; {port} and {openai_url} (the emulator) are filled in")
@@ -71,6 +74,13 @@ def hops(args: argparse.Namespace) -> tuple[str, ...]:
         raise SystemExit(f"llm-proxy bench: unknown --compare-hop {', '.join(sorted(unknown))} (bare, minimal)")
     if args.isolated and names != ("minimal",):
         raise SystemExit("llm-proxy bench --isolated compares against the minimal hop only (--compare-hop minimal)")
+    return names
+
+
+def server_http(args: argparse.Namespace) -> tuple[str, ...]:
+    names = tuple(s for s in (args.server_http or "").split(",") if s)
+    if len(names) > 1 and not args.isolated:
+        raise SystemExit("llm-proxy bench: several --server-http values need --isolated")
     return names
 
 
@@ -107,8 +117,9 @@ def write_outputs(results: dict, out_dir: str, make_plot: bool) -> dict[str, str
         f.write(report.markdown(results))
         if results.get("wrk_points") or results.get("skipped"):
             f.write("\n" + isolated_run.markdown(results))
-        if results.get("hop_ratios"):
-            f.write("\n" + hopratio.markdown(results["hop_ratios"]))
+        for ratios in [results.get("hop_ratios"), *results.get("hop_ratios_others", [])]:
+            if ratios:
+                f.write("\n" + hopratio.markdown(ratios))
         if results.get("hot_path"):
             f.write("\n" + hotpath.markdown(results["hot_path"]))
     with open(files["json"], "w") as f:
@@ -136,7 +147,7 @@ def main(argv: list[str]) -> int:
     opts = runner.Options(
         out_dir=out_dir, log_level=args.log_level, compare_url=args.compare, compare_cmd=args.compare_cmd,
         compare_model=args.compare_model, compare_profile=args.compare_profile, seed=args.seed, hot_path=args.hot_path,
-        hops=hops(args), profiler=args.profiler,
+        hops=hops(args), profiler=args.profiler, server_http=server_http(args),
     )  # fmt: skip
     try:
         import uvloop
@@ -158,12 +169,14 @@ def main(argv: list[str]) -> int:
                           "loadavg_end": os.getloadavg()}  # fmt: skip
     if "minimal" in opts.hops:
         results["hop_ratios"] = hopratio.compare(results)
+        results["hop_ratios_others"] = [hopratio.compare(results, gateway=f"proxy-{s}") for s in opts.server_http[1:]]
     files = write_outputs(results, out_dir, not args.no_plot)
     print(report.markdown(results))
     if results.get("wrk_points") or results.get("skipped"):
         print(isolated_run.markdown(results))
-    if results.get("hop_ratios"):
-        print(hopratio.markdown(results["hop_ratios"]))
+    for ratios in [results.get("hop_ratios"), *results.get("hop_ratios_others", [])]:
+        if ratios:
+            print(hopratio.markdown(ratios))
     print("wrote " + ", ".join(files.values()))
     errors = sum(t["errors"] for p in results["points"] + results.get("wrk_points", []) for t in p["targets"].values())
     return 1 if errors else 0

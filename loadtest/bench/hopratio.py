@@ -56,12 +56,12 @@ def _added(p: dict, name: str, key: str, q: int) -> float | None:
     return a.get(f"p{q}_ms") if a else None
 
 
-def point_rows(p: dict[str, Any], hop: str = HOP) -> list[dict[str, Any]]:
+def point_rows(p: dict[str, Any], hop: str = HOP, gateway: str = GATEWAY) -> list[dict[str, Any]]:
     """The comparisons one load point supports (both the gateway and the hop measured in it)."""
     targets = p["targets"]
-    if GATEWAY not in targets or hop not in targets:
+    if gateway not in targets or hop not in targets:
         return []
-    gw, ref = targets[GATEWAY], targets[hop]
+    gw, ref = targets[gateway], targets[hop]
     passthrough = p["path"].split("->")[0] == p["path"].split("->")[1]
     rows = []
     if p["mode"] == "closed" and (p["concurrency"] or 1) > 1:
@@ -69,11 +69,11 @@ def point_rows(p: dict[str, Any], hop: str = HOP) -> list[dict[str, Any]]:
         rows.append(_row("throughput (req/s)", p, gw["throughput_rps"], ref["throughput_rps"], key))
     if p["mode"] == "closed" and p["concurrency"] == 1:
         if p["stream"]:
-            rows.append(_row("added TTFT p50 (ms)", p, _added(p, GATEWAY, "added_ttft", 50),
+            rows.append(_row("added TTFT p50 (ms)", p, _added(p, gateway, "added_ttft", 50),
                              _added(p, hop, "added_ttft", 50), "added TTFT p50"))  # fmt: skip
         else:
-            rows.append(_row("added p50 (ms)", p, _added(p, GATEWAY, "added", 50), _added(p, hop, "added", 50), "added p50"))
-            rows.append(_row("added p99 (ms)", p, _added(p, GATEWAY, "added", 99), _added(p, hop, "added", 99), "added p99"))
+            rows.append(_row("added p50 (ms)", p, _added(p, gateway, "added", 50), _added(p, hop, "added", 50), "added p50"))
+            rows.append(_row("added p99 (ms)", p, _added(p, gateway, "added", 99), _added(p, hop, "added", 99), "added p99"))
     rows.append(_row("CPU / request (µs)", p, gw["cpu_us_per_req"], ref["cpu_us_per_req"]))
     if p["stream"] and gw["cpu_us_per_chunk"] is not None:
         row = _row("CPU / relayed chunk (µs)", p, gw["cpu_us_per_chunk"], ref["cpu_us_per_chunk"])
@@ -105,10 +105,13 @@ def memory_rows(results: dict[str, Any], hop: str = HOP) -> list[dict[str, Any]]
     return rows
 
 
-def compare(results: dict[str, Any], hop: str = HOP) -> dict[str, Any]:
+def compare(results: dict[str, Any], hop: str = HOP, gateway: str = GATEWAY) -> dict[str, Any]:
+    """`gateway`: the target to compare (another server of the gateway in `--isolated` runs: no memory rows)."""
     points = results["points"] + results.get("wrk_points", [])  # wrk_points: `--isolated` runs
-    rows = [r for p in points for r in point_rows(p, hop)] + memory_rows(results, hop)
-    return {"hop": hop, "rows": rows, "machine": results.get("machine", {})}
+    rows = [r for p in points for r in point_rows(p, hop, gateway)]
+    if gateway == GATEWAY:
+        rows += memory_rows(results, hop)
+    return {"hop": hop, "gateway": gateway, "rows": rows, "machine": results.get("machine", {})}
 
 
 def _f(x: Any) -> str:
@@ -121,7 +124,8 @@ def markdown(c: dict[str, Any]) -> str:
     m = c["machine"]
     load = ", ".join(f"{k.removeprefix('loadavg_')} {'/'.join(f'{x:.2f}' for x in v)}"
                      for k, v in m.items() if k.startswith("loadavg_"))  # fmt: skip
-    out = [f"Gateway against the {c['hop']} (same run; ratio = gateway / hop)" + (f"; load average {load}" if load else "") + ".",
+    name = "Gateway" if c.get("gateway", GATEWAY) == GATEWAY else f"Gateway `{c['gateway']}`"
+    out = [f"{name} against the {c['hop']} (same run; ratio = gateway / hop)" + (f"; load average {load}" if load else "") + ".",
            "", "| Measure | Path | Load | Gateway | Hop | Ratio | Goal | Met |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     met = {True: "yes", False: "no", None: "–"}
     for r in c["rows"]:

@@ -4,17 +4,18 @@
 How this works.  The CPUs this process may use are split in two: the last one is the *proxy core*,
 the others the *load side*.  The lean canned backend (lean_backend.py: the emulators' answers replayed
 from bytes), this process (the c=1 aiohttp loop) and every `wrk` run are pinned to the load side; the
-gateway (one worker) and the minimal hop are pinned to the proxy core, and only one of them is driven
-at a time, so whichever is measured has that core to itself (other tenants of the machine aside: read
-the load average and the proxy core's busy share next to each figure).
+gateway (one worker; with `--server-http raw,aiohttp` one gateway per HTTP server) and the minimal hop
+are pinned to the proxy core, and only one target is driven at a time, so whichever is measured has
+that core to itself (other tenants of the machine aside: read the load average and the target's share
+of its core next to each figure).
 
-- Concurrency 1 points: the runner's own interleaved aiohttp loop (direct call to the backend, gateway,
-  hop, in rounds), which gives added p50 / p99 and stream TTFT over the direct call.
-- Concurrency > 1 points: `wrk -t1 -cC -dS` per round, gateway / hop / gateway / hop ...; requests per
-  second, wrk's latency percentiles, and around each round the target's CPU time (/proc schedstat), the
-  backend's, and how busy the load side and the proxy core were (/proc/stat).  A round with socket
-  errors or non-2xx answers fails the point: its throughput is not reported.  Without `wrk` on PATH
-  these points are skipped with a message.
+- Concurrency 1 points: the runner's own interleaved aiohttp loop (direct call to the backend, then
+  every target, in rounds), which gives added p50 / p99 and stream TTFT over the direct call.
+- Concurrency > 1 points: `wrk -t1 -cC -dS` per round, every target in turn, round after round; requests
+  per second, wrk's latency percentiles, and around each round the target's CPU time (/proc schedstat),
+  the backend's, wrk's, and how busy the load side and the proxy core were (/proc/stat).  A round with
+  socket errors or non-2xx answers fails the point: its throughput is not reported.  Without `wrk` on
+  PATH these points are skipped with a message.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from . import scenario, wrk
 from .loadgen import closed_loop
 from .plan import LoadPoint, Plan
 from .procs import Service, affinity, busy_share, cpu_busy_jiffies, pin, python_module, usable_cpus
-from .runner import FORMATS, Harness, Options, schedule
+from .runner import FORMATS, Harness, Options, Target, schedule
+from .scenario import ALL_PATHS
 
-DRIVEN = ("proxy", "minimal-hop")  # the targets of a wrk point, in their interleaving order
 QUANTILES = ("p50", "p75", "p90", "p99")  # wrk's --latency percentiles
 # Per round, shares of one core (0-1): how busy the proxy core and the load side were (anyone's work,
 # /proc/stat), and how much of that was the target's, the backend's and wrk's own CPU time.
@@ -89,6 +90,7 @@ class IsolatedHarness(Harness):
         self.backend: Service | None = None
         self.backend_info: dict[str, Any] = {}
         self.own_cpus = os.sched_getaffinity(0)
+        self.others: dict[str, Service] = {}  # "proxy-<server>" -> a gateway on another HTTP server
 
     async def _start_emulators(self) -> None:
         chunks = PROFILES["zero"].chunks
@@ -112,6 +114,7 @@ class IsolatedHarness(Harness):
 
     async def start(self) -> None:
         await super().start()
+        await self._start_other_servers()
         # Once more now that every thread and worker exists; then this process joins the load side.
         for svc in self.services:
             pin(svc.tree(), self.load_cpus if svc is self.backend else self.proxy_cpus)
@@ -123,6 +126,21 @@ class IsolatedHarness(Harness):
         finally:
             pin([os.getpid()], self.own_cpus)
 
+    async def _start_other_servers(self) -> None:
+        """One more gateway per other HTTP server asked for (`--server-http raw,aiohttp`): the same
+        config but `server.http`, a target of its own ("proxy-<server>") interleaved with the others."""
+        base = self.base_config
+        for server in self.opts.server_http[1:]:
+            cfg = {**base, "server": {**base["server"], "http": server}}
+            svc = self.others[f"proxy-{server}"] = self._spawn_proxy(f"proxy-{server}", cfg, self.proxy_env)
+            await svc.wait_ready("/health/live")
+
+    def targets(self, lp: LoadPoint) -> list[Target]:
+        out = super().targets(lp)
+        path = ALL_PATHS[lp.path]
+        return out + [Target(name, scenario.proxied(svc.url, path, lp.profile, lp.stream), svc)
+                      for name, svc in self.others.items()]  # fmt: skip
+
     def pinning(self) -> dict[str, Any]:
         """The split, and the CPUs each process's threads may use as read back from the kernel."""
         actual = {svc.name: sorted(set().union(*(affinity(p) for p in svc.tree()))) for svc in self.services}
@@ -131,7 +149,7 @@ class IsolatedHarness(Harness):
                 "backend": self.backend_info, "one_write": self.one_write}  # fmt: skip
 
     async def wrk_point(self, lp: LoadPoint) -> dict[str, Any]:
-        targets = {t.name: t for t in self.targets(lp) if t.name in DRIVEN}
+        targets = {t.name: t for t in self.targets(lp) if t.name != "native"}
         seconds = max(1, round(lp.deadline))
         scripts = {}
         for name, t in targets.items():

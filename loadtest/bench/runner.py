@@ -50,6 +50,9 @@ class Options:
     hot_path: int = 0  # requests per path for the profile (0 = skip)
     profiler: str = "pyinstrument"  # or "py-spy" (hotpath.PROFILERS)
     hops: tuple[str, ...] = ("bare",)  # reference hops to run: "bare" and/or "minimal" (HOPS)
+    # The gateway's HTTP server (config server.http) per gateway target: the first is "proxy"'s, each
+    # other one a gateway of its own, "proxy-<server>" (`--isolated` runs); empty: the config's default.
+    server_http: tuple[str, ...] = ()
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Harness:
         self.rng = random.Random(opts.seed)
         self.session: aiohttp.ClientSession | None = None
         self.config_path = ""
+        self.base_config: dict = {}  # the generated gateway config (config_path's content)
         self.proxy_env: dict[str, str] = {}
 
     # -- processes ------------------------------------------------------------------------------------
@@ -104,6 +108,9 @@ class Harness:
         self.config_path = config_path = os.path.join(self.opts.out_dir, "proxy-config.yaml")
         chunks = {name: p.chunks for name, p in PROFILES.items()}
         base = scenario.proxy_config(self.emulators, chunks, self.opts.log_level)
+        if self.opts.server_http:
+            base["server"]["http"] = self.opts.server_http[0]
+        self.base_config = base
         with open(config_path, "w") as f:
             json.dump(base, f, indent=1)  # JSON is YAML
         env = self.proxy_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}

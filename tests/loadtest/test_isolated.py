@@ -78,6 +78,15 @@ def test_wrk_points_give_the_throughput_ratios_and_a_table():
     assert "| 10.0 + 5.0 | 90 % / 99 % | 30 % / 40 % |" in table[4]
 
 
+def test_ratios_of_another_gateway_target():
+    point = _wrk_point(6000.0, 4000.0)
+    point["targets"]["proxy-aiohttp"] = {**point["targets"]["proxy"], "throughput_rps": 2000.0}
+    results = {"points": [], "wrk_points": [point], "open_streams": {"streams": 1}}
+    rows = hopratio.compare(results, gateway="proxy-aiohttp")["rows"]
+    assert [(r["measure"], r["ratio"]) for r in rows] == [("throughput (req/s)", 0.5), ("CPU / request (µs)", 0.75)]
+    assert "Gateway `proxy-aiohttp` against" in hopratio.markdown(hopratio.compare(results, gateway="proxy-aiohttp"))
+
+
 async def test_without_wrk_the_throughput_points_are_skipped(monkeypatch, tmp_path):
     ran: list[int] = []
 
@@ -105,7 +114,8 @@ def test_a_tiny_isolated_run_end_to_end(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, "-m", "proxy.cli", "bench", "--isolated", "--paths", "openai->anthropic", "--wrk-seconds", "1",
-         "--rounds", "1", "--latency-requests", "10", "--log-level", "warning", "--out", str(out), "--no-plot"],
+         "--rounds", "1", "--latency-requests", "10", "--log-level", "warning", "--server-http", "raw,aiohttp",
+         "--out", str(out), "--no-plot"],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -113,11 +123,13 @@ def test_a_tiny_isolated_run_end_to_end(tmp_path):
     pin = results["pinning"]
     assert pin["proxy_cpus"] and not set(pin["proxy_cpus"]) & set(pin["load_cpus"])
     assert pin["affinity"]["proxy-1w"] == pin["affinity"]["minimal-hop"] == pin["proxy_cpus"]
+    assert pin["affinity"]["proxy-aiohttp"] == pin["proxy_cpus"]  # the gateway on its other HTTP server
     assert pin["affinity"]["lean-backend"] == pin["affinity"]["load generator"] == pin["load_cpus"]
     assert [(p["concurrency"], p["stream"]) for p in results["points"]] == [(1, False), (1, True)]
     assert [(p["concurrency"], p["stream"]) for p in results["wrk_points"]] == [(32, False), (32, True)]
     for p in results["wrk_points"]:
-        for name in ("proxy", "minimal-hop"):
+        assert list(p["targets"]) == ["proxy", "minimal-hop", "proxy-aiohttp"]
+        for name in p["targets"]:
             t = p["targets"][name]
             assert t["errors"] == 0 and t["requests"] > 0 and t["throughput_rps"] > 0 and t["cpu_us_per_req"] > 0
             assert len(t["rounds"]) == 1 and t["latency_ms"]["p99"] > 0
@@ -126,5 +138,7 @@ def test_a_tiny_isolated_run_end_to_end(tmp_path):
     assert measures[("throughput (req/s)", "closed c=32, non-stream, wrk")] > 0
     assert measures[("added p50 (ms)", "closed c=1, non-stream")] is not None
     assert measures[("added TTFT p50 (ms)", "closed c=1, stream")] is not None
+    other = {(r["measure"], r["load"]): r["ratio"] for r in results["hop_ratios_others"][0]["rows"]}
+    assert other[("throughput (req/s)", "closed c=32, stream, wrk")] > 0
     report = (out / "report.md").read_text()
-    assert "wrk points" in report and "load average" in report
+    assert "wrk points" in report and "Gateway `proxy-aiohttp` against the minimal-hop" in report
