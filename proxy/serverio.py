@@ -52,7 +52,11 @@ class Answer:
 
 
 def json_answer(body: bytes, headers: dict[str, str] | None = None, status: int = 200) -> Answer:
-    return Answer(status, body, {"Content-Type": JSON_TYPE, **headers} if headers else {"Content-Type": JSON_TYPE})
+    """A JSON answer; `headers` is the caller's fresh dict, taken over (not copied) and completed."""
+    if headers is None:
+        return Answer(status, body, {"Content-Type": JSON_TYPE})
+    headers["Content-Type"] = JSON_TYPE
+    return Answer(status, body, headers)
 
 
 class StreamOut(Protocol):
